@@ -1,0 +1,778 @@
+/* config.c: tlsproxy.conf → struct config, driven by one key table. */
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "confval.h"
+
+enum conf_section {
+	SEC_GLOBAL,
+	SEC_LISTENER,
+	SEC_BACKEND,
+	SEC_CONTEXT,
+	SEC_NONE,
+};
+
+static const char *const section_names[] = { "global", "listener", "backend",
+	"context" };
+
+enum conf_type {
+	T_DURATION,
+	T_SIZE,
+	T_INT,
+	T_WORKERS,
+	T_LOGLEVEL,
+	T_STRING,
+	T_LIST,
+};
+
+static const char *const type_names[] = { "duration", "size", "integer",
+	"integer|auto", "level", "string", "list" };
+
+struct conf_key {
+	enum conf_section sec;
+	const char *name;
+	enum conf_type type;
+	size_t offset;
+	const char *def; /* NULL: required (or optional without default) */
+	int required;
+	int64_t min, max; /* for T_INT/T_WORKERS, and ms/bytes for T_DURATION/T_SIZE */
+	const char *doc;
+};
+
+#define G(f) offsetof(struct conf_global, f)
+#define L(f) offsetof(struct conf_listener, f)
+#define B(f) offsetof(struct conf_backend, f)
+#define C(f) offsetof(struct conf_context, f)
+
+/* The key table: parsing, defaults, bounds and the key listing in the docs
+ * all come from here. */
+static const struct conf_key keys[] = {
+	{ SEC_GLOBAL, "workers", T_WORKERS, G(workers), "auto", 0, 1, 1024,
+	  "worker threads, each with its own event loop; auto = online CPUs" },
+	{ SEC_GLOBAL, "log_level", T_LOGLEVEL, G(log_level), "info", 0, 0, 0,
+	  "error, warning, info or debug" },
+	{ SEC_GLOBAL, "access_log", T_STRING, G(access_log), "yes", 0, 0, 0,
+	  "yes (to stderr), no, or an absolute file path" },
+	{ SEC_GLOBAL, "handshake_timeout", T_DURATION, G(handshake_timeout_ms),
+	  "120s", 0, 1, 86400000, "time allowed from accept to a finished TLS handshake" },
+	{ SEC_GLOBAL, "idle_timeout", T_DURATION, G(idle_timeout_ms), "300s", 0,
+	  1, 604800000, "close a relaying connection after this long without traffic" },
+	{ SEC_GLOBAL, "shutdown_timeout", T_DURATION, G(shutdown_timeout_ms),
+	  "30s", 0, 0, 86400000, "on SIGTERM, how long open connections may finish" },
+	{ SEC_GLOBAL, "max_connections", T_INT, G(max_connections), "100000",
+	  0, 1, 10000000, "connections open at once, all listeners together" },
+	{ SEC_GLOBAL, "buffer_size", T_SIZE, G(buffer_size), "64k", 0, 4096,
+	  16777216, "relay buffer per direction; a slow reader stalls its peer at this" },
+
+	{ SEC_LISTENER, "bind", T_LIST, L(bind), NULL, 1, 0, 0,
+	  "addresses to accept TLS on: 1.2.3.4:443, [::]:443, *:443, unix:/path" },
+	{ SEC_LISTENER, "context", T_STRING, L(context), NULL, 1, 0, 0,
+	  "the [context] used for this listener's connections" },
+	{ SEC_LISTENER, "backend", T_STRING, L(backend), NULL, 1, 0, 0,
+	  "the [backend] that decrypted traffic goes to" },
+	{ SEC_LISTENER, "max_connections", T_INT, L(max_connections), "0", 0,
+	  0, 10000000, "connections open at once on this listener; 0 = only the global limit" },
+
+	{ SEC_BACKEND, "address", T_LIST, B(address), NULL, 1, 0, 0,
+	  "host:port, [v6]:port or unix:/path; several are used round-robin" },
+	{ SEC_BACKEND, "connect_timeout", T_DURATION, B(connect_timeout_ms),
+	  "5s", 0, 1, 3600000, "time allowed for one connect attempt" },
+
+	{ SEC_CONTEXT, "cert", T_STRING, C(cert), NULL, 1, 0, 0,
+	  "PEM certificate chain: the leaf first, then intermediates" },
+	{ SEC_CONTEXT, "key", T_STRING, C(key), NULL, 1, 0, 0,
+	  "PEM private key of the leaf certificate" },
+};
+
+#define NUM_KEYS (sizeof(keys) / sizeof(keys[0]))
+_Static_assert(NUM_KEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");
+
+/* Parser state shared by the line reader and the inih handler. */
+struct parse {
+	struct config *cfg;
+	const char *file;
+	const char *text;
+	size_t pos;
+	int line;
+	enum conf_section sec;
+	size_t sec_index;
+	int global_seen;
+	int bad_section; /* the last header was refused: skip its keys */
+};
+
+void
+config_error(struct config *cfg, int line, const char *key, const char *fmt,
+    ...)
+{
+	char msg[512], full[1024];
+	char **errors;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (line > 0 && key != NULL)
+		snprintf(full, sizeof(full), "%s:%d: key '%s': %s", cfg->path,
+		    line, key, msg);
+	else if (line > 0)
+		snprintf(full, sizeof(full), "%s:%d: %s", cfg->path, line, msg);
+	else
+		snprintf(full, sizeof(full), "%s: %s", cfg->path, msg);
+	errors = realloc(cfg->errors, (cfg->num_errors + 1) * sizeof(*errors));
+	if (errors == NULL)
+		return;
+	cfg->errors = errors;
+	cfg->errors[cfg->num_errors] = strdup(full);
+	if (cfg->errors[cfg->num_errors] != NULL)
+		cfg->num_errors++;
+}
+
+static struct conf_head *
+config_section(struct config *cfg, enum conf_section sec, size_t i)
+{
+	switch (sec) {
+	case SEC_GLOBAL:
+		return &cfg->global.h;
+	case SEC_LISTENER:
+		return &cfg->listeners[i].h;
+	case SEC_BACKEND:
+		return &cfg->backends[i].h;
+	case SEC_CONTEXT:
+		return &cfg->contexts[i].h;
+	default:
+		return NULL;
+	}
+}
+
+static const struct conf_key *
+config_key_find(enum conf_section sec, const char *name, size_t *out_index)
+{
+	for (size_t i = 0; i < NUM_KEYS; i++) {
+		if (keys[i].sec == sec && strcmp(keys[i].name, name) == 0) {
+			if (out_index != NULL)
+				*out_index = i;
+			return &keys[i];
+		}
+	}
+	return NULL;
+}
+
+int
+config_key_line(const struct conf_head *h, const char *key)
+{
+	for (size_t i = 0; i < NUM_KEYS; i++) {
+		if (strcmp(keys[i].name, key) == 0 && h->key_line[i] != 0)
+			return h->key_line[i];
+	}
+	return h->line;
+}
+
+static int
+strlist_add(struct strlist *l, const char *v, int line)
+{
+	char **nv = realloc(l->v, (l->num + 1) * sizeof(*nv));
+	int *nl;
+
+	if (nv == NULL)
+		return -1;
+	l->v = nv;
+	nl = realloc(l->lines, (l->num + 1) * sizeof(*nl));
+	if (nl == NULL)
+		return -1;
+	l->lines = nl;
+	if ((l->v[l->num] = strdup(v)) == NULL)
+		return -1;
+	l->lines[l->num++] = line;
+	return 0;
+}
+
+static void
+strlist_free(struct strlist *l)
+{
+	for (size_t i = 0; i < l->num; i++)
+		free(l->v[i]);
+	free(l->v);
+	free(l->lines);
+	memset(l, 0, sizeof(*l));
+}
+
+static char *
+trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+		*--e = '\0';
+	return s;
+}
+
+/* config_set stores |value| into the field of |k| in section |h|. */
+static void
+config_set(struct parse *p, struct conf_head *h, const struct conf_key *k,
+    const char *value, int line)
+{
+	void *field = (char *)h + k->offset;
+	uint64_t u;
+	int64_t i;
+
+	switch (k->type) {
+	case T_DURATION:
+		if (confval_duration(value, &u) != 0) {
+			config_error(p->cfg, line, k->name, "expected a duration "
+			    "like 250ms, 30s, 10m or 12h, got '%s'", value);
+		} else if ((int64_t)u < k->min || (int64_t)u > k->max) {
+			config_error(p->cfg, line, k->name, "'%s' is out of range "
+			    "(%lldms to %lldms)", value, (long long)k->min,
+			    (long long)k->max);
+		} else {
+			*(uint64_t *)field = u;
+		}
+		break;
+	case T_SIZE:
+		if (confval_size(value, &u) != 0) {
+			config_error(p->cfg, line, k->name, "expected a size like "
+			    "16k or 1m, got '%s'", value);
+		} else if ((int64_t)u < k->min || (int64_t)u > k->max) {
+			config_error(p->cfg, line, k->name, "'%s' is out of range "
+			    "(%lld to %lld bytes)", value, (long long)k->min,
+			    (long long)k->max);
+		} else {
+			*(uint64_t *)field = u;
+		}
+		break;
+	case T_WORKERS:
+		if (strcmp(value, "auto") == 0) {
+			*(int64_t *)field = 0;
+			break;
+		}
+		/* fall through */
+	case T_INT:
+		if (confval_int(value, k->min, k->max, &i) != 0)
+			config_error(p->cfg, line, k->name, "expected an integer "
+			    "from %lld to %lld%s, got '%s'", (long long)k->min,
+			    (long long)k->max, k->type == T_WORKERS ?
+			    " or 'auto'" : "", value);
+		else
+			*(int64_t *)field = i;
+		break;
+	case T_LOGLEVEL: {
+		enum log_level lv;
+
+		if (log_level_parse(value, &lv) != 0)
+			config_error(p->cfg, line, k->name, "expected error, "
+			    "warning, info or debug, got '%s'", value);
+		else
+			*(int64_t *)field = lv;
+		break;
+	}
+	case T_STRING: {
+		char **s = field;
+		char *dup = strdup(value);
+
+		if (dup == NULL)
+			return;
+		free(*s);
+		*s = dup;
+		break;
+	}
+	case T_LIST: {
+		char *copy = strdup(value), *save = NULL, *tok;
+
+		if (copy == NULL)
+			return;
+		for (tok = strtok_r(copy, ",", &save); tok != NULL;
+		    tok = strtok_r(NULL, ",", &save)) {
+			tok = trim(tok);
+			if (*tok == '\0')
+				config_error(p->cfg, line, k->name,
+				    "empty item in the list");
+			else
+				strlist_add(field, tok, line);
+		}
+		free(copy);
+		break;
+	}
+	}
+}
+
+static void
+config_defaults(struct parse *p, enum conf_section sec, struct conf_head *h)
+{
+	for (size_t i = 0; i < NUM_KEYS; i++) {
+		if (keys[i].sec == sec && keys[i].def != NULL)
+			config_set(p, h, &keys[i], keys[i].def, 0);
+	}
+}
+
+/* config_grow appends a zeroed element to an array of sections. */
+static void *
+config_grow(void **arr, size_t *num, size_t size)
+{
+	char *n = realloc(*arr, (*num + 1) * size);
+
+	if (n == NULL)
+		return NULL;
+	memset(n + *num * size, 0, size);
+	*arr = n;
+	return n + (*num)++ * size;
+}
+
+static void
+config_begin_section(struct parse *p, char *spec)
+{
+	struct config *cfg = p->cfg;
+	char *kind = trim(spec), *name = kind;
+	struct conf_head *h = NULL;
+	size_t *num = NULL;
+	void **arr = NULL;
+	size_t size = 0;
+	int k;
+
+	p->sec = SEC_NONE;
+	while (*name != '\0' && *name != ' ' && *name != '\t')
+		name++;
+	if (*name != '\0')
+		*name++ = '\0';
+	name = trim(name);
+	for (k = 0; k < 4; k++) {
+		if (strcmp(kind, section_names[k]) == 0)
+			break;
+	}
+	if (k == 4) {
+		config_error(cfg, p->line, NULL, "unknown section [%s]: expected "
+		    "[global], [listener NAME], [backend NAME] or [context NAME]",
+		    kind);
+		return;
+	}
+	if (k == SEC_GLOBAL) {
+		if (*name != '\0') {
+			config_error(cfg, p->line, NULL, "[global] takes no name");
+			return;
+		}
+		if (p->global_seen) {
+			config_error(cfg, p->line, NULL, "[global] appears twice "
+			    "(first at line %d)", cfg->global.h.line);
+			return;
+		}
+		p->global_seen = 1;
+		cfg->global.h.line = p->line;
+		p->sec = SEC_GLOBAL;
+		return;
+	}
+	if (*name == '\0' || strpbrk(name, " \t[]") != NULL) {
+		config_error(cfg, p->line, NULL, "[%s] needs one name, like "
+		    "[%s NAME]", kind, kind);
+		return;
+	}
+	switch (k) {
+	case SEC_LISTENER:
+		arr = (void **)&cfg->listeners;
+		num = &cfg->num_listeners;
+		size = sizeof(struct conf_listener);
+		break;
+	case SEC_BACKEND:
+		arr = (void **)&cfg->backends;
+		num = &cfg->num_backends;
+		size = sizeof(struct conf_backend);
+		break;
+	default:
+		arr = (void **)&cfg->contexts;
+		num = &cfg->num_contexts;
+		size = sizeof(struct conf_context);
+		break;
+	}
+	for (size_t i = 0; i < *num; i++) {
+		h = config_section(cfg, (enum conf_section)k, i);
+		if (strcmp(h->name, name) == 0) {
+			config_error(cfg, p->line, NULL, "[%s %s] appears twice "
+			    "(first at line %d)", kind, name, h->line);
+			return;
+		}
+	}
+	if (config_grow(arr, num, size) == NULL)
+		return;
+	h = config_section(cfg, (enum conf_section)k, *num - 1);
+	h->name = strdup(name);
+	h->line = p->line;
+	p->sec = (enum conf_section)k;
+	p->sec_index = *num - 1;
+	config_defaults(p, p->sec, h);
+}
+
+/* config_check_line reports a line that is neither blank, a comment, a
+ * section header nor "key = value", and handles section headers itself
+ * (inih does not report empty sections). Returns 1 if inih should see the
+ * line. */
+static int
+config_check_line(struct parse *p, char *line)
+{
+	char *s = trim(line), *end;
+
+	if (*s == '\0' || *s == ';' || *s == '#')
+		return 0;
+	if (*s == '[') {
+		end = strchr(s, ']');
+		if (end == NULL) {
+			config_error(p->cfg, p->line, NULL, "expected ']' to close "
+			    "the section header");
+			p->sec = SEC_NONE;
+			p->bad_section = 1;
+			return 0;
+		}
+		*end = '\0';
+		config_begin_section(p, s + 1);
+		p->bad_section = p->sec == SEC_NONE;
+		return 0;
+	}
+	if (strchr(s, '=') == NULL) {
+		config_error(p->cfg, p->line, NULL, "expected 'key = value', "
+		    "'[section]' or a comment, got '%s'", s);
+		return 0;
+	}
+	if (p->sec == SEC_NONE && !p->bad_section)
+		config_error(p->cfg, p->line, NULL, "key outside of a section: "
+		    "put it under [global] or another section");
+	return p->sec != SEC_NONE;
+}
+
+/* config_reader feeds inih one line at a time, counting lines and checking
+ * the syntax first, so that every error carries its line and none stops
+ * the parse. */
+static char *
+config_reader(char *str, int num, void *stream)
+{
+	struct parse *p = stream;
+	const char *start, *nl;
+	size_t len;
+
+	while (p->text[p->pos] != '\0') {
+		start = p->text + p->pos;
+		nl = strchr(start, '\n');
+		len = nl != NULL ? (size_t)(nl - start) : strlen(start);
+		p->pos += len + (nl != NULL);
+		p->line++;
+		if (len > 0 && start[len - 1] == '\r')
+			len--;
+		if (len + 2 > (size_t)num) {
+			config_error(p->cfg, p->line, NULL, "line longer than %d "
+			    "characters; split long lists over repeated keys",
+			    num - 2);
+			continue;
+		}
+		memcpy(str, start, len);
+		str[len] = '\0';
+		if (!config_check_line(p, str))
+			continue;
+		/* Leading blanks would make inih treat the line as a
+		 * continuation of the previous value. */
+		memmove(str, trim(str), strlen(trim(str)) + 1);
+		return str;
+	}
+	return NULL;
+}
+
+static int
+config_handler(void *user, const char *section, const char *name,
+    const char *value)
+{
+	struct parse *p = user;
+	struct conf_head *h = config_section(p->cfg, p->sec, p->sec_index);
+	const struct conf_key *k;
+	size_t ki;
+
+	(void)section;
+	if (h == NULL)
+		return 1;
+	k = config_key_find(p->sec, name, &ki);
+	if (k == NULL) {
+		config_error(p->cfg, p->line, name, "unknown key in [%s]",
+		    section_names[p->sec]);
+		return 1;
+	}
+	if (*value == '\0') {
+		config_error(p->cfg, p->line, name, "empty value");
+		return 1;
+	}
+	if (h->key_line[ki] != 0 && k->type != T_LIST) {
+		config_error(p->cfg, p->line, name, "set twice in [%s%s%s] "
+		    "(first at line %d)", section_names[p->sec],
+		    h->name ? " " : "", h->name ? h->name : "", h->key_line[ki]);
+		return 1;
+	}
+	if (h->key_line[ki] == 0 && k->type == T_LIST)
+		strlist_free((struct strlist *)((char *)h + k->offset));
+	h->key_line[ki] = p->line;
+	config_set(p, h, k, value, p->line);
+	return 1;
+}
+
+const struct conf_context *
+config_find_context(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->num_contexts; i++) {
+		if (strcmp(cfg->contexts[i].h.name, name) == 0)
+			return &cfg->contexts[i];
+	}
+	return NULL;
+}
+
+const struct conf_backend *
+config_find_backend(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->num_backends; i++) {
+		if (strcmp(cfg->backends[i].h.name, name) == 0)
+			return &cfg->backends[i];
+	}
+	return NULL;
+}
+
+static void
+config_check_required(struct config *cfg, enum conf_section sec,
+    struct conf_head *h)
+{
+	for (size_t i = 0; i < NUM_KEYS; i++) {
+		if (keys[i].sec == sec && keys[i].required && h->key_line[i] == 0)
+			config_error(cfg, h->line, NULL, "[%s %s] needs key '%s' "
+			    "(%s)", section_names[sec], h->name, keys[i].name,
+			    keys[i].doc);
+	}
+}
+
+static void
+config_check_listener(struct config *cfg, struct conf_listener *l)
+{
+	char err[256];
+
+	config_check_required(cfg, SEC_LISTENER, &l->h);
+	if (l->context != NULL && config_find_context(cfg, l->context) == NULL)
+		config_error(cfg, config_key_line(&l->h, "context"), "context",
+		    "no [context %s] in this file", l->context);
+	if (l->backend != NULL && config_find_backend(cfg, l->backend) == NULL)
+		config_error(cfg, config_key_line(&l->h, "backend"), "backend",
+		    "no [backend %s] in this file", l->backend);
+	l->addrs = calloc(l->bind.num ? l->bind.num : 1, sizeof(*l->addrs));
+	if (l->addrs == NULL)
+		return;
+	for (size_t i = 0; i < l->bind.num; i++) {
+		if (addr_parse(l->bind.v[i], &l->addrs[i], err, sizeof(err)) != 0) {
+			config_error(cfg, l->bind.lines[i], "bind", "%s", err);
+			l->addrs[i].len = 0;
+		}
+	}
+}
+
+/* config_check_binds refuses one address bound by two listeners (or twice
+ * by one), which the kernel would otherwise quietly share. */
+static void
+config_check_binds(struct config *cfg)
+{
+	for (size_t a = 0; a < cfg->num_listeners; a++) {
+		struct conf_listener *la = &cfg->listeners[a];
+
+		for (size_t i = 0; la->addrs != NULL && i < la->bind.num; i++) {
+			for (size_t b = 0; b <= a; b++) {
+				struct conf_listener *lb = &cfg->listeners[b];
+				size_t end = b == a ? i : lb->bind.num;
+
+				for (size_t j = 0; lb->addrs != NULL && j < end; j++) {
+					if (la->addrs[i].len == 0 ||
+					    lb->addrs[j].len == 0 ||
+					    !addr_equal(&la->addrs[i], &lb->addrs[j]))
+						continue;
+					config_error(cfg, la->bind.lines[i], "bind",
+					    "address %s is already bound at line %d",
+					    la->bind.v[i], lb->bind.lines[j]);
+				}
+			}
+		}
+	}
+}
+
+static void
+config_check_backend(struct config *cfg, struct conf_backend *b)
+{
+	char host[256];
+	unsigned port;
+
+	config_check_required(cfg, SEC_BACKEND, &b->h);
+	for (size_t i = 0; i < b->address.num; i++) {
+		const char *a = b->address.v[i];
+		struct addr tmp;
+		char err[256];
+
+		if (strncmp(a, "unix:", 5) == 0) {
+			if (addr_parse(a, &tmp, err, sizeof(err)) != 0)
+				config_error(cfg, b->address.lines[i], "address",
+				    "%s", err);
+		} else if (addr_split(a, host, sizeof(host), &port) != 0) {
+			config_error(cfg, b->address.lines[i], "address",
+			    "expected host:port, [v6]:port or unix:/path, got "
+			    "'%s'", a);
+		}
+	}
+}
+
+static void
+config_check(struct config *cfg)
+{
+	const char *al = cfg->global.access_log;
+	int b;
+
+	if (cfg->num_listeners == 0)
+		config_error(cfg, 0, NULL, "no [listener NAME] section: nothing "
+		    "to accept connections on");
+	for (size_t i = 0; i < cfg->num_listeners; i++)
+		config_check_listener(cfg, &cfg->listeners[i]);
+	config_check_binds(cfg);
+	for (size_t i = 0; i < cfg->num_backends; i++)
+		config_check_backend(cfg, &cfg->backends[i]);
+	for (size_t i = 0; i < cfg->num_contexts; i++)
+		config_check_required(cfg, SEC_CONTEXT, &cfg->contexts[i].h);
+	if (al != NULL && confval_bool(al, &b) != 0 && al[0] != '/')
+		config_error(cfg, config_key_line(&cfg->global.h, "access_log"),
+		    "access_log", "expected yes, no or an absolute file path, "
+		    "got '%s'", al);
+}
+
+static struct config *
+config_parse(const char *name, const char *text)
+{
+	struct config *cfg = calloc(1, sizeof(*cfg));
+	struct parse p = { 0 };
+
+	if (cfg == NULL)
+		return NULL;
+	cfg->path = strdup(name);
+	if (cfg->path == NULL) {
+		free(cfg);
+		return NULL;
+	}
+	p.cfg = cfg;
+	p.file = name;
+	p.text = text;
+	p.sec = SEC_NONE;
+	config_defaults(&p, SEC_GLOBAL, &cfg->global.h);
+	ini_parse_stream(config_reader, &p, config_handler, &p);
+	config_check(cfg);
+	return cfg;
+}
+
+struct config *
+config_load_string(const char *name, const char *text)
+{
+	return config_parse(name, text);
+}
+
+struct config *
+config_load(const char *path)
+{
+	struct config *cfg;
+	char *text = NULL;
+	size_t len = 0, cap = 0;
+	FILE *f = fopen(path, "re");
+
+	if (f == NULL) {
+		cfg = config_parse(path, "");
+		if (cfg != NULL) {
+			/* Only the open error matters, not the emptiness. */
+			for (size_t i = 0; i < cfg->num_errors; i++)
+				free(cfg->errors[i]);
+			cfg->num_errors = 0;
+			config_error(cfg, 0, NULL, "cannot open: %s",
+			    strerror(errno));
+		}
+		return cfg;
+	}
+	for (;;) {
+		if (len + 4096 + 1 > cap) {
+			char *n = realloc(text, cap = (cap + 4096) * 2);
+
+			if (n == NULL) {
+				free(text);
+				fclose(f);
+				return NULL;
+			}
+			text = n;
+		}
+		size_t r = fread(text + len, 1, cap - len - 1, f);
+
+		len += r;
+		if (r == 0)
+			break;
+	}
+	fclose(f);
+	text[len] = '\0';
+	if (strlen(text) != len) {
+		cfg = config_parse(path, "");
+		if (cfg != NULL) {
+			for (size_t i = 0; i < cfg->num_errors; i++)
+				free(cfg->errors[i]);
+			cfg->num_errors = 0;
+			config_error(cfg, 0, NULL, "contains a NUL byte: not a "
+			    "text file");
+		}
+	} else {
+		cfg = config_parse(path, text);
+	}
+	free(text);
+	return cfg;
+}
+
+static void
+config_free_fields(enum conf_section sec, struct conf_head *h)
+{
+	for (size_t i = 0; i < NUM_KEYS; i++) {
+		void *field = (char *)h + keys[i].offset;
+
+		if (keys[i].sec != sec)
+			continue;
+		if (keys[i].type == T_STRING)
+			free(*(char **)field);
+		else if (keys[i].type == T_LIST)
+			strlist_free(field);
+	}
+	free(h->name);
+}
+
+void
+config_free(struct config *cfg)
+{
+	if (cfg == NULL)
+		return;
+	config_free_fields(SEC_GLOBAL, &cfg->global.h);
+	for (size_t i = 0; i < cfg->num_listeners; i++) {
+		config_free_fields(SEC_LISTENER, &cfg->listeners[i].h);
+		free(cfg->listeners[i].addrs);
+	}
+	for (size_t i = 0; i < cfg->num_backends; i++)
+		config_free_fields(SEC_BACKEND, &cfg->backends[i].h);
+	for (size_t i = 0; i < cfg->num_contexts; i++)
+		config_free_fields(SEC_CONTEXT, &cfg->contexts[i].h);
+	free(cfg->listeners);
+	free(cfg->backends);
+	free(cfg->contexts);
+	for (size_t i = 0; i < cfg->num_errors; i++)
+		free(cfg->errors[i]);
+	free(cfg->errors);
+	free(cfg->path);
+	free(cfg);
+}
+
+void
+config_print_keys(void)
+{
+	for (size_t i = 0; i < NUM_KEYS; i++)
+		printf("%s\t%s\t%s\t%s\t%s\n", section_names[keys[i].sec],
+		    keys[i].name, type_names[keys[i].type],
+		    keys[i].def ? keys[i].def : (keys[i].required ? "(required)" : "-"),
+		    keys[i].doc);
+}

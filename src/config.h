@@ -1,0 +1,108 @@
+/* config.h: tlsproxy.conf parsed into plain values. Parsing checks syntax,
+ * types, bounds and references between sections; loading certificates and
+ * building TLS contexts is generation.c's job, which reports through the
+ * same error list. */
+#ifndef TLSPROXY_CONFIG_H
+#define TLSPROXY_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "addr.h"
+#include "log.h"
+
+#define CONFIG_MAX_KEYS 32
+
+/* A string list: comma-separated values, and repeated keys append. */
+struct strlist {
+	char **v;
+	int *lines;
+	size_t num;
+};
+
+/* Every section starts with this header; |key_line[k]| is the line where
+ * key |k| of the key table was set (0: not set, default applies). */
+struct conf_head {
+	char *name;
+	int line;
+	int key_line[CONFIG_MAX_KEYS];
+};
+
+struct conf_global {
+	struct conf_head h;
+	int64_t workers; /* 0: auto */
+	int64_t log_level;
+	char *access_log; /* "yes", "no" or a path */
+	uint64_t handshake_timeout_ms;
+	uint64_t idle_timeout_ms;
+	uint64_t shutdown_timeout_ms;
+	int64_t max_connections;
+	uint64_t buffer_size;
+};
+
+struct conf_listener {
+	struct conf_head h;
+	struct strlist bind;
+	struct addr *addrs; /* parsed |bind|, |bind.num| entries */
+	char *context;
+	char *backend;
+	int64_t max_connections; /* 0: only the global limit */
+};
+
+struct conf_backend {
+	struct conf_head h;
+	struct strlist address;
+	uint64_t connect_timeout_ms;
+};
+
+struct conf_context {
+	struct conf_head h;
+	char *cert;
+	char *key;
+};
+
+struct config {
+	char *path;
+	struct conf_global global;
+	struct conf_listener *listeners;
+	size_t num_listeners;
+	struct conf_backend *backends;
+	size_t num_backends;
+	struct conf_context *contexts;
+	size_t num_contexts;
+	/* Every error found, each "FILE:LINE: key 'K': message". */
+	char **errors;
+	size_t num_errors;
+};
+
+/* config_load reads and checks |path|. It always returns a config (NULL only
+ * when out of memory); the caller checks |num_errors|. */
+struct config *config_load(const char *path);
+
+/* config_load_string is config_load on text in memory; |name| is used as the
+ * file name in errors. */
+struct config *config_load_string(const char *name, const char *text);
+
+/* config_free releases |cfg| and everything it owns. NULL is fine. */
+void config_free(struct config *cfg);
+
+/* config_error appends an error at |line| (0: no line) about |key| (NULL:
+ * none) to |cfg|. */
+void config_error(struct config *cfg, int line, const char *key,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* config_key_line returns the line where |key| was set in section |h|, or
+ * the section header's line when it was not set. */
+int config_key_line(const struct conf_head *h, const char *key);
+
+/* config_find_* return the named section or NULL. */
+const struct conf_context *config_find_context(const struct config *cfg,
+    const char *name);
+const struct conf_backend *config_find_backend(const struct config *cfg,
+    const char *name);
+
+/* config_print_keys writes the key table (section, key, type, default and
+ * description) to stdout; it is what the docs are checked against. */
+void config_print_keys(void);
+
+#endif

@@ -1,0 +1,514 @@
+/* conn.c: a connection's life: ACCEPTED → HANDSHAKE → CONNECTING →
+ * RELAYING → CLOSED. Every end goes through conn_close(). */
+#include "conn.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <openssl/err.h>
+
+#include "backend.h"
+#include "daemon.h"
+#include "generation.h"
+#include "listener.h"
+#include "log.h"
+#include "relay.h"
+#include "sni.h"
+#include "worker.h"
+
+enum conn_state {
+	CONN_HANDSHAKE,
+	CONN_CONNECTING,
+	CONN_RELAYING,
+};
+
+
+struct conn {
+	struct conn *prev, *next; /* the worker's list */
+	struct worker *w;
+	struct listener *listener;
+	struct generation *gen;
+	const struct listener_conf *lc;
+	uint64_t id;
+	enum conn_state state;
+	SSL *ssl;
+	int cfd, bfd;
+	/* Persistent read and write events per socket; |armed| mirrors
+	 * which are added so unchanged interest costs no syscall. */
+	struct event ev[2][2];
+	uint8_t armed[2];
+	struct event timer;
+	struct relay relay;
+	struct sockaddr_storage peer;
+	socklen_t peer_len;
+	char *sni;
+	size_t addr_index; /* backend address being tried */
+	size_t addr_tries;
+	uint64_t start_ns, handshake_ns;
+	struct timeval last_active;
+};
+
+static uint64_t
+conn_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static struct timeval
+conn_tv(uint64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+	return tv;
+}
+
+/* conn_watch arms exactly the events in |what| (RELAY_WANT_* bits) for
+ * side |s|. */
+static void
+conn_watch(struct conn *c, enum relay_side s, int what)
+{
+	for (int i = 0; i < 2; i++) {
+		int bit = i == 0 ? RELAY_WANT_READ : RELAY_WANT_WRITE;
+
+		if ((what & bit) && !(c->armed[s] & bit))
+			event_add(&c->ev[s][i], NULL);
+		else if (!(what & bit) && (c->armed[s] & bit))
+			event_del(&c->ev[s][i]);
+	}
+	c->armed[s] = (uint8_t)what;
+}
+
+static void
+conn_timer(struct conn *c, uint64_t ms)
+{
+	struct timeval tv = conn_tv(ms);
+
+	evtimer_add(&c->timer, &tv);
+}
+
+static void
+conn_access_log(struct conn *c, const char *reason)
+{
+	const struct daemon *d = c->w->d;
+	char line[1024], peer[ADDR_STRLEN], backend[ADDR_STRLEN] = "-";
+	const SSL_CIPHER *cipher = NULL;
+	const uint8_t *alpn = NULL;
+	unsigned alpn_len = 0;
+	const char *version = "-";
+	int hs_done = c->state != CONN_HANDSHAKE;
+	uint64_t now = conn_now_ns();
+	int n;
+
+	if (!d->access_log)
+		return;
+	addr_format_sa((struct sockaddr *)&c->peer, c->peer_len, peer,
+	    sizeof(peer));
+	if (hs_done) {
+		version = SSL_get_version(c->ssl);
+		cipher = SSL_get_current_cipher(c->ssl);
+		SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
+	}
+	if (c->state == CONN_RELAYING)
+		addr_format(&c->lc->backend->addrs[c->addr_index], backend,
+		    sizeof(backend));
+	n = snprintf(line, sizeof(line), "conn id=%llu client=%s listener=%s "
+	    "sni=%s alpn=%.*s version=%s cipher=%s resumed=%s handshake_ms=%.3f "
+	    "backend=%s bytes_in=%llu bytes_out=%llu duration_ms=%.3f "
+	    "reason=\"%s\"",
+	    (unsigned long long)c->id, peer, c->lc->name,
+	    c->sni ? c->sni : "-", alpn_len ? (int)alpn_len : 1,
+	    alpn_len ? (const char *)alpn : "-", version,
+	    cipher ? SSL_CIPHER_get_name(cipher) : "-",
+	    hs_done ? (SSL_session_reused(c->ssl) ? "yes" : "no") : "-",
+	    hs_done ? (double)(c->handshake_ns - c->start_ns) / 1e6 : 0.0,
+	    backend, (unsigned long long)c->relay.bytes[RELAY_CLIENT],
+	    (unsigned long long)c->relay.bytes[RELAY_BACKEND],
+	    (double)(now - c->start_ns) / 1e6, reason);
+	if (n > 0)
+		log_access(line, (size_t)n < sizeof(line) ? (size_t)n :
+		    sizeof(line) - 1);
+}
+
+static void conn_link(struct worker *w, struct conn *c);
+static void conn_unlink(struct worker *w, struct conn *c);
+
+/* conn_close is the one way out: it logs the connection's line, releases
+ * everything it owns and frees it. Callers return right after. */
+static void
+conn_close(struct conn *c, const char *reason)
+{
+	struct worker *w = c->w;
+
+	conn_access_log(c, reason);
+	if (c->state != CONN_HANDSHAKE && !c->relay.end[RELAY_CLIENT].write_shut) {
+		/* Best effort: tell the client the end is intended. */
+		SSL_shutdown(c->ssl);
+		ERR_clear_error();
+	}
+	for (int s = 0; s < 2; s++) {
+		for (int i = 0; i < 2; i++) {
+			if (event_initialized(&c->ev[s][i]))
+				event_del(&c->ev[s][i]);
+		}
+	}
+	evtimer_del(&c->timer);
+	relay_release(&c->relay);
+	SSL_free(c->ssl);
+	close(c->cfd);
+	if (c->bfd >= 0)
+		close(c->bfd);
+	atomic_fetch_sub_explicit(&c->listener->num_conns, 1,
+	    memory_order_relaxed);
+	conn_unlink(w, c);
+	generation_unref(c->gen);
+	free(c->sni);
+	free(c);
+	worker_conn_closed(w);
+}
+
+static void conn_connect_next(struct conn *c);
+static void conn_backend_cb(evutil_socket_t fd, short what, void *arg);
+
+static void
+conn_relay(struct conn *c)
+{
+	enum relay_status st = relay_run(&c->relay);
+
+	if (st == RELAY_ERROR || st == RELAY_DONE) {
+		conn_close(c, c->relay.reason);
+		return;
+	}
+	if (c->relay.progress)
+		event_base_gettimeofday_cached(c->w->base, &c->last_active);
+	conn_watch(c, RELAY_CLIENT, relay_interest(&c->relay, RELAY_CLIENT));
+	conn_watch(c, RELAY_BACKEND, relay_interest(&c->relay, RELAY_BACKEND));
+}
+
+static void
+conn_relay_start(struct conn *c)
+{
+	c->state = CONN_RELAYING;
+	relay_init(&c->relay, c->w->pool, c->cfd, c->ssl, c->bfd);
+	event_base_gettimeofday_cached(c->w->base, &c->last_active);
+	conn_timer(c, c->gen->idle_timeout_ms);
+	conn_relay(c);
+}
+
+static void
+conn_backend_failed(struct conn *c, const char *why)
+{
+	char a[ADDR_STRLEN];
+	const struct backend *b = c->lc->backend;
+
+	log_msg(LOGL_WARNING, "conn %llu: backend '%s' address %s: %s",
+	    (unsigned long long)c->id, b->name,
+	    addr_format(&b->addrs[c->addr_index], a, sizeof(a)), why);
+	if (c->bfd >= 0) {
+		conn_watch(c, RELAY_BACKEND, 0);
+		close(c->bfd);
+		c->bfd = -1;
+	}
+	c->addr_index = (c->addr_index + 1) % b->num_addrs;
+	conn_connect_next(c);
+}
+
+/* conn_connect_next tries the backend's next address; each address is
+ * tried once per connection. */
+static void
+conn_connect_next(struct conn *c)
+{
+	const struct backend *b = c->lc->backend;
+
+	if (c->addr_tries == b->num_addrs) {
+		conn_close(c, "backend unavailable");
+		return;
+	}
+	c->addr_tries++;
+	c->bfd = backend_connect(b, c->addr_index);
+	if (c->bfd < 0) {
+		conn_backend_failed(c, strerror(errno));
+		return;
+	}
+	event_assign(&c->ev[RELAY_BACKEND][0], c->w->base, c->bfd,
+	    EV_READ | EV_PERSIST, conn_backend_cb, c);
+	event_assign(&c->ev[RELAY_BACKEND][1], c->w->base, c->bfd,
+	    EV_WRITE | EV_PERSIST, conn_backend_cb, c);
+	conn_watch(c, RELAY_BACKEND, RELAY_WANT_WRITE);
+	conn_timer(c, b->connect_timeout_ms);
+}
+
+static void
+conn_connected(struct conn *c)
+{
+	int err = backend_connect_result(c->bfd);
+
+	if (err != 0) {
+		conn_backend_failed(c, strerror(err));
+		return;
+	}
+	conn_watch(c, RELAY_BACKEND, 0);
+	conn_relay_start(c);
+}
+
+static void
+conn_handshake_failed(struct conn *c, int ret)
+{
+	char reason[160], err[96], peer[ADDR_STRLEN];
+
+	switch (SSL_get_error(c->ssl, ret)) {
+	case SSL_ERROR_SYSCALL:
+		ERR_clear_error();
+		snprintf(reason, sizeof(reason), "handshake failed: %s",
+		    ret == 0 || errno == 0 ? "client closed the connection" :
+		    strerror(errno));
+		break;
+	default:
+		snprintf(reason, sizeof(reason), "handshake failed: %s",
+		    log_ssl_error(err, sizeof(err)));
+		break;
+	}
+	log_msg(LOGL_INFO, "conn %llu: client %s sni %s: %s",
+	    (unsigned long long)c->id, addr_format_sa((struct sockaddr *)&c->peer,
+	    c->peer_len, peer, sizeof(peer)), c->sni ? c->sni : "-", reason);
+	conn_close(c, reason);
+}
+
+static void
+conn_handshake(struct conn *c)
+{
+	int ret;
+
+	ERR_clear_error();
+	ret = SSL_do_handshake(c->ssl);
+	if (ret == 1) {
+		c->handshake_ns = conn_now_ns();
+		c->state = CONN_CONNECTING;
+		conn_watch(c, RELAY_CLIENT, 0);
+		evtimer_del(&c->timer);
+		c->addr_index = backend_pick(c->lc->backend);
+		conn_connect_next(c);
+		return;
+	}
+	switch (SSL_get_error(c->ssl, ret)) {
+	case SSL_ERROR_WANT_READ:
+		conn_watch(c, RELAY_CLIENT, RELAY_WANT_READ);
+		return;
+	case SSL_ERROR_WANT_WRITE:
+		conn_watch(c, RELAY_CLIENT, RELAY_WANT_WRITE);
+		return;
+	default:
+		conn_handshake_failed(c, ret);
+	}
+}
+
+static int
+conn_what(short what)
+{
+	return ((what & EV_READ) ? RELAY_WANT_READ : 0) |
+	    ((what & EV_WRITE) ? RELAY_WANT_WRITE : 0);
+}
+
+static void
+conn_client_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	if (c->state == CONN_HANDSHAKE) {
+		conn_handshake(c);
+	} else if (c->state == CONN_RELAYING) {
+		relay_ready(&c->relay, RELAY_CLIENT, conn_what(what));
+		conn_relay(c);
+	}
+}
+
+static void
+conn_backend_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	if (c->state == CONN_CONNECTING) {
+		conn_connected(c);
+	} else if (c->state == CONN_RELAYING) {
+		relay_ready(&c->relay, RELAY_BACKEND, conn_what(what));
+		conn_relay(c);
+	}
+}
+
+static void
+conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct timeval now, idle;
+	uint64_t idle_ms;
+
+	(void)fd;
+	(void)what;
+	switch (c->state) {
+	case CONN_HANDSHAKE:
+		conn_close(c, "handshake timeout");
+		return;
+	case CONN_CONNECTING:
+		conn_backend_failed(c, "connect timeout");
+		return;
+	case CONN_RELAYING:
+		/* Activity only stamps |last_active|; the timer checks it
+		 * instead of being re-armed on every read. */
+		event_base_gettimeofday_cached(c->w->base, &now);
+		timersub(&now, &c->last_active, &idle);
+		idle_ms = (uint64_t)idle.tv_sec * 1000 + (uint64_t)idle.tv_usec / 1000;
+		if (idle_ms >= c->gen->idle_timeout_ms) {
+			conn_close(c, "idle timeout");
+			return;
+		}
+		conn_timer(c, c->gen->idle_timeout_ms - idle_ms);
+		return;
+	}
+}
+
+/* conn_parse_sni extracts the host_name from a server_name extension. */
+static char *
+conn_parse_sni(const SSL_CLIENT_HELLO *hello)
+{
+	const uint8_t *data;
+	size_t len;
+	CBS ext, list, name;
+	uint8_t type;
+
+	if (!SSL_early_callback_ctx_extension_get(hello,
+	    TLSEXT_TYPE_server_name, &data, &len))
+		return NULL;
+	CBS_init(&ext, data, len);
+	if (!CBS_get_u16_length_prefixed(&ext, &list))
+		return NULL;
+	while (CBS_len(&list) > 0) {
+		if (!CBS_get_u8(&list, &type) ||
+		    !CBS_get_u16_length_prefixed(&list, &name))
+			return NULL;
+		if (type != TLSEXT_NAMETYPE_host_name || CBS_len(&name) == 0 ||
+		    CBS_len(&name) > 255)
+			continue;
+		/* Only host-name characters reach logs and lookups. */
+		for (size_t i = 0; i < CBS_len(&name); i++) {
+			uint8_t ch = CBS_data(&name)[i];
+
+			if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+			    (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' ||
+			    ch == '_'))
+				return strdup("(invalid)");
+		}
+		return strndup((const char *)CBS_data(&name), CBS_len(&name));
+	}
+	return NULL;
+}
+
+enum ssl_select_cert_result_t
+conn_select_cert(const SSL_CLIENT_HELLO *hello)
+{
+	struct conn *c = SSL_get_app_data(hello->ssl);
+	const struct tls_ctx *t;
+
+	if (c == NULL)
+		return ssl_select_cert_success;
+	free(c->sni);
+	c->sni = conn_parse_sni(hello);
+	/* The table belongs to the generation the connection was accepted
+	 * under, so a reload never changes a handshake in flight. */
+	t = sni_lookup(c->lc->sni, c->sni);
+	if (t != NULL && t->ssl_ctx != SSL_get_SSL_CTX(hello->ssl))
+		SSL_set_SSL_CTX(hello->ssl, t->ssl_ctx);
+	return ssl_select_cert_success;
+}
+
+void
+conn_start(struct worker *w, struct listener *l, struct generation *gen,
+    const struct listener_conf *lc, int fd, const struct sockaddr *peer,
+    socklen_t peer_len)
+{
+	struct daemon *d = w->d;
+	struct conn *c = calloc(1, sizeof(*c));
+
+	if (c == NULL || (c->ssl = SSL_new(lc->context->ssl_ctx)) == NULL) {
+		log_msg(LOGL_ERROR, "out of memory accepting a connection");
+		free(c);
+		close(fd);
+		return;
+	}
+	c->w = w;
+	c->listener = l;
+	c->gen = gen;
+	generation_ref(gen);
+	c->lc = lc;
+	c->id = atomic_fetch_add_explicit(&d->next_conn_id, 1,
+	    memory_order_relaxed);
+	c->state = CONN_HANDSHAKE;
+	c->cfd = fd;
+	c->bfd = -1;
+	c->start_ns = conn_now_ns();
+	memcpy(&c->peer, peer, peer_len);
+	c->peer_len = peer_len;
+	atomic_fetch_add_explicit(&l->num_conns, 1, memory_order_relaxed);
+	conn_link(w, c);
+
+	event_assign(&c->ev[RELAY_CLIENT][0], w->base, fd, EV_READ | EV_PERSIST,
+	    conn_client_cb, c);
+	event_assign(&c->ev[RELAY_CLIENT][1], w->base, fd, EV_WRITE | EV_PERSIST,
+	    conn_client_cb, c);
+	evtimer_assign(&c->timer, w->base, conn_timer_cb, c);
+
+	SSL_set_app_data(c->ssl, c);
+	/* Certificates and keys are not needed after the handshake: shedding
+	 * them keeps idle connections small. */
+	SSL_set_shed_handshake_config(c->ssl, 1);
+	SSL_set_accept_state(c->ssl);
+	if (SSL_set_fd(c->ssl, fd) != 1) {
+		conn_close(c, "cannot attach TLS to the socket");
+		return;
+	}
+	conn_timer(c, gen->handshake_timeout_ms);
+	/* The ClientHello has usually arrived with the connection already:
+	 * try at once instead of waiting a loop turn for readability. */
+	conn_handshake(c);
+}
+
+void
+conn_close_all(struct worker *w, const char *reason)
+{
+	while (w->conns != NULL)
+		conn_close(w->conns, reason);
+}
+
+static void
+conn_link(struct worker *w, struct conn *c)
+{
+	c->prev = NULL;
+	c->next = w->conns;
+	if (w->conns != NULL)
+		w->conns->prev = c;
+	w->conns = c;
+	w->num_conns++;
+	atomic_fetch_add_explicit(&w->d->num_conns, 1, memory_order_relaxed);
+}
+
+static void
+conn_unlink(struct worker *w, struct conn *c)
+{
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	w->num_conns--;
+	atomic_fetch_sub_explicit(&w->d->num_conns, 1, memory_order_relaxed);
+}

@@ -1,0 +1,31 @@
+/* conn.h: one client connection: TLS handshake, backend connect, relay,
+ * timeouts, and the single way out, conn_close(). */
+#ifndef TLSPROXY_CONN_H
+#define TLSPROXY_CONN_H
+
+#include <openssl/ssl.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct worker;
+struct listener;
+struct listener_conf;
+struct generation;
+
+/* conn_start takes ownership of an accepted socket |fd| and starts the
+ * handshake. |gen| is referenced for the life of the connection. On
+ * failure the socket is closed and the event logged. */
+void conn_start(struct worker *w, struct listener *l, struct generation *gen,
+    const struct listener_conf *lc, int fd, const struct sockaddr *peer,
+    socklen_t peer_len);
+
+/* conn_close_all ends every connection of |w| with |reason|, sending
+ * close_notify where the handshake finished. */
+void conn_close_all(struct worker *w, const char *reason);
+
+/* conn_select_cert is the ClientHello callback of every context: it
+ * records the server name and switches to the context the listener's SNI
+ * table names for it. */
+enum ssl_select_cert_result_t conn_select_cert(const SSL_CLIENT_HELLO *hello);
+
+#endif

@@ -1,0 +1,74 @@
+/* generation.h: everything built from one config, immutable once published
+ * and reference counted: connections hold the generation they were
+ * accepted under until they close. */
+#ifndef TLSPROXY_GENERATION_H
+#define TLSPROXY_GENERATION_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "tls_ctx.h"
+
+struct config;
+struct sni_table;
+
+/* The settings of a [listener] in one generation. */
+struct listener_conf {
+	const char *name;
+	struct tls_ctx *context; /* default context */
+	struct sni_table *sni;
+	struct backend *backend;
+	int64_t max_connections;
+};
+
+struct generation {
+	atomic_long refs;
+	unsigned long id;
+	struct config *cfg; /* owned */
+	struct tls_ctx *contexts;
+	size_t num_contexts;
+	struct backend *backends;
+	size_t num_backends;
+	struct listener_conf *listeners;
+	size_t num_listeners;
+	/* Copied from [global] for the hot path. */
+	uint64_t handshake_timeout_ms;
+	uint64_t idle_timeout_ms;
+	uint64_t buffer_size;
+};
+
+/* generation_build turns |cfg| into a generation, taking ownership of
+ * |cfg| on success. Everything a config names is loaded and checked here:
+ * this is what `tlsproxy -t`, startup and reload all run. On failure it
+ * returns NULL and the errors are in |cfg|, which the caller still owns. */
+struct generation *generation_build(struct config *cfg);
+
+/* generation_ref takes a reference. */
+void generation_ref(struct generation *g);
+
+/* generation_unref drops a reference and frees |g| with the last one, on
+ * whichever thread that is. NULL is fine. */
+void generation_unref(struct generation *g);
+
+/* generation_listener returns the settings of the listener named |name|,
+ * or NULL. */
+const struct listener_conf *generation_listener(const struct generation *g,
+    const char *name);
+
+
+/* generation_publish makes |g| the generation new connections use, taking
+ * over the caller's reference; the previous one is released (and freed
+ * when its last connection ends). NULL retires the current one. */
+void generation_publish(struct generation *g);
+
+/* generation_current returns a new reference to the published generation,
+ * or NULL. */
+struct generation *generation_current(void);
+
+/* generation_peek returns the published generation without a reference,
+ * only to compare it with one the caller holds. */
+const struct generation *generation_peek(void);
+
+#endif

@@ -1,0 +1,108 @@
+/* main.c: command line and startup order. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "generation.h"
+#include "log.h"
+
+#define DEFAULT_CONFIG "/etc/tlsproxy/tlsproxy.conf"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: tlsproxy [-c FILE] [-t] [-V] [-h]\n"
+	    "  -c, --config FILE  configuration file (default " DEFAULT_CONFIG ")\n"
+	    "  -t, --test         check the configuration, certificates and keys, then exit\n"
+	    "  -V, --version      print the versions of tlsproxy and BoringSSL\n"
+	    "  -h, --help         this text\n"
+	    "      --list-keys    print every configuration key with its default\n");
+}
+
+/* load builds the generation the daemon or -t needs, printing every
+ * error; NULL when there was any. */
+static struct generation *
+load(const char *path)
+{
+	struct config *cfg = config_load(path);
+	struct generation *g;
+
+	if (cfg == NULL) {
+		fprintf(stderr, "tlsproxy: out of memory\n");
+		return NULL;
+	}
+	log_set_level((enum log_level)cfg->global.log_level);
+	g = generation_build(cfg);
+	if (g == NULL) {
+		for (size_t i = 0; i < cfg->num_errors; i++)
+			fprintf(stderr, "%s\n", cfg->errors[i]);
+		fprintf(stderr, "tlsproxy: %zu error%s in %s\n", cfg->num_errors,
+		    cfg->num_errors == 1 ? "" : "s", path);
+		config_free(cfg);
+	}
+	return g;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "test", no_argument, NULL, 't' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "list-keys", no_argument, NULL, 'K' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = DEFAULT_CONFIG;
+	struct generation *g;
+	int test = 0, c;
+
+	while ((c = getopt_long(argc, argv, "c:tVh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			test = 1;
+			break;
+		case 'V':
+			printf("tlsproxy %s\nBoringSSL (API version %d): %s\n",
+			    TLSPROXY_VERSION, BORINGSSL_API_VERSION,
+			    OpenSSL_version(OPENSSL_VERSION));
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'K':
+			config_print_keys();
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "tlsproxy: unexpected argument '%s'\n",
+		    argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	g = load(path);
+	if (g == NULL)
+		return 1;
+	if (test) {
+		printf("tlsproxy: %s: configuration is valid (%zu listeners, "
+		    "%zu contexts, %zu backends)\n", path, g->num_listeners,
+		    g->num_contexts, g->num_backends);
+		generation_unref(g);
+		return 0;
+	}
+	return daemon_run(path, g);
+}

@@ -1,0 +1,362 @@
+/* relay.c: the byte pump, backpressure and half-close. */
+#include "relay.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "log.h"
+
+struct relay_buf {
+	struct relay_buf *next_free;
+	size_t start, end;
+	char data[];
+};
+
+struct relay_pool {
+	size_t size;
+	size_t max_free;
+	size_t num_free;
+	struct relay_buf *free_list;
+};
+
+struct relay_pool *
+relay_pool_new(size_t size, size_t max_free)
+{
+	struct relay_pool *p = calloc(1, sizeof(*p));
+
+	if (p != NULL) {
+		p->size = size;
+		p->max_free = max_free;
+	}
+	return p;
+}
+
+void
+relay_pool_free(struct relay_pool *p)
+{
+	if (p == NULL)
+		return;
+	while (p->free_list != NULL) {
+		struct relay_buf *b = p->free_list;
+
+		p->free_list = b->next_free;
+		free(b);
+	}
+	free(p);
+}
+
+size_t
+relay_pool_size(const struct relay_pool *p)
+{
+	return p->size;
+}
+
+static struct relay_buf *
+relay_buf_get(struct relay_pool *p)
+{
+	struct relay_buf *b = p->free_list;
+
+	if (b != NULL) {
+		p->free_list = b->next_free;
+		p->num_free--;
+	} else {
+		b = malloc(sizeof(*b) + p->size);
+		if (b == NULL)
+			return NULL;
+	}
+	b->start = b->end = 0;
+	return b;
+}
+
+static void
+relay_buf_put(struct relay_pool *p, struct relay_buf *b)
+{
+	if (p->num_free >= p->max_free) {
+		free(b);
+		return;
+	}
+	b->next_free = p->free_list;
+	p->free_list = b;
+	p->num_free++;
+}
+
+void
+relay_init(struct relay *r, struct relay_pool *pool, int client_fd,
+    SSL *client_ssl, int backend_fd)
+{
+	memset(r, 0, sizeof(*r));
+	r->pool = pool;
+	r->end[RELAY_CLIENT].fd = client_fd;
+	r->end[RELAY_CLIENT].ssl = client_ssl;
+	r->end[RELAY_BACKEND].fd = backend_fd;
+}
+
+void
+relay_release(struct relay *r)
+{
+	for (int s = 0; s < 2; s++) {
+		if (r->buf[s] != NULL)
+			relay_buf_put(r->pool, r->buf[s]);
+		r->buf[s] = NULL;
+	}
+}
+
+static const char *const side_names[] = { "client", "backend" };
+
+static void
+relay_fail(struct relay *r, enum relay_side s, const char *what,
+    const char *detail)
+{
+	snprintf(r->reason_buf, sizeof(r->reason_buf), "%s %s: %s",
+	    side_names[s], what, detail);
+	r->reason = r->reason_buf;
+}
+
+/* relay_tls_result turns an SSL_read/SSL_write/SSL_shutdown result into
+ * >0 bytes, 0 for EOF (reads only), -1 blocked (|*want| set) or -2 error. */
+static int
+relay_tls_result(struct relay *r, enum relay_side s, int ret, int is_read,
+    uint8_t *want)
+{
+	struct relay_end *e = &r->end[s];
+	char err[96];
+
+	switch (SSL_get_error(e->ssl, ret)) {
+	case SSL_ERROR_NONE:
+		return ret;
+	case SSL_ERROR_WANT_READ:
+		*want = RELAY_WANT_READ;
+		return -1;
+	case SSL_ERROR_WANT_WRITE:
+		*want = RELAY_WANT_WRITE;
+		return -1;
+	case SSL_ERROR_ZERO_RETURN:
+		e->clean_eof = 1;
+		return 0;
+	case SSL_ERROR_SYSCALL:
+		ERR_clear_error();
+		if (ret == 0 || errno == 0) {
+			if (is_read)
+				return 0; /* EOF without close_notify */
+			relay_fail(r, s, "write", "connection closed");
+			return -2;
+		}
+		relay_fail(r, s, is_read ? "read" : "write", strerror(errno));
+		return -2;
+	default:
+		relay_fail(r, s, is_read ? "read" : "write",
+		    log_ssl_error(err, sizeof(err)));
+		return -2;
+	}
+}
+
+static int
+relay_plain_result(struct relay *r, enum relay_side s, ssize_t ret,
+    int is_read, uint8_t *want)
+{
+	if (ret >= 0)
+		return (int)ret;
+	if (errno == EAGAIN || errno == EWOULDBLOCK) {
+		*want = is_read ? RELAY_WANT_READ : RELAY_WANT_WRITE;
+		return -1;
+	}
+	relay_fail(r, s, is_read ? "read" : "write", strerror(errno));
+	return -2;
+}
+
+/* relay_read reads from side |s| into its buffer. */
+static int
+relay_read(struct relay *r, enum relay_side s, char *dst, size_t len)
+{
+	struct relay_end *e = &r->end[s];
+	int n;
+
+	if (len > INT32_MAX)
+		len = INT32_MAX;
+	if (e->ssl != NULL) {
+		ERR_clear_error();
+		n = SSL_read(e->ssl, dst, (int)len);
+		return relay_tls_result(r, s, n, 1, &e->read_blocked);
+	}
+	ssize_t got;
+
+	do {
+		got = read(e->fd, dst, len);
+	} while (got < 0 && errno == EINTR);
+	return relay_plain_result(r, s, got, 1, &e->read_blocked);
+}
+
+static int
+relay_write(struct relay *r, enum relay_side s, const char *src, size_t len)
+{
+	struct relay_end *e = &r->end[s];
+	int n;
+
+	if (len > INT32_MAX)
+		len = INT32_MAX;
+	if (e->ssl != NULL) {
+		ERR_clear_error();
+		n = SSL_write(e->ssl, src, (int)len);
+		return relay_tls_result(r, s, n, 0, &e->write_blocked);
+	}
+	ssize_t put;
+
+	do {
+		put = send(e->fd, src, len, MSG_NOSIGNAL);
+	} while (put < 0 && errno == EINTR);
+	return relay_plain_result(r, s, put, 0, &e->write_blocked);
+}
+
+/* relay_shut ends writing to side |s|: close_notify for TLS, then a TCP
+ * half-close. Returns 0 done, -1 blocked, -2 error. */
+static int
+relay_shut(struct relay *r, enum relay_side s)
+{
+	struct relay_end *e = &r->end[s];
+
+	if (e->ssl != NULL) {
+		int ret;
+
+		ERR_clear_error();
+		ret = SSL_shutdown(e->ssl);
+		if (ret < 0) {
+			ret = relay_tls_result(r, s, ret, 0, &e->write_blocked);
+			if (ret == -1)
+				return -1;
+			/* The peer may already be gone; a half-close is moot. */
+		}
+	}
+	shutdown(e->fd, SHUT_WR);
+	e->write_shut = 1;
+	return 0;
+}
+
+/* relay_pump moves bytes from side |s| to the other side. Returns 0 or -2
+ * on error. */
+static int
+relay_pump(struct relay *r, enum relay_side s)
+{
+	enum relay_side d = (enum relay_side)!s;
+	struct relay_end *src = &r->end[s], *dst = &r->end[d];
+	size_t cap = relay_pool_size(r->pool);
+	int n;
+
+	for (;;) {
+		struct relay_buf *b = r->buf[s];
+		int moved = 0;
+
+		/* Read while there is room; a full buffer stalls the reader,
+		 * which is the backpressure. */
+		if (!src->read_eof && src->read_blocked == RELAY_WANT_NONE &&
+		    (b == NULL || b->end < cap)) {
+			if (b == NULL && (b = r->buf[s] = relay_buf_get(r->pool)) == NULL) {
+				relay_fail(r, s, "read", "out of memory");
+				return -2;
+			}
+			n = relay_read(r, s, b->data + b->end, cap - b->end);
+			if (n == -2)
+				return -2;
+			if (n == 0)
+				src->read_eof = 1;
+			if (n > 0) {
+				b->end += (size_t)n;
+				moved = 1;
+			}
+		}
+		if (b != NULL && b->start < b->end &&
+		    dst->write_blocked == RELAY_WANT_NONE) {
+			n = relay_write(r, d, b->data + b->start, b->end - b->start);
+			if (n == -2)
+				return -2;
+			if (n > 0) {
+				b->start += (size_t)n;
+				r->bytes[s] += (uint64_t)n;
+				moved = 1;
+			}
+		}
+		if (b != NULL && b->start == b->end) {
+			/* Idle connections hold no buffer. */
+			relay_buf_put(r->pool, b);
+			r->buf[s] = NULL;
+		} else if (b != NULL && b->end == cap && b->start >= cap / 2) {
+			memmove(b->data, b->data + b->start, b->end - b->start);
+			b->end -= b->start;
+			b->start = 0;
+			moved = 1;
+		}
+		if (src->read_eof && r->buf[s] == NULL && !dst->write_shut &&
+		    dst->write_blocked == RELAY_WANT_NONE) {
+			if (relay_shut(r, d) == -2)
+				return -2;
+		}
+		if (moved)
+			r->progress = 1;
+		else
+			return 0;
+	}
+}
+
+void
+relay_ready(struct relay *r, enum relay_side fd_side, int what)
+{
+	struct relay_end *e = &r->end[fd_side];
+
+	if (e->read_blocked & what)
+		e->read_blocked = RELAY_WANT_NONE;
+	if (e->write_blocked & what)
+		e->write_blocked = RELAY_WANT_NONE;
+}
+
+enum relay_status
+relay_run(struct relay *r)
+{
+	/* Client to backend first: a request reaches the backend before its
+	 * response is read. Each pump runs until its direction is blocked. */
+	r->progress = 0;
+	if (relay_pump(r, RELAY_CLIENT) != 0 ||
+	    relay_pump(r, RELAY_BACKEND) != 0)
+		return RELAY_ERROR;
+	for (int s = 0; s < 2; s++) {
+		if (!r->end[s].read_eof || r->buf[s] != NULL ||
+		    !r->end[!s].write_shut)
+			return RELAY_OK;
+	}
+	r->reason = r->end[RELAY_CLIENT].clean_eof ? "done" :
+	    "done (client closed without close_notify)";
+	return RELAY_DONE;
+}
+
+int
+relay_interest(const struct relay *r, enum relay_side s)
+{
+	const struct relay_end *e = &r->end[s];
+	const struct relay_buf *in = r->buf[s], *out = r->buf[!s];
+	size_t cap = relay_pool_size(r->pool);
+	int what = 0;
+
+	if (!e->read_eof && (in == NULL || in->end < cap))
+		what |= e->read_blocked;
+	if ((out != NULL && out->start < out->end) ||
+	    (r->end[!s].read_eof && out == NULL && !e->write_shut))
+		what |= e->write_blocked;
+	return what;
+}
+
+size_t
+relay_buffered(const struct relay *r)
+{
+	size_t n = 0;
+
+	for (int s = 0; s < 2; s++) {
+		if (r->buf[s] != NULL)
+			n += r->buf[s]->end - r->buf[s]->start;
+	}
+	return n;
+}

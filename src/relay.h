@@ -1,0 +1,90 @@
+/* relay.h: the byte pump between a client side (TLS, or plain in tests)
+ * and a backend side, with a fixed buffer cap per direction. The relay
+ * owns no file descriptors and no events: it says what it is waiting for
+ * and the caller arms events accordingly. */
+#ifndef TLSPROXY_RELAY_H
+#define TLSPROXY_RELAY_H
+
+#include <openssl/base.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Pool of equally sized buffers, one per thread; nothing here locks. */
+struct relay_pool;
+
+/* relay_pool_new makes a pool of |size|-byte buffers keeping up to
+ * |max_free| unused ones around. */
+struct relay_pool *relay_pool_new(size_t size, size_t max_free);
+
+/* relay_pool_free frees the pool and its unused buffers; buffers still
+ * lent out must have been returned. NULL is fine. */
+void relay_pool_free(struct relay_pool *p);
+
+/* relay_pool_size returns the buffer size of |p|. */
+size_t relay_pool_size(const struct relay_pool *p);
+
+enum relay_side {
+	RELAY_CLIENT = 0,
+	RELAY_BACKEND = 1,
+};
+
+/* What an operation is blocked on. */
+enum relay_want {
+	RELAY_WANT_NONE = 0,
+	RELAY_WANT_READ = 1,
+	RELAY_WANT_WRITE = 2,
+};
+
+enum relay_status {
+	RELAY_OK,    /* waiting for events */
+	RELAY_DONE,  /* both directions ended cleanly */
+	RELAY_ERROR, /* see relay_reason() */
+};
+
+struct relay_end {
+	int fd;
+	SSL *ssl; /* NULL: plain socket */
+	uint8_t read_eof;     /* no more data will come from this side */
+	uint8_t write_shut;   /* we ended writing to this side */
+	uint8_t clean_eof;    /* TLS: the EOF came with close_notify */
+	uint8_t read_blocked;  /* enum relay_want of the last read */
+	uint8_t write_blocked; /* enum relay_want of the last write/shutdown */
+};
+
+struct relay_buf;
+
+struct relay {
+	struct relay_end end[2];
+	/* buf[s] holds bytes read from side s, not yet written to the other. */
+	struct relay_buf *buf[2];
+	uint64_t bytes[2]; /* bytes read from side s and delivered */
+	struct relay_pool *pool;
+	const char *reason; /* why RELAY_ERROR or RELAY_DONE */
+	char reason_buf[96];
+	int progress; /* set when any byte moved since last cleared */
+};
+
+/* relay_init prepares |r| over two connected, non-blocking sockets. */
+void relay_init(struct relay *r, struct relay_pool *pool, int client_fd,
+    SSL *client_ssl, int backend_fd);
+
+/* relay_release returns buffers to the pool (fds stay open). */
+void relay_release(struct relay *r);
+
+/* relay_ready records that |fd_side|'s socket signalled |what|
+ * (RELAY_WANT_READ and/or RELAY_WANT_WRITE), unblocking operations that
+ * waited for it. */
+void relay_ready(struct relay *r, enum relay_side fd_side, int what);
+
+/* relay_run moves bytes both ways until everything is blocked, handles
+ * half-close, and returns the status. */
+enum relay_status relay_run(struct relay *r);
+
+/* relay_interest returns the events (RELAY_WANT_* bits) side |s|'s socket
+ * must be watched for. */
+int relay_interest(const struct relay *r, enum relay_side s);
+
+/* relay_buffered returns the bytes held in buffers (for tests). */
+size_t relay_buffered(const struct relay *r);
+
+#endif

@@ -1,0 +1,299 @@
+/* worker.c: worker threads, accept, and commands from the control thread. */
+#include "worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "conn.h"
+#include "daemon.h"
+#include "generation.h"
+#include "listener.h"
+#include "log.h"
+#include "relay.h"
+
+/* Accepts per readiness event, so one busy listener cannot starve the
+ * connections already open. */
+#define WORKER_ACCEPT_BATCH 64
+/* How long accept pauses when out of file descriptors. */
+#define WORKER_EMFILE_PAUSE_MS 100
+/* Unused relay buffers a worker keeps for reuse. */
+#define WORKER_POOL_KEEP 64
+
+struct worker_accept {
+	struct worker *w;
+	struct listen_sock *ls;
+	struct event *ev;
+	/* The listener's settings in the generation last seen, looked up by
+	 * name only when the generation changes. */
+	const struct generation *gen;
+	const struct listener_conf *lc;
+};
+
+struct generation *
+worker_generation(struct worker *w)
+{
+	if (generation_peek() != w->gen) {
+		generation_unref(w->gen);
+		w->gen = generation_current();
+	}
+	return w->gen;
+}
+
+static void
+worker_accept_pause(struct worker *w)
+{
+	struct timeval tv = { 0, WORKER_EMFILE_PAUSE_MS * 1000 };
+
+	if (w->accept_paused)
+		return;
+	w->accept_paused = 1;
+	for (size_t i = 0; i < w->num_accepts; i++)
+		event_del(w->accepts[i].ev);
+	evtimer_add(w->pause_ev, &tv);
+	log_msg(LOGL_WARNING, "worker %d: out of file descriptors, accept "
+	    "paused for %dms (%zu connections open)", w->id,
+	    WORKER_EMFILE_PAUSE_MS, w->num_conns);
+}
+
+static void
+worker_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)fd;
+	(void)what;
+	w->accept_paused = 0;
+	if (w->stopping)
+		return;
+	for (size_t i = 0; i < w->num_accepts; i++)
+		event_add(w->accepts[i].ev, NULL);
+}
+
+/* worker_admit applies the connection limits; over a limit the socket is
+ * closed before any TLS work. */
+static int
+worker_admit(struct worker *w, const struct generation *g,
+    const struct listener_conf *lc, const struct listener *l)
+{
+	static _Atomic long last_warn;
+	long now = (long)time(NULL);
+	const char *which = NULL;
+
+	if (atomic_load_explicit(&w->d->num_conns, memory_order_relaxed) >=
+	    g->cfg->global.max_connections)
+		which = "max_connections";
+	else if (lc->max_connections > 0 &&
+	    atomic_load_explicit(&l->num_conns, memory_order_relaxed) >=
+	    lc->max_connections)
+		which = "listener max_connections";
+	if (which == NULL)
+		return 1;
+	/* One warning per second at most: a flood must not flood the log. */
+	if (atomic_exchange(&last_warn, now) != now)
+		log_msg(LOGL_WARNING, "listener %s: %s reached, refusing new "
+		    "connections", lc->name, which);
+	return 0;
+}
+
+static void
+worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	struct worker_accept *wa = arg;
+	struct worker *w = wa->w;
+
+	(void)what;
+	for (int i = 0; i < WORKER_ACCEPT_BATCH; i++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		struct generation *g;
+		int fd;
+
+		fd = accept4(lfd, (struct sockaddr *)&ss, &len,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM)
+				worker_accept_pause(w);
+			else if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != EINTR && errno != ECONNABORTED)
+				log_msg(LOGL_ERROR, "listener %s: accept: %s",
+				    wa->ls->listener->name, strerror(errno));
+			return;
+		}
+		g = worker_generation(w);
+		if (g != wa->gen) {
+			wa->gen = g;
+			wa->lc = generation_listener(g, wa->ls->listener->name);
+		}
+		if (wa->lc == NULL || !worker_admit(w, g, wa->lc,
+		    wa->ls->listener)) {
+			close(fd);
+			continue;
+		}
+		conn_start(w, wa->ls->listener, g, wa->lc, fd,
+		    (struct sockaddr *)&ss, len);
+	}
+}
+
+static void
+worker_stop_accept(struct worker *w)
+{
+	for (size_t i = 0; i < w->num_accepts; i++) {
+		struct worker_accept *wa = &w->accepts[i];
+
+		event_del(wa->ev);
+		/* Our own SO_REUSEPORT sockets close now, so the kernel stops
+		 * queueing connections for us; shared ones are the control
+		 * thread's. */
+		if (wa->ls->worker == w->id && wa->ls->fd >= 0) {
+			close(wa->ls->fd);
+			wa->ls->fd = -1;
+		}
+	}
+	evtimer_del(w->pause_ev);
+}
+
+static void
+worker_maybe_exit(struct worker *w)
+{
+	if (w->stopping && w->num_conns == 0)
+		event_base_loopexit(w->base, NULL);
+}
+
+static void
+worker_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	uint64_t v;
+	int cmd;
+
+	(void)what;
+	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_msg(LOGL_ERROR, "worker %d: wake-up read: %s", w->id,
+		    strerror(errno));
+	cmd = atomic_exchange(&w->cmd, 0);
+	if ((cmd & WORKER_STOP_ACCEPT) && !w->stopping) {
+		w->stopping = 1;
+		worker_stop_accept(w);
+	}
+	if (cmd & WORKER_CLOSE_ALL)
+		conn_close_all(w, "shutdown");
+	worker_maybe_exit(w);
+}
+
+void
+worker_conn_closed(struct worker *w)
+{
+	worker_maybe_exit(w);
+}
+
+int
+worker_init(struct worker *w, struct daemon *d, int id,
+    struct listen_sock *socks, size_t num_socks)
+{
+	memset(w, 0, sizeof(*w));
+	w->id = id;
+	w->d = d;
+	w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	w->base = event_base_new();
+	w->pool = relay_pool_new((size_t)generation_peek()->buffer_size,
+	    WORKER_POOL_KEEP);
+	if (w->wake_fd < 0 || w->base == NULL || w->pool == NULL)
+		return -1;
+	w->wake_ev = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST,
+	    worker_wake_cb, w);
+	w->pause_ev = evtimer_new(w->base, worker_accept_resume, w);
+	w->accepts = calloc(num_socks + 1, sizeof(*w->accepts));
+	if (w->wake_ev == NULL || w->pause_ev == NULL || w->accepts == NULL)
+		return -1;
+	event_add(w->wake_ev, NULL);
+	for (size_t i = 0; i < num_socks; i++) {
+		struct worker_accept *wa;
+
+		if (socks[i].worker != id && socks[i].worker != -1)
+			continue;
+		wa = &w->accepts[w->num_accepts];
+		wa->w = w;
+		wa->ls = &socks[i];
+		wa->ev = event_new(w->base, socks[i].fd, EV_READ | EV_PERSIST,
+		    worker_accept_cb, wa);
+		if (wa->ev == NULL)
+			return -1;
+		event_add(wa->ev, NULL);
+		w->num_accepts++;
+	}
+	return 0;
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+	uint64_t one = 1;
+
+	event_base_dispatch(w->base);
+	atomic_store(&w->exited, 1);
+	if (write(w->d->exit_fd, &one, sizeof(one)) < 0)
+		log_msg(LOGL_ERROR, "worker %d: exit notification: %s", w->id,
+		    strerror(errno));
+	return NULL;
+}
+
+int
+worker_start(struct worker *w)
+{
+	sigset_t all, old;
+	int rc;
+
+	/* Signals belong to the control thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = pthread_create(&w->thread, NULL, worker_main, w);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		errno = rc;
+		return -1;
+	}
+	return 0;
+}
+
+void
+worker_command(struct worker *w, int cmd)
+{
+	uint64_t one = 1;
+
+	atomic_fetch_or(&w->cmd, cmd);
+	if (write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_msg(LOGL_ERROR, "worker %d: wake-up: %s", w->id,
+		    strerror(errno));
+}
+
+void
+worker_join(struct worker *w)
+{
+	if (w->thread != 0)
+		pthread_join(w->thread, NULL);
+	conn_close_all(w, "shutdown");
+	for (size_t i = 0; i < w->num_accepts; i++)
+		event_free(w->accepts[i].ev);
+	free(w->accepts);
+	if (w->wake_ev != NULL)
+		event_free(w->wake_ev);
+	if (w->pause_ev != NULL)
+		event_free(w->pause_ev);
+	if (w->base != NULL)
+		event_base_free(w->base);
+	if (w->wake_fd >= 0)
+		close(w->wake_fd);
+	relay_pool_free(w->pool);
+	generation_unref(w->gen);
+	w->gen = NULL;
+}

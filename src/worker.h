@@ -1,0 +1,72 @@
+/* worker.h: worker threads, each with its own event loop, listening
+ * sockets and connections. Nothing on a worker's data path takes a lock. */
+#ifndef TLSPROXY_WORKER_H
+#define TLSPROXY_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct conn;
+struct daemon;
+struct event;
+struct event_base;
+struct generation;
+struct listen_sock;
+struct relay_pool;
+
+/* Commands from the control thread, as bits in worker.cmd. */
+enum worker_cmd {
+	WORKER_STOP_ACCEPT = 1, /* close listeners, exit when idle */
+	WORKER_CLOSE_ALL = 2,   /* end every connection now */
+};
+
+struct worker_accept;
+
+struct worker {
+	int id;
+	struct daemon *d;
+	pthread_t thread;
+	struct event_base *base;
+	struct relay_pool *pool;
+	struct generation *gen; /* newest generation this worker has seen */
+
+	struct worker_accept *accepts;
+	size_t num_accepts;
+	struct event *pause_ev; /* re-enables accept after EMFILE */
+	int accept_paused;
+
+	struct conn *conns; /* intrusive list, for drain and close-all */
+	size_t num_conns;
+
+	int wake_fd;
+	struct event *wake_ev;
+	atomic_int cmd;
+	int stopping;
+	atomic_int exited;
+};
+
+/* worker_init prepares |w| (event base, pool, wake-up channel) and
+ * attaches the listening sockets meant for it. Returns 0 or -1. */
+int worker_init(struct worker *w, struct daemon *d, int id,
+    struct listen_sock *socks, size_t num_socks);
+
+/* worker_start runs |w|'s loop on a new thread. */
+int worker_start(struct worker *w);
+
+/* worker_command sets |cmd| bits for |w| and wakes it; any thread. */
+void worker_command(struct worker *w, int cmd);
+
+/* worker_conn_closed is called after a connection of |w| ended; a
+ * draining worker stops with its last one. */
+void worker_conn_closed(struct worker *w);
+
+/* worker_join waits for the thread, then frees what worker_init made. */
+void worker_join(struct worker *w);
+
+/* worker_generation returns the current generation for a new connection,
+ * taking a reference the caller owns. */
+struct generation *worker_generation(struct worker *w);
+
+#endif
