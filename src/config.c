@@ -462,6 +462,11 @@ config_reader(char *str, int num, void *stream)
 		p->line++;
 		if (len > 0 && start[len - 1] == '\r')
 			len--;
+		if (p->line == 1 && len >= 3 &&
+		    memcmp(start, "\xEF\xBB\xBF", 3) == 0) {
+			start += 3; /* a UTF-8 byte order mark */
+			len -= 3;
+		}
 		if (len + 2 > (size_t)num) {
 			config_error(p->cfg, p->line, NULL, "line longer than %d "
 			    "characters; split long lists over repeated keys",
@@ -681,6 +686,8 @@ config_load(const char *path)
 	FILE *f = fopen(path, "re");
 
 	if (f == NULL) {
+		int saved = errno;
+
 		cfg = config_parse(path, "");
 		if (cfg != NULL) {
 			/* Only the open error matters, not the emptiness. */
@@ -688,7 +695,7 @@ config_load(const char *path)
 				free(cfg->errors[i]);
 			cfg->num_errors = 0;
 			config_error(cfg, 0, NULL, "cannot open: %s",
-			    strerror(errno));
+			    strerror(saved));
 		}
 		return cfg;
 	}

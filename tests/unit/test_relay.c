@@ -1,0 +1,257 @@
+/* The relay over socketpairs with a tiny buffer cap: integrity,
+ * backpressure, half-close, and no buffers while idle. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../check_run.h"
+#include "relay.h"
+
+#define CAP 16
+
+struct rig {
+	int client;  /* the test's end of the client connection */
+	int backend; /* the test's end of the backend connection */
+	int relay_c, relay_b;
+	struct relay_pool *pool;
+	struct relay r;
+};
+
+static void
+nonblock(int fd)
+{
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+static void
+rig_init(struct rig *g)
+{
+	int c[2], b[2];
+
+	signal(SIGPIPE, SIG_IGN);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, c), 0);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
+	g->client = c[0];
+	g->relay_c = c[1];
+	g->relay_b = b[0];
+	g->backend = b[1];
+	for (int i = 0; i < 2; i++) {
+		nonblock(c[i]);
+		nonblock(b[i]);
+	}
+	g->pool = relay_pool_new(CAP, 4);
+	relay_init(&g->r, g->pool, g->relay_c, NULL, g->relay_b);
+}
+
+static void
+rig_free(struct rig *g)
+{
+	relay_release(&g->r);
+	relay_pool_free(g->pool);
+	close(g->client);
+	close(g->backend);
+	close(g->relay_c);
+	close(g->relay_b);
+}
+
+/* rig_step polls the relay's sockets for what it asked for and runs it
+ * once; returns the status, or -1 if nothing was ready. */
+static int
+rig_step(struct rig *g)
+{
+	struct pollfd p[2];
+
+	for (int s = 0; s < 2; s++) {
+		int want = relay_interest(&g->r, (enum relay_side)s);
+
+		p[s].fd = s == 0 ? g->relay_c : g->relay_b;
+		p[s].events = (short)(((want & RELAY_WANT_READ) ? POLLIN : 0) |
+		    ((want & RELAY_WANT_WRITE) ? POLLOUT : 0));
+		p[s].revents = 0;
+	}
+	if (poll(p, 2, 0) <= 0)
+		return -1;
+	for (int s = 0; s < 2; s++) {
+		int what = ((p[s].revents & (POLLIN | POLLHUP | POLLERR)) ?
+		    RELAY_WANT_READ : 0) | ((p[s].revents & POLLOUT) ?
+		    RELAY_WANT_WRITE : 0);
+
+		relay_ready(&g->r, (enum relay_side)s, what);
+	}
+	return (int)relay_run(&g->r);
+}
+
+static int
+rig_settle(struct rig *g)
+{
+	int st = (int)relay_run(&g->r), n;
+
+	while ((n = rig_step(g)) != -1) {
+		st = n;
+		if (st != RELAY_OK)
+			break;
+	}
+	return st;
+}
+
+static size_t
+drain(int fd, unsigned char *out, size_t cap)
+{
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < cap && (n = read(fd, out + got, cap - got)) > 0)
+		got += (size_t)n;
+	return got;
+}
+
+START_TEST(bytes_both_ways_intact)
+{
+	enum { N = 300000 };
+	unsigned char *in = malloc(N), *out = malloc(N), *back = malloc(N);
+	size_t sent = 0, got = 0, echoed = 0, back_got = 0;
+	struct rig g;
+
+	for (size_t i = 0; i < N; i++)
+		in[i] = (unsigned char)(rand() >> 7);
+	rig_init(&g);
+	relay_run(&g.r);
+	while (got < N || back_got < N) {
+		ssize_t n;
+
+		if (sent < N && (n = write(g.client, in + sent, N - sent)) > 0)
+			sent += (size_t)n;
+		rig_settle(&g);
+		got += drain(g.backend, out + got, N - got);
+		/* The backend echoes what it got, reversed in direction. */
+		if (echoed < got && (n = write(g.backend, out + echoed,
+		    got - echoed)) > 0)
+			echoed += (size_t)n;
+		rig_settle(&g);
+		back_got += drain(g.client, back + back_got, N - back_got);
+	}
+	ck_assert_mem_eq(in, out, N);
+	ck_assert_mem_eq(in, back, N);
+	ck_assert_uint_eq(g.r.bytes[RELAY_CLIENT], N);
+	ck_assert_uint_eq(g.r.bytes[RELAY_BACKEND], N);
+	/* Idle again: no buffer held either way. */
+	ck_assert_ptr_null(g.r.buf[0]);
+	ck_assert_ptr_null(g.r.buf[1]);
+	rig_free(&g);
+	free(in);
+	free(out);
+	free(back);
+}
+END_TEST
+
+START_TEST(slow_reader_stalls_without_growing)
+{
+	static unsigned char chunk[4096];
+	struct rig g;
+	size_t written = 0;
+	ssize_t n;
+
+	rig_init(&g);
+	relay_run(&g.r);
+	/* The backend never reads: the client's data must stop at the
+	 * kernel buffers plus one relay buffer of CAP bytes. */
+	for (int i = 0; i < 2000; i++) {
+		if ((n = write(g.client, chunk, sizeof(chunk))) > 0)
+			written += (size_t)n;
+		rig_settle(&g);
+	}
+	ck_assert_uint_le(relay_buffered(&g.r), CAP);
+	ck_assert_uint_gt(written, 0);
+	ck_assert_int_eq(relay_interest(&g.r, RELAY_CLIENT) & RELAY_WANT_READ, 0);
+	ck_assert_int_ne(relay_interest(&g.r, RELAY_BACKEND) & RELAY_WANT_WRITE, 0);
+	rig_free(&g);
+}
+END_TEST
+
+START_TEST(half_close_each_way)
+{
+	unsigned char buf[64];
+	struct rig g;
+
+	rig_init(&g);
+	relay_run(&g.r);
+	ck_assert_int_eq(write(g.client, "request", 7), 7);
+	shutdown(g.client, SHUT_WR);
+	ck_assert_int_eq(rig_settle(&g), RELAY_OK);
+	ck_assert_uint_eq(drain(g.backend, buf, sizeof(buf)), 7);
+	/* The backend sees EOF but may still answer. */
+	ck_assert_int_eq(read(g.backend, buf, sizeof(buf)), 0);
+	ck_assert_int_eq(write(g.backend, "response after eof", 18), 18);
+	ck_assert_int_eq(rig_settle(&g), RELAY_OK);
+	ck_assert_uint_eq(drain(g.client, buf, sizeof(buf)), 18);
+	ck_assert_mem_eq(buf, "response after eof", 18);
+	shutdown(g.backend, SHUT_WR);
+	ck_assert_int_eq(rig_settle(&g), RELAY_DONE);
+	ck_assert_int_eq(read(g.client, buf, sizeof(buf)), 0);
+	ck_assert_ptr_null(g.r.buf[0]);
+	ck_assert_ptr_null(g.r.buf[1]);
+	rig_free(&g);
+}
+END_TEST
+
+START_TEST(backend_first_half_close)
+{
+	unsigned char buf[64];
+	struct rig g;
+
+	rig_init(&g);
+	relay_run(&g.r);
+	ck_assert_int_eq(write(g.backend, "banner", 6), 6);
+	shutdown(g.backend, SHUT_WR);
+	ck_assert_int_eq(rig_settle(&g), RELAY_OK);
+	ck_assert_uint_eq(drain(g.client, buf, sizeof(buf)), 6);
+	ck_assert_int_eq(read(g.client, buf, sizeof(buf)), 0);
+	ck_assert_int_eq(write(g.client, "late", 4), 4);
+	ck_assert_int_eq(rig_settle(&g), RELAY_OK);
+	ck_assert_uint_eq(drain(g.backend, buf, sizeof(buf)), 4);
+	shutdown(g.client, SHUT_WR);
+	ck_assert_int_eq(rig_settle(&g), RELAY_DONE);
+	rig_free(&g);
+}
+END_TEST
+
+START_TEST(peer_gone_is_an_error)
+{
+	struct rig g;
+	int st;
+
+	rig_init(&g);
+	relay_run(&g.r);
+	close(g.backend);
+	g.backend = open("/dev/null", O_RDONLY);
+	ck_assert_int_eq(write(g.client, "data", 4), 4);
+	st = rig_settle(&g);
+	/* The backend's EOF half-closes the client; writing to it fails. */
+	ck_assert_int_eq(st, RELAY_ERROR);
+	ck_assert_ptr_nonnull(g.r.reason);
+	ck_assert_msg(strncmp(g.r.reason, "backend write: ", 15) == 0,
+	    "reason: %s", g.r.reason);
+	rig_free(&g);
+}
+END_TEST
+
+int
+main(void)
+{
+	Suite *s = suite_create("relay");
+	TCase *tc = tcase_create("socketpairs");
+
+	tcase_add_test(tc, bytes_both_ways_intact);
+	tcase_add_test(tc, slow_reader_stalls_without_growing);
+	tcase_add_test(tc, half_close_each_way);
+	tcase_add_test(tc, backend_first_half_close);
+	tcase_add_test(tc, peer_gone_is_an_error);
+	suite_add_tcase(s, tc);
+	return check_run(s);
+}
