@@ -285,18 +285,21 @@ config_set(struct parse *p, struct conf_head *h, const struct conf_key *k,
 		break;
 	}
 	case T_LIST: {
-		char *copy = strdup(value), *save = NULL, *tok;
+		char *copy = strdup(value), *item, *next;
 
 		if (copy == NULL)
 			return;
-		for (tok = strtok_r(copy, ",", &save); tok != NULL;
-		    tok = strtok_r(NULL, ",", &save)) {
-			tok = trim(tok);
-			if (*tok == '\0')
+		/* strtok would skip empty items; "a,,b" is a typo to report. */
+		for (item = copy; item != NULL; item = next) {
+			next = strchr(item, ',');
+			if (next != NULL)
+				*next++ = '\0';
+			item = trim(item);
+			if (*item == '\0')
 				config_error(p->cfg, line, k->name,
 				    "empty item in the list");
 			else
-				strlist_add(field, tok, line);
+				strlist_add(field, item, line);
 		}
 		free(copy);
 		break;

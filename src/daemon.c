@@ -13,6 +13,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "config.h"
+#include "confval.h"
 #include "generation.h"
 #include "log.h"
 #include "worker.h"
@@ -181,10 +182,8 @@ daemon_run(const char *config_path, struct generation *gen)
 	memset(&d, 0, sizeof(d));
 	d.config_path = config_path;
 	d.exit_fd = -1;
-	d.access_log = strcmp(cfg->global.access_log, "no") != 0 &&
-	    strcmp(cfg->global.access_log, "off") != 0 &&
-	    strcmp(cfg->global.access_log, "false") != 0 &&
-	    strcmp(cfg->global.access_log, "0") != 0;
+	if (confval_bool(cfg->global.access_log, &d.access_log) != 0)
+		d.access_log = 1; /* a path: config_check allowed nothing else */
 	if (cfg->global.access_log[0] == '/' &&
 	    log_access_open(cfg->global.access_log) != 0) {
 		log_msg(LOGL_ERROR, "%s: key 'access_log': cannot open '%s': %s",
