@@ -20,6 +20,7 @@
 #include "log.h"
 #include "relay.h"
 #include "sni.h"
+#include "tls_bio.h"
 #include "worker.h"
 
 enum conn_state {
@@ -154,6 +155,8 @@ conn_close(struct conn *c, const char *reason)
 		SSL_shutdown(c->ssl);
 		ERR_clear_error();
 	}
+	if (c->state != CONN_HANDSHAKE)
+		tls_bio_flush(SSL_get_wbio(c->ssl));
 	for (int s = 0; s < 2; s++) {
 		for (int i = 0; i < 2; i++) {
 			if (event_initialized(&c->ev[s][i]))
@@ -259,23 +262,14 @@ conn_connected(struct conn *c)
 	conn_relay_start(c);
 }
 
+/* conn_handshake_failed logs a failed handshake with its reason (Node's
+ * 'tlsClientError') and closes the connection. */
 static void
-conn_handshake_failed(struct conn *c, int ret)
+conn_handshake_failed(struct conn *c, const char *why)
 {
-	char reason[160], err[96], peer[ADDR_STRLEN];
+	char reason[160], peer[ADDR_STRLEN];
 
-	switch (SSL_get_error(c->ssl, ret)) {
-	case SSL_ERROR_SYSCALL:
-		ERR_clear_error();
-		snprintf(reason, sizeof(reason), "handshake failed: %s",
-		    ret == 0 || errno == 0 ? "client closed the connection" :
-		    strerror(errno));
-		break;
-	default:
-		snprintf(reason, sizeof(reason), "handshake failed: %s",
-		    log_ssl_error(err, sizeof(err)));
-		break;
-	}
+	snprintf(reason, sizeof(reason), "handshake failed: %s", why);
 	log_msg(LOGL_INFO, "conn %llu: client %s sni %s: %s",
 	    (unsigned long long)c->id, addr_format_sa((struct sockaddr *)&c->peer,
 	    c->peer_len, peer, sizeof(peer)), c->sni ? c->sni : "-", reason);
@@ -285,11 +279,21 @@ conn_handshake_failed(struct conn *c, int ret)
 static void
 conn_handshake(struct conn *c)
 {
-	int ret;
+	int ret, err, saved_errno, flushed;
+	char why[96];
 
 	ERR_clear_error();
 	ret = SSL_do_handshake(c->ssl);
-	if (ret == 1) {
+	saved_errno = errno;
+	err = SSL_get_error(c->ssl, ret);
+	/* Send the flight (or alert) BoringSSL gathered in the BIO. */
+	flushed = tls_bio_flush(SSL_get_wbio(c->ssl));
+	if (flushed < 0 && err != SSL_ERROR_SSL) {
+		conn_handshake_failed(c, strerror(errno));
+		return;
+	}
+	switch (err) {
+	case SSL_ERROR_NONE:
 		c->handshake_ns = conn_now_ns();
 		c->state = CONN_CONNECTING;
 		conn_watch(c, RELAY_CLIENT, 0);
@@ -297,16 +301,21 @@ conn_handshake(struct conn *c)
 		c->addr_index = backend_pick(c->lc->backend);
 		conn_connect_next(c);
 		return;
-	}
-	switch (SSL_get_error(c->ssl, ret)) {
 	case SSL_ERROR_WANT_READ:
-		conn_watch(c, RELAY_CLIENT, RELAY_WANT_READ);
+		conn_watch(c, RELAY_CLIENT, RELAY_WANT_READ |
+		    (flushed == 0 ? RELAY_WANT_WRITE : 0));
 		return;
 	case SSL_ERROR_WANT_WRITE:
 		conn_watch(c, RELAY_CLIENT, RELAY_WANT_WRITE);
 		return;
+	case SSL_ERROR_SYSCALL:
+		ERR_clear_error();
+		conn_handshake_failed(c, ret == 0 || saved_errno == 0 ?
+		    "client closed the connection" : strerror(saved_errno));
+		return;
 	default:
-		conn_handshake_failed(c, ret);
+		conn_handshake_failed(c, log_ssl_error(why, sizeof(why)));
+		return;
 	}
 }
 
@@ -437,6 +446,7 @@ conn_start(struct worker *w, struct listener *l, struct generation *gen,
 {
 	struct daemon *d = w->d;
 	struct conn *c = calloc(1, sizeof(*c));
+	BIO *bio;
 
 	if (c == NULL || (c->ssl = SSL_new(lc->context->ssl_ctx)) == NULL) {
 		log_msg(LOGL_ERROR, "out of memory accepting a connection");
@@ -471,10 +481,11 @@ conn_start(struct worker *w, struct listener *l, struct generation *gen,
 	 * them keeps idle connections small. */
 	SSL_set_shed_handshake_config(c->ssl, 1);
 	SSL_set_accept_state(c->ssl);
-	if (SSL_set_fd(c->ssl, fd) != 1) {
-		conn_close(c, "cannot attach TLS to the socket");
+	if ((bio = tls_bio_new(fd, w->pool)) == NULL) {
+		conn_close(c, "out of memory");
 		return;
 	}
+	SSL_set_bio(c->ssl, bio, bio);
 	conn_timer(c, gen->handshake_timeout_ms);
 	/* The ClientHello has usually arrived with the connection already:
 	 * try at once instead of waiting a loop turn for readability. */

@@ -11,84 +11,12 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "bufpool.h"
 #include "log.h"
-
-struct relay_buf {
-	struct relay_buf *next_free;
-	size_t start, end;
-	char data[];
-};
-
-struct relay_pool {
-	size_t size;
-	size_t max_free;
-	size_t num_free;
-	struct relay_buf *free_list;
-};
-
-struct relay_pool *
-relay_pool_new(size_t size, size_t max_free)
-{
-	struct relay_pool *p = calloc(1, sizeof(*p));
-
-	if (p != NULL) {
-		p->size = size;
-		p->max_free = max_free;
-	}
-	return p;
-}
+#include "tls_bio.h"
 
 void
-relay_pool_free(struct relay_pool *p)
-{
-	if (p == NULL)
-		return;
-	while (p->free_list != NULL) {
-		struct relay_buf *b = p->free_list;
-
-		p->free_list = b->next_free;
-		free(b);
-	}
-	free(p);
-}
-
-size_t
-relay_pool_size(const struct relay_pool *p)
-{
-	return p->size;
-}
-
-static struct relay_buf *
-relay_buf_get(struct relay_pool *p)
-{
-	struct relay_buf *b = p->free_list;
-
-	if (b != NULL) {
-		p->free_list = b->next_free;
-		p->num_free--;
-	} else {
-		b = malloc(sizeof(*b) + p->size);
-		if (b == NULL)
-			return NULL;
-	}
-	b->start = b->end = 0;
-	return b;
-}
-
-static void
-relay_buf_put(struct relay_pool *p, struct relay_buf *b)
-{
-	if (p->num_free >= p->max_free) {
-		free(b);
-		return;
-	}
-	b->next_free = p->free_list;
-	p->free_list = b;
-	p->num_free++;
-}
-
-void
-relay_init(struct relay *r, struct relay_pool *pool, int client_fd,
+relay_init(struct relay *r, struct bufpool *pool, int client_fd,
     SSL *client_ssl, int backend_fd)
 {
 	memset(r, 0, sizeof(*r));
@@ -103,7 +31,7 @@ relay_release(struct relay *r)
 {
 	for (int s = 0; s < 2; s++) {
 		if (r->buf[s] != NULL)
-			relay_buf_put(r->pool, r->buf[s]);
+			bufpool_put(r->pool, r->buf[s]);
 		r->buf[s] = NULL;
 	}
 }
@@ -215,7 +143,8 @@ relay_write(struct relay *r, enum relay_side s, const char *src, size_t len)
 }
 
 /* relay_shut ends writing to side |s|: close_notify for TLS, then a TCP
- * half-close. Returns 0 done, -1 blocked, -2 error. */
+ * half-close (for TLS once the close_notify has left: see relay_flush).
+ * Returns 0 done, -1 blocked, -2 error. */
 static int
 relay_shut(struct relay *r, enum relay_side s)
 {
@@ -232,9 +161,35 @@ relay_shut(struct relay *r, enum relay_side s)
 				return -1;
 			/* The peer may already be gone; a half-close is moot. */
 		}
+		e->fin_pending = 1;
+		e->write_shut = 1;
+		return 0;
 	}
 	shutdown(e->fd, SHUT_WR);
 	e->write_shut = 1;
+	return 0;
+}
+
+/* relay_flush sends the TLS output gathered during this run in one write,
+ * then the pending half-close. Returns 0 or -2 on error. */
+static int
+relay_flush(struct relay *r)
+{
+	struct relay_end *e = &r->end[RELAY_CLIENT];
+	int rc;
+
+	if (e->ssl == NULL || e->flush_blocked)
+		return 0;
+	rc = tls_bio_flush(SSL_get_wbio(e->ssl));
+	if (rc < 0) {
+		relay_fail(r, RELAY_CLIENT, "write", strerror(errno));
+		return -2;
+	}
+	e->flush_blocked = rc == 0;
+	if (rc == 1 && e->fin_pending) {
+		shutdown(e->fd, SHUT_WR);
+		e->fin_pending = 0;
+	}
 	return 0;
 }
 
@@ -245,18 +200,18 @@ relay_pump(struct relay *r, enum relay_side s)
 {
 	enum relay_side d = (enum relay_side)!s;
 	struct relay_end *src = &r->end[s], *dst = &r->end[d];
-	size_t cap = relay_pool_size(r->pool);
+	size_t cap = bufpool_size(r->pool);
 	int n;
 
 	for (;;) {
-		struct relay_buf *b = r->buf[s];
+		struct buf *b = r->buf[s];
 		int moved = 0;
 
 		/* Read while there is room; a full buffer stalls the reader,
 		 * which is the backpressure. */
 		if (!src->read_eof && src->read_blocked == RELAY_WANT_NONE &&
 		    (b == NULL || b->end < cap)) {
-			if (b == NULL && (b = r->buf[s] = relay_buf_get(r->pool)) == NULL) {
+			if (b == NULL && (b = r->buf[s] = bufpool_get(r->pool)) == NULL) {
 				relay_fail(r, s, "read", "out of memory");
 				return -2;
 			}
@@ -283,7 +238,7 @@ relay_pump(struct relay *r, enum relay_side s)
 		}
 		if (b != NULL && b->start == b->end) {
 			/* Idle connections hold no buffer. */
-			relay_buf_put(r->pool, b);
+			bufpool_put(r->pool, b);
 			r->buf[s] = NULL;
 		} else if (b != NULL && b->end == cap && b->start >= cap / 2) {
 			memmove(b->data, b->data + b->start, b->end - b->start);
@@ -312,6 +267,8 @@ relay_ready(struct relay *r, enum relay_side fd_side, int what)
 		e->read_blocked = RELAY_WANT_NONE;
 	if (e->write_blocked & what)
 		e->write_blocked = RELAY_WANT_NONE;
+	if (what & RELAY_WANT_WRITE)
+		e->flush_blocked = 0;
 }
 
 enum relay_status
@@ -321,8 +278,10 @@ relay_run(struct relay *r)
 	 * response is read. Each pump runs until its direction is blocked. */
 	r->progress = 0;
 	if (relay_pump(r, RELAY_CLIENT) != 0 ||
-	    relay_pump(r, RELAY_BACKEND) != 0)
+	    relay_pump(r, RELAY_BACKEND) != 0 || relay_flush(r) != 0)
 		return RELAY_ERROR;
+	if (r->end[RELAY_CLIENT].flush_blocked || r->end[RELAY_CLIENT].fin_pending)
+		return RELAY_OK;
 	for (int s = 0; s < 2; s++) {
 		if (!r->end[s].read_eof || r->buf[s] != NULL ||
 		    !r->end[!s].write_shut)
@@ -337,8 +296,8 @@ int
 relay_interest(const struct relay *r, enum relay_side s)
 {
 	const struct relay_end *e = &r->end[s];
-	const struct relay_buf *in = r->buf[s], *out = r->buf[!s];
-	size_t cap = relay_pool_size(r->pool);
+	const struct buf *in = r->buf[s], *out = r->buf[!s];
+	size_t cap = bufpool_size(r->pool);
 	int what = 0;
 
 	if (!e->read_eof && (in == NULL || in->end < cap))
@@ -346,6 +305,8 @@ relay_interest(const struct relay *r, enum relay_side s)
 	if ((out != NULL && out->start < out->end) ||
 	    (r->end[!s].read_eof && out == NULL && !e->write_shut))
 		what |= e->write_blocked;
+	if (e->flush_blocked)
+		what |= RELAY_WANT_WRITE;
 	return what;
 }
 

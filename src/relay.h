@@ -9,19 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Pool of equally sized buffers, one per thread; nothing here locks. */
-struct relay_pool;
-
-/* relay_pool_new makes a pool of |size|-byte buffers keeping up to
- * |max_free| unused ones around. */
-struct relay_pool *relay_pool_new(size_t size, size_t max_free);
-
-/* relay_pool_free frees the pool and its unused buffers; buffers still
- * lent out must have been returned. NULL is fine. */
-void relay_pool_free(struct relay_pool *p);
-
-/* relay_pool_size returns the buffer size of |p|. */
-size_t relay_pool_size(const struct relay_pool *p);
+struct bufpool;
+struct buf;
 
 enum relay_side {
 	RELAY_CLIENT = 0,
@@ -49,23 +38,23 @@ struct relay_end {
 	uint8_t clean_eof;    /* TLS: the EOF came with close_notify */
 	uint8_t read_blocked;  /* enum relay_want of the last read */
 	uint8_t write_blocked; /* enum relay_want of the last write/shutdown */
+	uint8_t flush_blocked; /* TLS: gathered output waits for writability */
+	uint8_t fin_pending;   /* TLS: half-close once the output is sent */
 };
-
-struct relay_buf;
 
 struct relay {
 	struct relay_end end[2];
 	/* buf[s] holds bytes read from side s, not yet written to the other. */
-	struct relay_buf *buf[2];
+	struct buf *buf[2];
 	uint64_t bytes[2]; /* bytes read from side s and delivered */
-	struct relay_pool *pool;
+	struct bufpool *pool;
 	const char *reason; /* why RELAY_ERROR or RELAY_DONE */
 	char reason_buf[96];
 	int progress; /* set when any byte moved since last cleared */
 };
 
 /* relay_init prepares |r| over two connected, non-blocking sockets. */
-void relay_init(struct relay *r, struct relay_pool *pool, int client_fd,
+void relay_init(struct relay *r, struct bufpool *pool, int client_fd,
     SSL *client_ssl, int backend_fd);
 
 /* relay_release returns buffers to the pool (fds stay open). */

@@ -17,6 +17,7 @@
 #include "generation.h"
 #include "listener.h"
 #include "log.h"
+#include "bufpool.h"
 #include "relay.h"
 
 /* Accepts per readiness event, so one busy listener cannot starve the
@@ -204,7 +205,7 @@ worker_init(struct worker *w, struct daemon *d, int id,
 	w->d = d;
 	w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	w->base = event_base_new();
-	w->pool = relay_pool_new((size_t)generation_peek()->buffer_size,
+	w->pool = bufpool_new((size_t)generation_peek()->buffer_size,
 	    WORKER_POOL_KEEP);
 	if (w->wake_fd < 0 || w->base == NULL || w->pool == NULL)
 		return -1;
@@ -293,7 +294,7 @@ worker_join(struct worker *w)
 		event_base_free(w->base);
 	if (w->wake_fd >= 0)
 		close(w->wake_fd);
-	relay_pool_free(w->pool);
+	bufpool_free(w->pool);
 	generation_unref(w->gen);
 	w->gen = NULL;
 }

@@ -14,7 +14,7 @@ struct event;
 struct event_base;
 struct generation;
 struct listen_sock;
-struct relay_pool;
+struct bufpool;
 
 /* Commands from the control thread, as bits in worker.cmd. */
 enum worker_cmd {
@@ -29,7 +29,7 @@ struct worker {
 	struct daemon *d;
 	pthread_t thread;
 	struct event_base *base;
-	struct relay_pool *pool;
+	struct bufpool *pool;
 	struct generation *gen; /* newest generation this worker has seen */
 
 	struct worker_accept *accepts;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "../check_run.h"
+#include "bufpool.h"
 #include "relay.h"
 
 #define CAP 16
@@ -19,7 +20,7 @@ struct rig {
 	int client;  /* the test's end of the client connection */
 	int backend; /* the test's end of the backend connection */
 	int relay_c, relay_b;
-	struct relay_pool *pool;
+	struct bufpool *pool;
 	struct relay r;
 };
 
@@ -45,7 +46,7 @@ rig_init(struct rig *g)
 		nonblock(c[i]);
 		nonblock(b[i]);
 	}
-	g->pool = relay_pool_new(CAP, 4);
+	g->pool = bufpool_new(CAP, 4);
 	relay_init(&g->r, g->pool, g->relay_c, NULL, g->relay_b);
 }
 
@@ -53,7 +54,7 @@ static void
 rig_free(struct rig *g)
 {
 	relay_release(&g->r);
-	relay_pool_free(g->pool);
+	bufpool_free(g->pool);
 	close(g->client);
 	close(g->backend);
 	close(g->relay_c);
