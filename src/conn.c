@@ -40,10 +40,11 @@ struct conn {
 	enum conn_state state;
 	SSL *ssl;
 	int cfd, bfd;
-	/* Persistent read and write events per socket; |armed| mirrors
-	 * which are added so unchanged interest costs no syscall. */
-	struct event ev[2][2];
-	uint8_t armed[2];
+	/* One edge-triggered event per socket, registered once: every
+	 * operation runs until it would block, so an edge is only awaited
+	 * after EAGAIN and interest never changes (no epoll_ctl per turn). */
+	struct event ev[2];
+	uint8_t hs_want; /* RELAY_WANT_* the handshake waits for */
 	struct event timer;
 	struct relay relay;
 	struct sockaddr_storage peer;
@@ -72,20 +73,15 @@ conn_tv(uint64_t ms)
 	return tv;
 }
 
-/* conn_watch arms exactly the events in |what| (RELAY_WANT_* bits) for
- * side |s|. */
+/* conn_watch registers side |s|'s socket for both directions, edge
+ * triggered, once for the life of that socket. */
 static void
-conn_watch(struct conn *c, enum relay_side s, int what)
+conn_watch(struct conn *c, enum relay_side s, int fd,
+    event_callback_fn cb)
 {
-	for (int i = 0; i < 2; i++) {
-		int bit = i == 0 ? RELAY_WANT_READ : RELAY_WANT_WRITE;
-
-		if ((what & bit) && !(c->armed[s] & bit))
-			event_add(&c->ev[s][i], NULL);
-		else if (!(what & bit) && (c->armed[s] & bit))
-			event_del(&c->ev[s][i]);
-	}
-	c->armed[s] = (uint8_t)what;
+	event_assign(&c->ev[s], c->w->base, fd,
+	    EV_READ | EV_WRITE | EV_PERSIST | EV_ET, cb, c);
+	event_add(&c->ev[s], NULL);
 }
 
 static void
@@ -158,10 +154,8 @@ conn_close(struct conn *c, const char *reason)
 	if (c->state != CONN_HANDSHAKE)
 		tls_bio_flush(SSL_get_wbio(c->ssl));
 	for (int s = 0; s < 2; s++) {
-		for (int i = 0; i < 2; i++) {
-			if (event_initialized(&c->ev[s][i]))
-				event_del(&c->ev[s][i]);
-		}
+		if (event_initialized(&c->ev[s]))
+			event_del(&c->ev[s]);
 	}
 	evtimer_del(&c->timer);
 	relay_release(&c->relay);
@@ -192,8 +186,6 @@ conn_relay(struct conn *c)
 	}
 	if (c->relay.progress)
 		event_base_gettimeofday_cached(c->w->base, &c->last_active);
-	conn_watch(c, RELAY_CLIENT, relay_interest(&c->relay, RELAY_CLIENT));
-	conn_watch(c, RELAY_BACKEND, relay_interest(&c->relay, RELAY_BACKEND));
 }
 
 static void
@@ -216,7 +208,7 @@ conn_backend_failed(struct conn *c, const char *why)
 	    (unsigned long long)c->id, b->name,
 	    addr_format(&b->addrs[c->addr_index], a, sizeof(a)), why);
 	if (c->bfd >= 0) {
-		conn_watch(c, RELAY_BACKEND, 0);
+		event_del(&c->ev[RELAY_BACKEND]);
 		close(c->bfd);
 		c->bfd = -1;
 	}
@@ -241,11 +233,7 @@ conn_connect_next(struct conn *c)
 		conn_backend_failed(c, strerror(errno));
 		return;
 	}
-	event_assign(&c->ev[RELAY_BACKEND][0], c->w->base, c->bfd,
-	    EV_READ | EV_PERSIST, conn_backend_cb, c);
-	event_assign(&c->ev[RELAY_BACKEND][1], c->w->base, c->bfd,
-	    EV_WRITE | EV_PERSIST, conn_backend_cb, c);
-	conn_watch(c, RELAY_BACKEND, RELAY_WANT_WRITE);
+	conn_watch(c, RELAY_BACKEND, c->bfd, conn_backend_cb);
 	conn_timer(c, b->connect_timeout_ms);
 }
 
@@ -258,7 +246,6 @@ conn_connected(struct conn *c)
 		conn_backend_failed(c, strerror(err));
 		return;
 	}
-	conn_watch(c, RELAY_BACKEND, 0);
 	conn_relay_start(c);
 }
 
@@ -296,17 +283,16 @@ conn_handshake(struct conn *c)
 	case SSL_ERROR_NONE:
 		c->handshake_ns = conn_now_ns();
 		c->state = CONN_CONNECTING;
-		conn_watch(c, RELAY_CLIENT, 0);
+		c->hs_want = 0;
 		evtimer_del(&c->timer);
 		c->addr_index = backend_pick(c->lc->backend);
 		conn_connect_next(c);
 		return;
 	case SSL_ERROR_WANT_READ:
-		conn_watch(c, RELAY_CLIENT, RELAY_WANT_READ |
-		    (flushed == 0 ? RELAY_WANT_WRITE : 0));
+		c->hs_want = RELAY_WANT_READ | (flushed == 0 ? RELAY_WANT_WRITE : 0);
 		return;
 	case SSL_ERROR_WANT_WRITE:
-		conn_watch(c, RELAY_CLIENT, RELAY_WANT_WRITE);
+		c->hs_want = RELAY_WANT_WRITE;
 		return;
 	case SSL_ERROR_SYSCALL:
 		ERR_clear_error();
@@ -333,7 +319,9 @@ conn_client_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	if (c->state == CONN_HANDSHAKE) {
-		conn_handshake(c);
+		/* Ignore the writability edge every new socket reports. */
+		if (conn_what(what) & c->hs_want)
+			conn_handshake(c);
 	} else if (c->state == CONN_RELAYING) {
 		relay_ready(&c->relay, RELAY_CLIENT, conn_what(what));
 		conn_relay(c);
@@ -470,10 +458,7 @@ conn_start(struct worker *w, struct listener *l, struct generation *gen,
 	atomic_fetch_add_explicit(&l->num_conns, 1, memory_order_relaxed);
 	conn_link(w, c);
 
-	event_assign(&c->ev[RELAY_CLIENT][0], w->base, fd, EV_READ | EV_PERSIST,
-	    conn_client_cb, c);
-	event_assign(&c->ev[RELAY_CLIENT][1], w->base, fd, EV_WRITE | EV_PERSIST,
-	    conn_client_cb, c);
+	conn_watch(c, RELAY_CLIENT, fd, conn_client_cb);
 	evtimer_assign(&c->timer, w->base, conn_timer_cb, c);
 
 	SSL_set_app_data(c->ssl, c);

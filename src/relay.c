@@ -149,6 +149,9 @@ static int
 relay_shut(struct relay *r, enum relay_side s)
 {
 	struct relay_end *e = &r->end[s];
+	/* When |s| has already ended its own direction, this half-close ends
+	 * the connection: close(2) sends the same FIN, so skip the syscall. */
+	int last = e->read_eof && r->buf[s] == NULL;
 
 	if (e->ssl != NULL) {
 		int ret;
@@ -161,11 +164,12 @@ relay_shut(struct relay *r, enum relay_side s)
 				return -1;
 			/* The peer may already be gone; a half-close is moot. */
 		}
-		e->fin_pending = 1;
+		e->fin_pending = !last;
 		e->write_shut = 1;
 		return 0;
 	}
-	shutdown(e->fd, SHUT_WR);
+	if (!last)
+		shutdown(e->fd, SHUT_WR);
 	e->write_shut = 1;
 	return 0;
 }
