@@ -70,6 +70,10 @@ static const struct conf_key keys[] = {
 	{ SEC_GLOBAL, "buffer_size", T_SIZE, G(buffer_size), "64k", 0, 4096,
 	  16777216, "relay buffer per direction; a slow reader stalls its peer at this" },
 
+	{ SEC_GLOBAL, "busy_poll", T_DURATION, G(busy_poll_ms), "0", 0, 0,
+	  1000, "after activity, poll without sleeping this long (0 = off); "
+	  "trades CPU for latency" },
+
 	{ SEC_LISTENER, "bind", T_LIST, L(bind), NULL, 1, 0, 0,
 	  "addresses to accept TLS on: 1.2.3.4:443, [::]:443, *:443, unix:/path" },
 	{ SEC_LISTENER, "context", T_STRING, L(context), NULL, 1, 0, 0,

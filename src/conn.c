@@ -318,6 +318,7 @@ conn_client_cb(evutil_socket_t fd, short what, void *arg)
 	struct conn *c = arg;
 
 	(void)fd;
+	c->w->activity++;
 	if (c->state == CONN_HANDSHAKE) {
 		/* Ignore the writability edge every new socket reports. */
 		if (conn_what(what) & c->hs_want)
@@ -334,6 +335,7 @@ conn_backend_cb(evutil_socket_t fd, short what, void *arg)
 	struct conn *c = arg;
 
 	(void)fd;
+	c->w->activity++;
 	if (c->state == CONN_CONNECTING) {
 		conn_connected(c);
 	} else if (c->state == CONN_RELAYING) {

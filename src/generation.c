@@ -107,6 +107,7 @@ generation_build(struct config *cfg)
 	g->handshake_timeout_ms = cfg->global.handshake_timeout_ms;
 	g->idle_timeout_ms = cfg->global.idle_timeout_ms;
 	g->buffer_size = cfg->global.buffer_size;
+	g->busy_poll_ms = cfg->global.busy_poll_ms;
 	g->id = atomic_fetch_add(&generation_next_id, 1);
 	atomic_init(&g->refs, 1);
 	return g;

@@ -37,6 +37,7 @@ struct generation {
 	uint64_t handshake_timeout_ms;
 	uint64_t idle_timeout_ms;
 	uint64_t buffer_size;
+	uint64_t busy_poll_ms;
 };
 
 /* generation_build turns |cfg| into a generation, taking ownership of

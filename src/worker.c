@@ -111,6 +111,7 @@ worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 	struct worker *w = wa->w;
 
 	(void)what;
+	w->activity++;
 	for (int i = 0; i < WORKER_ACCEPT_BATCH; i++) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
@@ -234,13 +235,67 @@ worker_init(struct worker *w, struct daemon *d, int id,
 	return 0;
 }
 
+static uint64_t
+worker_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static int
+worker_loop_ended(struct worker *w)
+{
+	return event_base_got_exit(w->base) || event_base_got_break(w->base);
+}
+
+/* worker_spin keeps polling without sleeping while events keep coming
+ * within |budget_ns| of each other. A sleeping thread pays a wake-up
+ * (an inter-processor interrupt, on virtual machines a VM exit) for every
+ * event; a spinning one sees the backend's answer at once. */
+static int
+worker_spin(struct worker *w, uint64_t budget_ns)
+{
+	uint64_t deadline = worker_now_ns() + budget_ns;
+
+	for (;;) {
+		unsigned long before = w->activity;
+		uint64_t now;
+
+		event_base_loop(w->base, EVLOOP_NONBLOCK);
+		if (worker_loop_ended(w))
+			return -1;
+		now = worker_now_ns();
+		if (w->activity != before)
+			deadline = now + budget_ns;
+		else if (now >= deadline)
+			return 0;
+	}
+}
+
+static void
+worker_loop(struct worker *w)
+{
+	for (;;) {
+		const struct generation *g = worker_generation(w);
+		uint64_t busy_ns = g != NULL ? g->busy_poll_ms * 1000000ULL : 0;
+
+		event_base_loop(w->base, EVLOOP_ONCE);
+		if (worker_loop_ended(w))
+			return;
+		if (busy_ns > 0 && worker_spin(w, busy_ns) != 0)
+			return;
+	}
+}
+
 static void *
 worker_main(void *arg)
 {
 	struct worker *w = arg;
 	uint64_t one = 1;
 
-	event_base_dispatch(w->base);
+	worker_loop(w);
 	atomic_store(&w->exited, 1);
 	if (write(w->d->exit_fd, &one, sizeof(one)) < 0)
 		log_msg(LOGL_ERROR, "worker %d: exit notification: %s", w->id,

@@ -40,6 +40,9 @@ struct worker {
 	struct conn *conns; /* intrusive list, for drain and close-all */
 	size_t num_conns;
 
+	/* Bumped by every event handled; busy polling watches it. */
+	unsigned long activity;
+
 	int wake_fd;
 	struct event *wake_ev;
 	atomic_int cmd;

@@ -614,6 +614,58 @@ START_TEST(port_in_use_is_a_clear_error)
 }
 END_TEST
 
+START_TEST(busy_poll_serves_and_stops)
+{
+	struct h_daemon d;
+	pid_t bpid;
+	char *out;
+	int st;
+
+	start_with(&d, "busy", "echo", NULL, "busy_poll = 2ms", &bpid);
+	out = h_run(&st, "%s --conns 50 --send-bytes 100000 --timeout 60 "
+	    "127.0.0.1:%d", h_bin("client"), d.port);
+	ck_assert_msg(st == 0, "%s", out);
+	free(out);
+	/* A spinning worker still drains and exits on SIGTERM. */
+	finish(&d, bpid);
+}
+END_TEST
+
+START_TEST(max_connections_refuses_extra_at_accept)
+{
+	struct h_daemon d;
+	pid_t bpid;
+	char buf[16];
+	struct pollfd p;
+	int held[2], extra;
+	char *out;
+	int st;
+
+	start_with(&d, "maxconn", "http", NULL, "max_connections = 2", &bpid);
+	/* Two silent connections fill the limit... */
+	held[0] = raw_connect(d.port);
+	held[1] = raw_connect(d.port);
+	usleep(200000);
+	/* ...so a third is closed before any TLS work. */
+	extra = raw_connect(d.port);
+	p.fd = extra;
+	p.events = POLLIN;
+	ck_assert_int_eq(poll(&p, 1, 3000), 1);
+	ck_assert_int_le(read(extra, buf, sizeof(buf)), 0);
+	close(extra);
+	ck_assert(h_log_contains(&d, "max_connections reached", 2000));
+	close(held[0]);
+	close(held[1]);
+	/* Closed connections free their slots. */
+	usleep(300000);
+	out = h_run(&st, "curl -sS --cacert %s/ca.pem https://localhost:%d/ok",
+	    h_dir(), d.port);
+	ck_assert_int_eq(st, 0);
+	free(out);
+	finish(&d, bpid);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -642,6 +694,8 @@ main(void)
 	tcase_add_test(tc, config_test_mode);
 	tcase_add_test(tc, wrong_chain_order_refused);
 	tcase_add_test(tc, port_in_use_is_a_clear_error);
+	tcase_add_test(tc, busy_poll_serves_and_stops);
+	tcase_add_test(tc, max_connections_refuses_extra_at_accept);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

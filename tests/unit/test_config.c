@@ -68,6 +68,7 @@ START_TEST(minimal_config_defaults)
 	ck_assert_uint_eq(cfg->global.shutdown_timeout_ms, 30000);
 	ck_assert_int_eq(cfg->global.max_connections, 100000);
 	ck_assert_uint_eq(cfg->global.buffer_size, 65536);
+	ck_assert_uint_eq(cfg->global.busy_poll_ms, 0);
 	ck_assert_str_eq(cfg->global.access_log, "yes");
 	ck_assert_uint_eq(cfg->num_listeners, 1);
 	ck_assert_str_eq(cfg->listeners[0].h.name, "https");
