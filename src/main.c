@@ -73,9 +73,9 @@ main(int argc, char **argv)
 			test = 1;
 			break;
 		case 'V':
-			printf("tlsproxy %s\nBoringSSL (API version %d): %s\n",
+			printf("tlsproxy %s\nBoringSSL API version %d, %s\n",
 			    TLSPROXY_VERSION, BORINGSSL_API_VERSION,
-			    OpenSSL_version(OPENSSL_VERSION));
+			    TLSPROXY_BORINGSSL_BUILD);
 			return 0;
 		case 'h':
 			usage(stdout);
