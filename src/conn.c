@@ -29,7 +29,6 @@ enum conn_state {
 	CONN_RELAYING,
 };
 
-
 struct conn {
 	struct conn *prev, *next; /* the worker's list */
 	struct worker *w;
@@ -52,8 +51,7 @@ struct conn {
 	char *sni;
 	size_t addr_index; /* backend address being tried */
 	size_t addr_tries;
-	uint64_t start_ns, handshake_ns;
-	struct timeval last_active;
+	uint64_t start_ns, handshake_ns, last_active_ns;
 };
 
 static uint64_t
@@ -185,7 +183,7 @@ conn_relay(struct conn *c)
 		return;
 	}
 	if (c->relay.progress)
-		event_base_gettimeofday_cached(c->w->base, &c->last_active);
+		c->last_active_ns = conn_now_ns();
 }
 
 static void
@@ -193,7 +191,7 @@ conn_relay_start(struct conn *c)
 {
 	c->state = CONN_RELAYING;
 	relay_init(&c->relay, c->w->pool, c->cfd, c->ssl, c->bfd);
-	event_base_gettimeofday_cached(c->w->base, &c->last_active);
+	c->last_active_ns = conn_now_ns();
 	conn_timer(c, c->gen->idle_timeout_ms);
 	conn_relay(c);
 }
@@ -348,7 +346,6 @@ static void
 conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
-	struct timeval now, idle;
 	uint64_t idle_ms;
 
 	(void)fd;
@@ -361,11 +358,9 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		conn_backend_failed(c, "connect timeout");
 		return;
 	case CONN_RELAYING:
-		/* Activity only stamps |last_active|; the timer checks it
+		/* Activity only stamps |last_active_ns|; the timer checks it
 		 * instead of being re-armed on every read. */
-		event_base_gettimeofday_cached(c->w->base, &now);
-		timersub(&now, &c->last_active, &idle);
-		idle_ms = (uint64_t)idle.tv_sec * 1000 + (uint64_t)idle.tv_usec / 1000;
+		idle_ms = (conn_now_ns() - c->last_active_ns) / 1000000;
 		if (idle_ms >= c->gen->idle_timeout_ms) {
 			conn_close(c, "idle timeout");
 			return;

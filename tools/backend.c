@@ -28,6 +28,7 @@
 
 #include <openssl/sha.h>
 
+#include "cli.h"
 #include "prng.h"
 
 /* Output buffer per connection: big enough for any http response head plus
@@ -99,15 +100,6 @@ static uint8_t backend_scratch[65536];
 static void backend_conn_close(struct backend *b, struct backend_conn *c,
     const char *reason, int err);
 
-static uint64_t
-backend_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void
 backend_log(struct backend *b, const char *fmt, ...)
 {
@@ -147,35 +139,6 @@ backend_usage(FILE *f)
 	    "  source N  send N bytes of the xorshift64 stream (seed 1), shutdown(SHUT_WR),\n"
 	    "            read to EOF, close\n"
 	    "  close     accept and close at once\n");
-}
-
-static int
-backend_parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0 || *end != '\0')
-		return -1;
-	*out = v;
-	return 0;
-}
-
-/* backend_raise_nofile lifts the soft fd limit to the hard one: thousands
- * of connections are the point of this tool. */
-static void
-backend_raise_nofile(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
 }
 
 static int
@@ -432,7 +395,7 @@ backend_http_request(struct backend_conn *c)
 				goto bad;
 			memcpy(num, v, vlen);
 			num[vlen] = '\0';
-			if (backend_parse_u64(num, &cl) != 0 ||
+			if (cli_parse_u64(num, &cl) != 0 ||
 			    (have_cl && cl != content_length))
 				goto bad;
 			content_length = cl;
@@ -529,7 +492,7 @@ static void
 backend_linger_start(struct backend *b, struct backend_conn *c)
 {
 	c->lingering = true;
-	c->linger_deadline = backend_now_ms() + BACKEND_LINGER_MS;
+	c->linger_deadline = cli_now_ms() + BACKEND_LINGER_MS;
 	c->lprev = b->linger_tail;
 	c->lnext = NULL;
 	if (b->linger_tail != NULL)
@@ -941,7 +904,7 @@ backend_parse_args(struct backend *b, int argc, char **argv, const char **bind_a
 			*bind_addr = optarg;
 			break;
 		case 'p':
-			if (backend_parse_u64(optarg, &v) != 0 || v > 65535) {
+			if (cli_parse_u64(optarg, &v) != 0 || v > 65535) {
 				fprintf(stderr, "tlsproxy-backend: bad --port %s\n", optarg);
 				return -1;
 			}
@@ -978,7 +941,7 @@ backend_parse_args(struct backend *b, int argc, char **argv, const char **bind_a
 		b->mode = MODE_CLOSE;
 	} else if (strcmp(mode, "source") == 0) {
 		b->mode = MODE_SOURCE;
-		if (optind >= argc || backend_parse_u64(argv[optind], &b->source_bytes) != 0) {
+		if (optind >= argc || cli_parse_u64(argv[optind], &b->source_bytes) != 0) {
 			fprintf(stderr, "tlsproxy-backend: source needs a byte count\n");
 			return -1;
 		}
@@ -1009,7 +972,7 @@ main(int argc, char **argv)
 	if (backend_parse_args(&b, argc, argv, &bind_addr, &port) != 0)
 		return 2;
 	signal(SIGPIPE, SIG_IGN);
-	backend_raise_nofile();
+	cli_raise_nofile();
 	/* Signals arrive through a signalfd so the loop never races a
 	 * handler against epoll_wait. */
 	sigemptyset(&mask);
@@ -1040,7 +1003,7 @@ main(int argc, char **argv)
 		uint64_t now;
 
 		if (b.linger_head != NULL) {
-			now = backend_now_ms();
+			now = cli_now_ms();
 			timeout = b.linger_head->linger_deadline > now ?
 			    (int)(b.linger_head->linger_deadline - now) : 0;
 		}
@@ -1068,7 +1031,7 @@ main(int argc, char **argv)
 				backend_conn_run(&b, tag, evs[i].events);
 			}
 		}
-		now = backend_now_ms();
+		now = cli_now_ms();
 		while (b.linger_head != NULL && b.linger_head->linger_deadline <= now)
 			backend_conn_close(&b, b.linger_head, "linger-timeout", 0);
 		if (b.accept_paused && n == 0)

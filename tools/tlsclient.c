@@ -31,6 +31,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "cli.h"
 #include "prng.h"
 
 /* Bytes handed to one SSL_write: one full TLS record. */
@@ -131,15 +132,6 @@ struct tlsclient {
  * address. */
 static int tlsclient_stream_tag;
 
-static uint64_t
-tlsclient_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void
 tlsclient_hex(const uint8_t *p, size_t n, char *out)
 {
@@ -174,22 +166,6 @@ tlsclient_usage(FILE *f)
 	    "  --timeout SECONDS   overall deadline (default 30)\n"
 	    "  --send-raw STRING   plain TCP: send STRING, read until EOF or 5s\n"
 	    "prints one line per connection; exits 0 if all are ok=1, 1 if not, 2 on usage errors\n");
-}
-
-static int
-tlsclient_parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0 || *end != '\0')
-		return -1;
-	*out = v;
-	return 0;
 }
 
 static int
@@ -374,7 +350,7 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 			o->cafile = optarg;
 			break;
 		case OPT_SEND_BYTES:
-			if (tlsclient_parse_u64(optarg, &o->send_bytes) != 0) {
+			if (cli_parse_u64(optarg, &o->send_bytes) != 0) {
 				fprintf(stderr, "tlsproxy-tlsclient: bad --send-bytes %s\n", optarg);
 				return -1;
 			}
@@ -410,7 +386,7 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 			o->no_read = true;
 			break;
 		case OPT_CONNS:
-			if (tlsclient_parse_u64(optarg, &v) != 0 || v == 0 || v > 1000000) {
+			if (cli_parse_u64(optarg, &v) != 0 || v == 0 || v > 1000000) {
 				fprintf(stderr, "tlsproxy-tlsclient: bad --conns %s\n", optarg);
 				return -1;
 			}
@@ -430,7 +406,7 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 			o->expect_sha_set = true;
 			break;
 		case OPT_EXPECT_BYTES:
-			if (tlsclient_parse_u64(optarg, &o->expect_bytes) != 0) {
+			if (cli_parse_u64(optarg, &o->expect_bytes) != 0) {
 				fprintf(stderr, "tlsproxy-tlsclient: bad --expect-bytes %s\n", optarg);
 				return -1;
 			}
@@ -934,7 +910,7 @@ tlsclient_raw_run(struct tlsclient *t, struct tlsclient_conn *c)
 			c->slen = 0;
 		}
 		if (c->raw_deadline_ms == 0)
-			c->raw_deadline_ms = tlsclient_now_ms() + TLSCLIENT_RAW_WAIT_MS;
+			c->raw_deadline_ms = cli_now_ms() + TLSCLIENT_RAW_WAIT_MS;
 		n = recv(c->fd, t->rbuf, sizeof(t->rbuf), 0);
 		if (n > 0) {
 			c->received += (uint64_t)n;
@@ -997,17 +973,6 @@ tlsclient_conn_run(struct tlsclient *t, struct tlsclient_conn *c)
 	else if (c->phase == PHASE_RAW)
 		tlsclient_raw_run(t, c);
 	tlsclient_stream_watch(t, c->phase == PHASE_RUNNING && c->stream_wait);
-}
-
-static void
-tlsclient_raise_nofile(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
 }
 
 static SSL_CTX *
@@ -1112,7 +1077,7 @@ main(int argc, char **argv)
 		}
 	}
 	signal(SIGPIPE, SIG_IGN);
-	tlsclient_raise_nofile();
+	cli_raise_nofile();
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
@@ -1132,7 +1097,7 @@ main(int argc, char **argv)
 		perror("tlsproxy-tlsclient");
 		return 2;
 	}
-	deadline = tlsclient_now_ms() + (uint64_t)(t.o.timeout * 1000 + 0.5);
+	deadline = cli_now_ms() + (uint64_t)(t.o.timeout * 1000 + 0.5);
 	t.remaining = t.o.conns;
 	for (unsigned i = 0; i < t.o.conns; i++) {
 		struct tlsclient_conn *c = &t.conns[i];
@@ -1148,7 +1113,7 @@ main(int argc, char **argv)
 	}
 
 	while (t.remaining > 0) {
-		uint64_t now = tlsclient_now_ms(), wake = deadline;
+		uint64_t now = cli_now_ms(), wake = deadline;
 		struct tlsclient_conn *list;
 		int n;
 
@@ -1190,7 +1155,7 @@ main(int argc, char **argv)
 			if (c->phase == PHASE_RUNNING)
 				tlsclient_conn_run(&t, c);
 		}
-		now = tlsclient_now_ms();
+		now = cli_now_ms();
 		for (unsigned i = 0; (now >= deadline || t.o.raw) && i < t.o.conns; i++) {
 			struct tlsclient_conn *c = &t.conns[i];
 
