@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "confval.h"
 
@@ -29,10 +30,11 @@ enum conf_type {
 	T_LOGLEVEL,
 	T_STRING,
 	T_LIST,
+	T_BOOL,
 };
 
 static const char *const type_names[] = { "duration", "size", "integer",
-	"integer|auto", "level", "string", "list" };
+	"integer|auto", "level", "string", "list", "boolean" };
 
 struct conf_key {
 	enum conf_section sec;
@@ -74,6 +76,25 @@ static const struct conf_key keys[] = {
 	  1000, "after activity, poll without sleeping this long (0 = off); "
 	  "trades CPU for latency" },
 
+	/* TLS defaults for every context; a [context] may override each. */
+	{ SEC_GLOBAL, "ciphers", T_STRING, G(tls.ciphers),
+	  "ECDHE+AESGCM:ECDHE+CHACHA20", 0, 0, 0,
+	  "TLS 1.2 cipher list in BoringSSL syntax; unknown names are errors" },
+	{ SEC_GLOBAL, "honor_cipher_order", T_BOOL, G(tls.honor_cipher_order),
+	  "yes", 0, 0, 0, "prefer the server's cipher order over the client's" },
+	{ SEC_GLOBAL, "ecdh_curve", T_STRING, G(tls.ecdh_curve), "auto", 0, 0, 0,
+	  "key-exchange groups, colon separated; auto = X25519:P-256:P-384" },
+	{ SEC_GLOBAL, "min_version", T_STRING, G(tls.min_version), "TLSv1.2",
+	  0, 0, 0, "oldest protocol accepted: TLSv1, TLSv1.1, TLSv1.2, TLSv1.3" },
+	{ SEC_GLOBAL, "max_version", T_STRING, G(tls.max_version), "TLSv1.3",
+	  0, 0, 0, "newest protocol accepted" },
+	{ SEC_GLOBAL, "max_send_fragment", T_INT, G(tls.max_send_fragment),
+	  "16384", 0, 512, 16384, "largest TLS record sent, in bytes" },
+	{ SEC_GLOBAL, "alpn", T_LIST, G(tls.alpn), NULL, 0, 0, 0,
+	  "ALPN protocols offered, in server preference order" },
+	{ SEC_GLOBAL, "alpn_strict", T_BOOL, G(tls.alpn_strict), "no", 0, 0, 0,
+	  "refuse clients whose ALPN list shares no protocol with ours" },
+
 	{ SEC_LISTENER, "bind", T_LIST, L(bind), NULL, 1, 0, 0,
 	  "addresses to accept TLS on: 1.2.3.4:443, [::]:443, *:443, unix:/path" },
 	{ SEC_LISTENER, "context", T_STRING, L(context), NULL, 1, 0, 0,
@@ -83,15 +104,70 @@ static const struct conf_key keys[] = {
 	{ SEC_LISTENER, "max_connections", T_INT, L(max_connections), "0", 0,
 	  0, 10000000, "connections open at once on this listener; 0 = only the global limit" },
 
+	{ SEC_LISTENER, "sni_strict", T_BOOL, L(sni_strict), "no", 0, 0, 0,
+	  "refuse unknown or missing server names with unrecognized_name" },
+	{ SEC_LISTENER, "alpn_backend", T_LIST, L(alpn_backend), NULL, 0, 0, 0,
+	  "route by negotiated ALPN protocol: proto:backend, ..." },
+
 	{ SEC_BACKEND, "address", T_LIST, B(address), NULL, 1, 0, 0,
 	  "host:port, [v6]:port or unix:/path; several are used round-robin" },
 	{ SEC_BACKEND, "connect_timeout", T_DURATION, B(connect_timeout_ms),
 	  "5s", 0, 1, 3600000, "time allowed for one connect attempt" },
 
-	{ SEC_CONTEXT, "cert", T_STRING, C(cert), NULL, 1, 0, 0,
-	  "PEM certificate chain: the leaf first, then intermediates" },
-	{ SEC_CONTEXT, "key", T_STRING, C(key), NULL, 1, 0, 0,
-	  "PEM private key of the leaf certificate" },
+	/* Per-context overrides of the [global] TLS settings (default: inherit). */
+	{ SEC_CONTEXT, "ciphers", T_STRING, C(tls.ciphers), NULL, 0, 0, 0,
+	  "TLS 1.2 cipher list in BoringSSL syntax; unknown names are errors" },
+	{ SEC_CONTEXT, "honor_cipher_order", T_BOOL, C(tls.honor_cipher_order), NULL, 0, 0, 0, "prefer the server's cipher order over the client's" },
+	{ SEC_CONTEXT, "ecdh_curve", T_STRING, C(tls.ecdh_curve), NULL, 0, 0, 0,
+	  "key-exchange groups, colon separated; auto = X25519:P-256:P-384" },
+	{ SEC_CONTEXT, "min_version", T_STRING, C(tls.min_version), NULL,
+	  0, 0, 0, "oldest protocol accepted: TLSv1, TLSv1.1, TLSv1.2, TLSv1.3" },
+	{ SEC_CONTEXT, "max_version", T_STRING, C(tls.max_version), NULL,
+	  0, 0, 0, "newest protocol accepted" },
+	{ SEC_CONTEXT, "max_send_fragment", T_INT, C(tls.max_send_fragment), NULL, 0, 512, 16384, "largest TLS record sent, in bytes" },
+	{ SEC_CONTEXT, "alpn", T_LIST, C(tls.alpn), NULL, 0, 0, 0,
+	  "ALPN protocols offered, in server preference order" },
+	{ SEC_CONTEXT, "alpn_strict", T_BOOL, C(tls.alpn_strict), NULL, 0, 0, 0,
+	  "refuse clients whose ALPN list shares no protocol with ours" },
+	{ SEC_CONTEXT, "servername", T_LIST, C(servername), NULL, 0, 0, 0,
+	  "names (or *.suffix wildcards) this context answers for" },
+	{ SEC_CONTEXT, "cert", T_LIST, C(cert), NULL, 0, 0, 0,
+	  "PEM certificate chain: the leaf first, then intermediates; may repeat "
+	  "for an RSA and an ECDSA pair" },
+	{ SEC_CONTEXT, "key", T_LIST, C(key), NULL, 0, 0, 0,
+	  "PEM private key of the matching cert (same order)" },
+	{ SEC_CONTEXT, "passphrase", T_STRING, C(passphrase), NULL, 0, 0, 0,
+	  "passphrase of encrypted keys and of pfx" },
+	{ SEC_CONTEXT, "passphrase_file", T_STRING, C(passphrase_file), NULL, 0,
+	  0, 0, "file whose first line is the passphrase" },
+	{ SEC_CONTEXT, "pfx", T_STRING, C(pfx), NULL, 0, 0, 0,
+	  "PKCS#12 file holding a key, its certificate and chain" },
+	{ SEC_CONTEXT, "sct", T_STRING, C(sct), NULL, 0, 0, 0,
+	  "signed certificate timestamp list (TLS encoding) to send" },
+	{ SEC_CONTEXT, "ca", T_STRING, C(ca), NULL, 0, 0, 0,
+	  "PEM file of CAs trusted for client certificates" },
+	{ SEC_CONTEXT, "crl", T_LIST, C(crl), NULL, 0, 0, 0,
+	  "PEM CRL files checked for every client certificate" },
+	{ SEC_CONTEXT, "request_cert", T_BOOL, C(request_cert), "no", 0, 0, 0,
+	  "ask clients for a certificate" },
+	{ SEC_CONTEXT, "reject_unauthorized", T_BOOL, C(reject_unauthorized),
+	  "yes", 0, 0, 0, "refuse clients whose certificate does not verify" },
+	{ SEC_CONTEXT, "require_cert", T_BOOL, C(require_cert), "yes", 0, 0, 0,
+	  "with request_cert: no lets clients without a certificate in" },
+	{ SEC_CONTEXT, "verify_depth", T_INT, C(verify_depth), "9", 0, 1, 100,
+	  "longest client certificate chain accepted" },
+	{ SEC_CONTEXT, "npn", T_LIST, C(npn), NULL, 0, 0, 0,
+	  "NPN protocols advertised to old TLS 1.2 clients" },
+	{ SEC_CONTEXT, "session_id_context", T_STRING, C(session_id_context),
+	  NULL, 0, 0, 0, "sessions resume only within the same value; default: "
+	  "a hash of the context's name and settings" },
+	{ SEC_CONTEXT, "backend", T_STRING, C(backend), NULL, 0, 0, 0,
+	  "route this context's connections to this [backend]" },
+	{ SEC_CONTEXT, "alpn_backend", T_LIST, C(alpn_backend), NULL, 0, 0, 0,
+	  "route by negotiated ALPN protocol: proto:backend, ..." },
+	{ SEC_CONTEXT, "dhparam", T_STRING, C(dhparam), NULL, 0, 0, 0,
+	  "not supported: BoringSSL has no DHE; ECDHE always gives forward "
+	  "secrecy" },
 };
 
 #define NUM_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -165,6 +241,42 @@ config_key_find(enum conf_section sec, const char *name, size_t *out_index)
 		}
 	}
 	return NULL;
+}
+
+int
+config_key_set(const struct conf_head *h, const char *key)
+{
+	for (size_t i = 0; i < NUM_KEYS; i++) {
+		if (strcmp(keys[i].name, key) == 0 && h->key_line[i] != 0)
+			return 1;
+	}
+	return 0;
+}
+
+void
+config_tls_effective(const struct config *cfg, const struct conf_context *cc,
+    struct conf_tls *out)
+{
+	const struct conf_tls *g = &cfg->global.tls, *c = &cc->tls;
+	const struct conf_head *h = &cc->h;
+
+	*out = *g;
+	if (config_key_set(h, "ciphers"))
+		out->ciphers = c->ciphers;
+	if (config_key_set(h, "honor_cipher_order"))
+		out->honor_cipher_order = c->honor_cipher_order;
+	if (config_key_set(h, "ecdh_curve"))
+		out->ecdh_curve = c->ecdh_curve;
+	if (config_key_set(h, "min_version"))
+		out->min_version = c->min_version;
+	if (config_key_set(h, "max_version"))
+		out->max_version = c->max_version;
+	if (config_key_set(h, "max_send_fragment"))
+		out->max_send_fragment = c->max_send_fragment;
+	if (config_key_set(h, "alpn"))
+		out->alpn = c->alpn;
+	if (config_key_set(h, "alpn_strict"))
+		out->alpn_strict = c->alpn_strict;
 }
 
 int
@@ -268,6 +380,16 @@ config_set(struct parse *p, struct conf_head *h, const struct conf_key *k,
 		else
 			*(int64_t *)field = i;
 		break;
+	case T_BOOL: {
+		int b;
+
+		if (confval_bool(value, &b) != 0)
+			config_error(p->cfg, line, k->name, "expected yes or no, "
+			    "got '%s'", value);
+		else
+			*(int64_t *)field = b;
+		break;
+	}
 	case T_LOGLEVEL: {
 		enum log_level lv;
 
@@ -633,6 +755,115 @@ config_check_backend(struct config *cfg, struct conf_backend *b)
 	}
 }
 
+/* config_check_routes checks "proto:backend" items of alpn_backend. */
+static void
+config_check_routes(struct config *cfg, const struct strlist *routes)
+{
+	for (size_t i = 0; i < routes->num; i++) {
+		const char *item = routes->v[i], *colon = strrchr(item, ':');
+
+		if (colon == NULL || colon == item || colon[1] == '\0') {
+			config_error(cfg, routes->lines[i], "alpn_backend",
+			    "expected protocol:backend, got '%s'", item);
+		} else if (config_find_backend(cfg, colon + 1) == NULL) {
+			config_error(cfg, routes->lines[i], "alpn_backend",
+			    "no [backend %s] in this file", colon + 1);
+		}
+	}
+}
+
+/* config_version parses a protocol version name; 0 if unknown. */
+int
+config_version(const char *s)
+{
+	static const struct {
+		const char *name;
+		int version;
+	} versions[] = {
+		{ "TLSv1", 0x0301 }, { "TLSv1.0", 0x0301 }, { "TLSv1.1", 0x0302 },
+		{ "TLSv1.2", 0x0303 }, { "TLSv1.3", 0x0304 },
+	};
+
+	for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++) {
+		if (strcasecmp(s, versions[i].name) == 0)
+			return versions[i].version;
+	}
+	return 0;
+}
+
+static void
+config_check_version(struct config *cfg, const struct conf_head *h,
+    const char *key, const char *v)
+{
+	if (v == NULL || !config_key_set(h, key))
+		return;
+	if (strncasecmp(v, "SSL", 3) == 0)
+		config_error(cfg, config_key_line(h, key), key, "%s is not "
+		    "supported: it is broken and BoringSSL does not implement it; "
+		    "use TLSv1.2 or TLSv1.3", v);
+	else if (config_version(v) == 0)
+		config_error(cfg, config_key_line(h, key), key, "expected TLSv1, "
+		    "TLSv1.1, TLSv1.2 or TLSv1.3, got '%s'", v);
+}
+
+static void
+config_check_versions(struct config *cfg, const struct conf_head *h,
+    const struct conf_tls *t)
+{
+	config_check_version(cfg, h, "min_version", t->min_version);
+	config_check_version(cfg, h, "max_version", t->max_version);
+}
+
+static void
+config_check_context(struct config *cfg, struct conf_context *cc)
+{
+	const struct conf_head *h = &cc->h;
+
+	if (cc->cert.num != cc->key.num)
+		config_error(cfg, config_key_line(h, cc->cert.num > cc->key.num ?
+		    "cert" : "key"), cc->cert.num > cc->key.num ? "cert" : "key",
+		    "[context %s] has %zu cert and %zu key lines; each cert "
+		    "needs its key, in the same order", h->name, cc->cert.num,
+		    cc->key.num);
+	else if (cc->cert.num == 0 && cc->pfx == NULL)
+		config_error(cfg, h->line, NULL, "[context %s] needs 'cert' and "
+		    "'key' (PEM) or 'pfx' (PKCS#12)", h->name);
+	if (cc->cert.num > 2)
+		config_error(cfg, cc->cert.lines[2], "cert", "at most two "
+		    "certificates per context: one RSA and one ECDSA");
+	if (cc->dhparam != NULL)
+		config_error(cfg, config_key_line(h, "dhparam"), "dhparam",
+		    "not supported: BoringSSL has no DHE key exchange; ECDHE "
+		    "always gives forward secrecy, so remove this line");
+	if (cc->passphrase != NULL && cc->passphrase_file != NULL)
+		config_error(cfg, config_key_line(h, "passphrase_file"),
+		    "passphrase_file", "give either passphrase or "
+		    "passphrase_file, not both");
+	if (cc->backend != NULL && config_find_backend(cfg, cc->backend) == NULL)
+		config_error(cfg, config_key_line(h, "backend"), "backend",
+		    "no [backend %s] in this file", cc->backend);
+	if (!cc->request_cert) {
+		static const char *const client_keys[] = { "ca", "crl",
+			"reject_unauthorized", "require_cert", "verify_depth" };
+
+		/* A client-certificate setting that does nothing would let an
+		 * operator believe clients are checked when they are not. */
+		for (size_t i = 0; i < 5; i++) {
+			if (config_key_set(h, client_keys[i]))
+				config_error(cfg, config_key_line(h, client_keys[i]),
+				    client_keys[i], "has no effect without "
+				    "request_cert = yes");
+		}
+	} else if (cc->ca == NULL && cc->reject_unauthorized) {
+		config_error(cfg, config_key_line(h, "request_cert"),
+		    "request_cert", "needs 'ca', the CAs that client "
+		    "certificates are checked against (or reject_unauthorized "
+		    "= no)");
+	}
+	config_check_routes(cfg, &cc->alpn_backend);
+	config_check_versions(cfg, h, &cc->tls);
+}
+
 static void
 config_check(struct config *cfg)
 {
@@ -644,11 +875,14 @@ config_check(struct config *cfg)
 		    "to accept connections on");
 	for (size_t i = 0; i < cfg->num_listeners; i++)
 		config_check_listener(cfg, &cfg->listeners[i]);
+	for (size_t i = 0; i < cfg->num_listeners; i++)
+		config_check_routes(cfg, &cfg->listeners[i].alpn_backend);
 	config_check_binds(cfg);
 	for (size_t i = 0; i < cfg->num_backends; i++)
 		config_check_backend(cfg, &cfg->backends[i]);
 	for (size_t i = 0; i < cfg->num_contexts; i++)
-		config_check_required(cfg, SEC_CONTEXT, &cfg->contexts[i].h);
+		config_check_context(cfg, &cfg->contexts[i]);
+	config_check_versions(cfg, &cfg->global.h, &cfg->global.tls);
 	if (al != NULL && confval_bool(al, &b) != 0 && al[0] != '/')
 		config_error(cfg, config_key_line(&cfg->global.h, "access_log"),
 		    "access_log", "expected yes, no or an absolute file path, "

@@ -11,7 +11,7 @@
 #include "addr.h"
 #include "log.h"
 
-#define CONFIG_MAX_KEYS 32
+#define CONFIG_MAX_KEYS 96
 
 /* A string list: comma-separated values, and repeated keys append. */
 struct strlist {
@@ -28,8 +28,21 @@ struct conf_head {
 	int key_line[CONFIG_MAX_KEYS];
 };
 
+/* TLS settings that [global] sets as defaults and a [context] overrides. */
+struct conf_tls {
+	char *ciphers;
+	int64_t honor_cipher_order;
+	char *ecdh_curve;
+	char *min_version;
+	char *max_version;
+	int64_t max_send_fragment;
+	struct strlist alpn;
+	int64_t alpn_strict;
+};
+
 struct conf_global {
 	struct conf_head h;
+	struct conf_tls tls;
 	int64_t workers; /* 0: auto */
 	int64_t log_level;
 	char *access_log; /* "yes", "no" or a path */
@@ -48,6 +61,8 @@ struct conf_listener {
 	char *context;
 	char *backend;
 	int64_t max_connections; /* 0: only the global limit */
+	int64_t sni_strict;
+	struct strlist alpn_backend;
 };
 
 struct conf_backend {
@@ -58,8 +73,25 @@ struct conf_backend {
 
 struct conf_context {
 	struct conf_head h;
-	char *cert;
-	char *key;
+	struct conf_tls tls;
+	struct strlist servername;
+	struct strlist cert;
+	struct strlist key;
+	char *passphrase;
+	char *passphrase_file;
+	char *pfx;
+	char *sct;
+	char *ca;
+	struct strlist crl;
+	int64_t request_cert;
+	int64_t reject_unauthorized;
+	int64_t require_cert;
+	int64_t verify_depth;
+	struct strlist npn;
+	char *session_id_context;
+	char *backend;
+	struct strlist alpn_backend;
+	char *dhparam;
 };
 
 struct config {
@@ -95,6 +127,18 @@ void config_error(struct config *cfg, int line, const char *key,
 /* config_key_line returns the line where |key| was set in section |h|, or
  * the section header's line when it was not set. */
 int config_key_line(const struct conf_head *h, const char *key);
+
+/* config_key_set returns whether |key| was set in section |h|. */
+int config_key_set(const struct conf_head *h, const char *key);
+
+/* config_tls_effective fills |out| with |cc|'s TLS settings, taking each
+ * one it does not set from [global]. The strings stay owned by |cfg|. */
+void config_tls_effective(const struct config *cfg,
+    const struct conf_context *cc, struct conf_tls *out);
+
+/* config_version returns the TLS version number of "TLSv1.2" and the
+ * like, or 0. */
+int config_version(const char *s);
 
 /* config_find_* return the named section or NULL. */
 const struct conf_context *config_find_context(const struct config *cfg,

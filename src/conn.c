@@ -12,6 +12,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
 
 #include "backend.h"
 #include "daemon.h"
@@ -35,6 +36,8 @@ struct conn {
 	struct listener *listener;
 	struct generation *gen;
 	const struct listener_conf *lc;
+	const struct tls_ctx *tls; /* chosen by SNI */
+	struct backend *backend;   /* chosen once the handshake is done */
 	uint64_t id;
 	enum conn_state state;
 	SSL *ssl;
@@ -44,6 +47,7 @@ struct conn {
 	 * after EAGAIN and interest never changes (no epoll_ctl per turn). */
 	struct event ev[2];
 	uint8_t hs_want; /* RELAY_WANT_* the handshake waits for */
+	uint8_t sni_refused; /* sni_strict and no context for the name */
 	struct event timer;
 	struct relay relay;
 	struct sockaddr_storage peer;
@@ -95,6 +99,8 @@ conn_access_log(struct conn *c, const char *reason)
 {
 	const struct daemon *d = c->w->d;
 	char line[1024], peer[ADDR_STRLEN], backend[ADDR_STRLEN] = "-";
+	char auth_buf[96];
+	const char *auth = "-";
 	const SSL_CIPHER *cipher = NULL;
 	const uint8_t *alpn = NULL;
 	unsigned alpn_len = 0;
@@ -108,22 +114,25 @@ conn_access_log(struct conn *c, const char *reason)
 	addr_format_sa((struct sockaddr *)&c->peer, c->peer_len, peer,
 	    sizeof(peer));
 	if (hs_done) {
+		auth = tls_ctx_auth(c->tls, c->ssl, auth_buf, sizeof(auth_buf));
 		version = SSL_get_version(c->ssl);
 		cipher = SSL_get_current_cipher(c->ssl);
 		SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
 	}
 	if (c->state == CONN_RELAYING)
-		addr_format(&c->lc->backend->addrs[c->addr_index], backend,
+		addr_format(&c->backend->addrs[c->addr_index], backend,
 		    sizeof(backend));
 	n = snprintf(line, sizeof(line), "conn id=%llu client=%s listener=%s "
-	    "sni=%s alpn=%.*s version=%s cipher=%s resumed=%s handshake_ms=%.3f "
+	    "sni=%s context=%s alpn=%.*s version=%s cipher=%s resumed=%s "
+	    "auth=%s handshake_ms=%.3f "
 	    "backend=%s bytes_in=%llu bytes_out=%llu duration_ms=%.3f "
 	    "reason=\"%s\"",
 	    (unsigned long long)c->id, peer, c->lc->name,
-	    c->sni ? c->sni : "-", alpn_len ? (int)alpn_len : 1,
+	    c->sni ? c->sni : "-", c->tls ? c->tls->name : "-",
+	    alpn_len ? (int)alpn_len : 1,
 	    alpn_len ? (const char *)alpn : "-", version,
 	    cipher ? SSL_CIPHER_get_name(cipher) : "-",
-	    hs_done ? (SSL_session_reused(c->ssl) ? "yes" : "no") : "-",
+	    hs_done ? (SSL_session_reused(c->ssl) ? "yes" : "no") : "-", auth,
 	    hs_done ? (double)(c->handshake_ns - c->start_ns) / 1e6 : 0.0,
 	    backend, (unsigned long long)c->relay.bytes[RELAY_CLIENT],
 	    (unsigned long long)c->relay.bytes[RELAY_BACKEND],
@@ -200,7 +209,7 @@ static void
 conn_backend_failed(struct conn *c, const char *why)
 {
 	char a[ADDR_STRLEN];
-	const struct backend *b = c->lc->backend;
+	const struct backend *b = c->backend;
 
 	log_msg(LOGL_WARNING, "conn %llu: backend '%s' address %s: %s",
 	    (unsigned long long)c->id, b->name,
@@ -219,7 +228,7 @@ conn_backend_failed(struct conn *c, const char *why)
 static void
 conn_connect_next(struct conn *c)
 {
-	const struct backend *b = c->lc->backend;
+	const struct backend *b = c->backend;
 
 	if (c->addr_tries == b->num_addrs) {
 		conn_close(c, "backend unavailable");
@@ -252,7 +261,7 @@ conn_connected(struct conn *c)
 static void
 conn_handshake_failed(struct conn *c, const char *why)
 {
-	char reason[160], peer[ADDR_STRLEN];
+	char reason[256], peer[ADDR_STRLEN];
 
 	snprintf(reason, sizeof(reason), "handshake failed: %s", why);
 	log_msg(LOGL_INFO, "conn %llu: client %s sni %s: %s",
@@ -261,11 +270,33 @@ conn_handshake_failed(struct conn *c, const char *why)
 	conn_close(c, reason);
 }
 
+/* conn_handshake_why names why BoringSSL failed a handshake, adding
+ * what it does not say itself: a refused server name, or why a client
+ * certificate did not verify. */
+static const char *
+conn_handshake_why(struct conn *c, char *buf, size_t len)
+{
+	long vr = SSL_get_verify_result(c->ssl);
+	char ssl_err[64];
+
+	if (c->sni_refused) {
+		ERR_clear_error();
+		return "unrecognized name";
+	}
+	log_ssl_error(ssl_err, sizeof(ssl_err));
+	if (vr != X509_V_OK && strstr(ssl_err, "certificate") != NULL)
+		snprintf(buf, len, "%s: client certificate: %s", ssl_err,
+		    X509_verify_cert_error_string(vr));
+	else
+		snprintf(buf, len, "%s", ssl_err);
+	return buf;
+}
+
 static void
 conn_handshake(struct conn *c)
 {
 	int ret, err, saved_errno, flushed;
-	char why[96];
+	char why[192];
 
 	ERR_clear_error();
 	ret = SSL_do_handshake(c->ssl);
@@ -278,14 +309,20 @@ conn_handshake(struct conn *c)
 		return;
 	}
 	switch (err) {
-	case SSL_ERROR_NONE:
+	case SSL_ERROR_NONE: {
+		const uint8_t *alpn = NULL;
+		unsigned alpn_len = 0;
+
 		c->handshake_ns = conn_now_ns();
 		c->state = CONN_CONNECTING;
 		c->hs_want = 0;
 		evtimer_del(&c->timer);
-		c->addr_index = backend_pick(c->lc->backend);
+		SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
+		c->backend = generation_route(c->lc, c->tls, alpn, alpn_len);
+		c->addr_index = backend_pick(c->backend);
 		conn_connect_next(c);
 		return;
+	}
 	case SSL_ERROR_WANT_READ:
 		c->hs_want = RELAY_WANT_READ | (flushed == 0 ? RELAY_WANT_WRITE : 0);
 		return;
@@ -298,7 +335,7 @@ conn_handshake(struct conn *c)
 		    "client closed the connection" : strerror(saved_errno));
 		return;
 	default:
-		conn_handshake_failed(c, log_ssl_error(why, sizeof(why)));
+		conn_handshake_failed(c, conn_handshake_why(c, why, sizeof(why)));
 		return;
 	}
 }
@@ -419,9 +456,29 @@ conn_select_cert(const SSL_CLIENT_HELLO *hello)
 	/* The table belongs to the generation the connection was accepted
 	 * under, so a reload never changes a handshake in flight. */
 	t = sni_lookup(c->lc->sni, c->sni);
-	if (t != NULL && t->ssl_ctx != SSL_get_SSL_CTX(hello->ssl))
-		SSL_set_SSL_CTX(hello->ssl, t->ssl_ctx);
+	if (t == NULL) {
+		t = c->lc->context;
+		/* The alert goes out from conn_servername, which BoringSSL
+		 * lets choose it. */
+		c->sni_refused = (uint8_t)c->lc->sni_strict;
+	}
+	c->tls = t;
+	if (tls_ctx_apply(t, hello) != 0)
+		return ssl_select_cert_error;
 	return ssl_select_cert_success;
+}
+
+int
+conn_servername(SSL *ssl, int *out_alert, void *arg)
+{
+	struct conn *c = SSL_get_app_data(ssl);
+
+	(void)arg;
+	if (c != NULL && c->sni_refused) {
+		*out_alert = SSL_AD_UNRECOGNIZED_NAME;
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	}
+	return SSL_TLSEXT_ERR_OK;
 }
 
 void
@@ -433,7 +490,8 @@ conn_start(struct worker *w, struct listener *l, struct generation *gen,
 	struct conn *c = calloc(1, sizeof(*c));
 	BIO *bio;
 
-	if (c == NULL || (c->ssl = SSL_new(lc->context->ssl_ctx)) == NULL) {
+	if (c == NULL ||
+	    (c->ssl = SSL_new(tls_ctx_default(lc->context))) == NULL) {
 		log_msg(LOGL_ERROR, "out of memory accepting a connection");
 		free(c);
 		close(fd);

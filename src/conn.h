@@ -28,4 +28,9 @@ void conn_close_all(struct worker *w, const char *reason);
  * table names for it. */
 enum ssl_select_cert_result_t conn_select_cert(const SSL_CLIENT_HELLO *hello);
 
+/* conn_servername is the server-name callback of every context: it sends
+ * the unrecognized_name alert when conn_select_cert refused the name on a
+ * listener with sni_strict. */
+int conn_servername(SSL *ssl, int *out_alert, void *arg);
+
 #endif

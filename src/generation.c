@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <string.h>
 
 #include <openssl/ssl.h>
@@ -17,8 +18,12 @@ static atomic_ulong generation_next_id = 1;
 static void
 generation_free(struct generation *g)
 {
-	for (size_t i = 0; i < g->num_listeners; i++)
-		sni_free(g->listeners[i].sni);
+	for (size_t i = 0; i < g->num_listeners; i++) {
+		for (size_t j = 0; j < g->listeners[i].num_routes; j++)
+			free(g->listeners[i].routes[j].protocol);
+		free(g->listeners[i].routes);
+	}
+	sni_free(g->sni);
 	for (size_t i = 0; i < g->num_contexts; i++)
 		tls_ctx_release(&g->contexts[i]);
 	for (size_t i = 0; i < g->num_backends; i++)
@@ -41,6 +46,80 @@ generation_context(struct generation *g, const char *name)
 	return NULL;
 }
 
+static struct backend *
+generation_backend(struct generation *g, const char *name)
+{
+	for (size_t i = 0; i < g->num_backends; i++) {
+		if (strcmp(g->backends[i].name, name) == 0)
+			return &g->backends[i];
+	}
+	return NULL;
+}
+
+/* generation_routes resolves "protocol:backend" items (checked by the
+ * config parser) against the generation's backends. */
+static int
+generation_routes(struct generation *g, const struct strlist *items,
+    struct tls_route **out, size_t *out_num)
+{
+	if (items->num == 0)
+		return 0;
+	*out = calloc(items->num, sizeof(**out));
+	if (*out == NULL)
+		return -1;
+	for (size_t i = 0; i < items->num; i++) {
+		const char *colon = strrchr(items->v[i], ':');
+
+		(*out)[i].protocol = strndup(items->v[i],
+		    (size_t)(colon - items->v[i]));
+		(*out)[i].backend = generation_backend(g, colon + 1);
+		if ((*out)[i].protocol == NULL || (*out)[i].backend == NULL)
+			return -1;
+		(*out_num)++;
+	}
+	return 0;
+}
+
+/* generation_build_sni fills the server-name table; a name claimed twice is
+ * an error naming both places. */
+static int
+generation_build_sni(struct generation *g, struct config *cfg)
+{
+	int rc = 0;
+
+	if ((g->sni = sni_new(NULL)) == NULL)
+		return -1;
+	for (size_t i = 0; i < g->num_contexts; i++) {
+		const struct conf_context *cc = &cfg->contexts[i];
+
+		for (size_t j = 0; j < cc->servername.num; j++) {
+			const char *name = cc->servername.v[j];
+			struct tls_ctx *other = NULL;
+			int r = sni_add(g->sni, name, &g->contexts[i], (void **)&other);
+
+			if (r == -1) {
+				const struct conf_context *oc = other->cc;
+				int line = oc->h.line;
+
+				for (size_t k = 0; k < oc->servername.num; k++) {
+					if (strcasecmp(oc->servername.v[k], name) == 0)
+						line = oc->servername.lines[k];
+				}
+				config_error(cfg, cc->servername.lines[j],
+				    "servername", "'%s' is already served by "
+				    "[context %s] (line %d)", name, oc->h.name, line);
+				rc = -1;
+			} else if (r != 0) {
+				config_error(cfg, cc->servername.lines[j],
+				    "servername", "'%s' is not a valid server name",
+				    name);
+				rc = -1;
+			}
+		}
+	}
+	return rc;
+}
+
 static int
 generation_build_listeners(struct generation *g, struct config *cfg)
 {
@@ -55,14 +134,22 @@ generation_build_listeners(struct generation *g, struct config *cfg)
 		l->name = cl->h.name;
 		l->context = generation_context(g, cl->context);
 		l->max_connections = cl->max_connections;
-		for (size_t j = 0; j < cfg->num_backends; j++) {
-			if (strcmp(cfg->backends[j].h.name, cl->backend) == 0)
-				l->backend = &g->backends[j];
-		}
-		if (l->context == NULL || l->backend == NULL)
+		l->sni = g->sni;
+		l->sni_strict = cl->sni_strict != 0;
+		l->backend = generation_backend(g, cl->backend);
+		if (l->context == NULL || l->backend == NULL ||
+		    generation_routes(g, &cl->alpn_backend, &l->routes,
+		    &l->num_routes) != 0)
 			return -1;
-		l->sni = sni_new(l->context);
-		if (l->sni == NULL)
+	}
+	for (size_t i = 0; i < g->num_contexts; i++) {
+		const struct conf_context *cc = &cfg->contexts[i];
+		struct tls_ctx *t = &g->contexts[i];
+
+		if (cc->backend != NULL)
+			t->backend = generation_backend(g, cc->backend);
+		if (generation_routes(g, &cc->alpn_backend, &t->routes,
+		    &t->num_routes) != 0)
 			return -1;
 	}
 	return 0;
@@ -91,11 +178,14 @@ generation_build(struct config *cfg)
 		if (tls_ctx_init(&g->contexts[i], cfg, &cfg->contexts[i]) != 0)
 			failed = 1;
 		else
-			tls_ctx_set_select_cb(&g->contexts[i], conn_select_cert);
+			tls_ctx_set_callbacks(&g->contexts[i], conn_select_cert,
+			    conn_servername);
 		g->num_contexts++;
 	}
 	g->num_backends = cfg->num_backends;
 	if (backend_resolve_all(cfg, g->backends) != 0)
+		failed = 1;
+	if (generation_build_sni(g, cfg) != 0)
 		failed = 1;
 	if (failed || cfg->num_errors > 0)
 		goto fail;
@@ -132,6 +222,34 @@ generation_unref(struct generation *g)
 		log_msg(LOGL_DEBUG, "generation %lu released", g->id);
 		generation_free(g);
 	}
+}
+
+static struct backend *
+generation_route_alpn(const struct tls_route *routes, size_t num,
+    const uint8_t *alpn, size_t alpn_len)
+{
+	for (size_t i = 0; i < num; i++) {
+		if (strlen(routes[i].protocol) == alpn_len &&
+		    memcmp(routes[i].protocol, alpn, alpn_len) == 0)
+			return routes[i].backend;
+	}
+	return NULL;
+}
+
+struct backend *
+generation_route(const struct listener_conf *lc, const struct tls_ctx *t,
+    const uint8_t *alpn, size_t alpn_len)
+{
+	struct backend *b = NULL;
+
+	if (t != NULL && alpn_len > 0)
+		b = generation_route_alpn(t->routes, t->num_routes, alpn, alpn_len);
+	if (b == NULL && t != NULL)
+		b = t->backend;
+	if (b == NULL && alpn_len > 0)
+		b = generation_route_alpn(lc->routes, lc->num_routes, alpn,
+		    alpn_len);
+	return b != NULL ? b : lc->backend;
 }
 
 const struct listener_conf *

@@ -18,8 +18,11 @@ struct sni_table;
 struct listener_conf {
 	const char *name;
 	struct tls_ctx *context; /* default context */
-	struct sni_table *sni;
+	const struct sni_table *sni; /* the generation's */
+	int sni_strict;
 	struct backend *backend;
+	struct tls_route *routes; /* alpn_backend */
+	size_t num_routes;
 	int64_t max_connections;
 };
 
@@ -33,6 +36,8 @@ struct generation {
 	size_t num_backends;
 	struct listener_conf *listeners;
 	size_t num_listeners;
+	/* Server name -> context, for every context of every listener. */
+	struct sni_table *sni;
 	/* Copied from [global] for the hot path. */
 	uint64_t handshake_timeout_ms;
 	uint64_t idle_timeout_ms;
@@ -52,6 +57,12 @@ void generation_ref(struct generation *g);
 /* generation_unref drops a reference and frees |g| with the last one, on
  * whichever thread that is. NULL is fine. */
 void generation_unref(struct generation *g);
+
+/* generation_route picks the backend of a finished handshake: the
+ * context's alpn_backend, the context's backend, the listener's
+ * alpn_backend, the listener's backend, first match wins. */
+struct backend *generation_route(const struct listener_conf *lc,
+    const struct tls_ctx *t, const uint8_t *alpn, size_t alpn_len);
 
 /* generation_listener returns the settings of the listener named |name|,
  * or NULL. */

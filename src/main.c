@@ -10,6 +10,7 @@
 #include "daemon.h"
 #include "generation.h"
 #include "log.h"
+#include "tls_ctx.h"
 
 #define DEFAULT_CONFIG "/etc/tlsproxy/tlsproxy.conf"
 
@@ -22,7 +23,9 @@ usage(FILE *f)
 	    "  -t, --test         check the configuration, certificates and keys, then exit\n"
 	    "  -V, --version      print the versions of tlsproxy and BoringSSL\n"
 	    "  -h, --help         this text\n"
-	    "      --list-keys    print every configuration key with its default\n");
+	    "      --list-keys    print every configuration key with its default\n"
+	    "      --list-ciphers print the cipher suites BoringSSL supports\n"
+	    "      --list-curves  print the key-exchange groups BoringSSL supports\n");
 }
 
 /* load builds the generation the daemon or -t needs, printing every
@@ -58,6 +61,8 @@ main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "list-keys", no_argument, NULL, 'K' },
+		{ "list-ciphers", no_argument, NULL, 'C' },
+		{ "list-curves", no_argument, NULL, 'G' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *path = DEFAULT_CONFIG;
@@ -82,6 +87,12 @@ main(int argc, char **argv)
 			return 0;
 		case 'K':
 			config_print_keys();
+			return 0;
+		case 'C':
+			tls_ctx_list_ciphers();
+			return 0;
+		case 'G':
+			tls_ctx_list_curves();
 			return 0;
 		default:
 			usage(stderr);

@@ -1,34 +1,55 @@
-/* tls_ctx.c: SSL_CTX building from a [context] section. */
+/* tls_ctx.c: SSL_CTX building from a [context] section, and switching a
+ * connection to a context during its ClientHello. */
 #include "tls_ctx.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <openssl/bio.h>
+#include <openssl/bytestring.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/nid.h>
 #include <openssl/pem.h>
+#include <openssl/pkcs8.h>
 #include <openssl/sha.h>
-#include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
 #include "config.h"
 #include "log.h"
 
+#define TLS_DEFAULT_GROUPS "X25519:P-256:P-384"
+
+/* Key material of one certificate: a chain and its key. */
+struct tls_pair {
+	STACK_OF(X509) *chain; /* leaf first */
+	EVP_PKEY *pkey;
+	int line; /* of the cert (or pfx) key, for messages */
+};
+
+static void
+tls_pair_free(struct tls_pair *p)
+{
+	sk_X509_pop_free(p->chain, X509_free);
+	EVP_PKEY_free(p->pkey);
+	p->chain = NULL;
+	p->pkey = NULL;
+}
+
 static BIO *
-tls_ctx_open(struct config *cfg, const struct conf_context *cc,
-    const char *key, const char *path)
+tls_ctx_open(struct config *cfg, int line, const char *key, const char *path)
 {
 	BIO *bio = BIO_new_file(path, "r");
 
 	if (bio == NULL) {
 		ERR_clear_error();
-		config_error(cfg, config_key_line(&cc->h, key), key,
-		    "cannot open '%s': %s", path, strerror(errno));
+		config_error(cfg, line, key, "cannot open '%s': %s", path,
+		    strerror(errno));
 	}
 	return bio;
 }
@@ -68,19 +89,37 @@ tls_ctx_check_dates(const struct conf_context *cc, const char *path, X509 *x)
 	}
 }
 
-/* tls_ctx_load_chain reads the PEM chain and checks that each certificate
- * was issued by the next one, so a misordered file fails here and not in
- * clients. */
-static STACK_OF(X509) *
-tls_ctx_load_chain(struct config *cfg, const struct conf_context *cc)
+/* tls_ctx_check_order checks that each certificate was issued by the next
+ * one, so a misordered file fails here and not in clients. */
+static int
+tls_ctx_check_order(struct config *cfg, int line, const char *key,
+    const char *path, STACK_OF(X509) *chain)
 {
-	int line = config_key_line(&cc->h, "cert");
+	for (size_t i = 0; i + 1 < sk_X509_num(chain); i++) {
+		if (X509_check_issued(sk_X509_value(chain, i + 1),
+		    sk_X509_value(chain, i)) != X509_V_OK) {
+			config_error(cfg, line, key, "'%s': certificate %zu was "
+			    "not issued by certificate %zu; the chain must be the "
+			    "leaf first, then each issuer in order", path, i + 1,
+			    i + 2);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static STACK_OF(X509) *
+tls_ctx_load_chain(struct config *cfg, const struct conf_context *cc,
+    size_t i)
+{
+	const char *path = cc->cert.v[i];
+	int line = cc->cert.lines[i];
 	STACK_OF(X509) *chain;
 	char err[128];
 	BIO *bio;
 	X509 *x;
 
-	if ((bio = tls_ctx_open(cfg, cc, "cert", cc->cert)) == NULL)
+	if ((bio = tls_ctx_open(cfg, line, "cert", path)) == NULL)
 		return NULL;
 	chain = sk_X509_new_null();
 	while (chain != NULL &&
@@ -93,114 +132,610 @@ tls_ctx_load_chain(struct config *cfg, const struct conf_context *cc)
 	BIO_free(bio);
 	if (chain == NULL || sk_X509_num(chain) == 0) {
 		config_error(cfg, line, "cert", "'%s' holds no PEM certificate "
-		    "(%s)", cc->cert, log_ssl_error(err, sizeof(err)));
+		    "(%s)", path, log_ssl_error(err, sizeof(err)));
 		sk_X509_pop_free(chain, X509_free);
 		return NULL;
 	}
 	ERR_clear_error(); /* the end-of-file "no start line" */
-	for (size_t i = 0; i + 1 < sk_X509_num(chain); i++) {
-		if (X509_check_issued(sk_X509_value(chain, i + 1),
-		    sk_X509_value(chain, i)) != X509_V_OK) {
-			config_error(cfg, line, "cert", "'%s': certificate %zu "
-			    "was not issued by certificate %zu; the chain must "
-			    "be the leaf first, then each issuer in order",
-			    cc->cert, i + 1, i + 2);
-			sk_X509_pop_free(chain, X509_free);
-			return NULL;
-		}
+	if (tls_ctx_check_order(cfg, line, "cert", path, chain) != 0) {
+		sk_X509_pop_free(chain, X509_free);
+		return NULL;
 	}
-	tls_ctx_check_dates(cc, cc->cert, sk_X509_value(chain, 0));
+	tls_ctx_check_dates(cc, path, sk_X509_value(chain, 0));
 	return chain;
 }
 
-static EVP_PKEY *
-tls_ctx_load_key(struct config *cfg, const struct conf_context *cc)
+/* tls_ctx_passphrase returns the context's passphrase (from the config or
+ * the first line of passphrase_file) in |buf|, or NULL if none is set;
+ * |*failed| is set when the file cannot be read. */
+static const char *
+tls_ctx_passphrase(struct config *cfg, const struct conf_context *cc,
+    char *buf, size_t len, int *failed)
 {
-	int line = config_key_line(&cc->h, "key");
+	FILE *f;
+
+	*failed = 0;
+	if (cc->passphrase != NULL)
+		return cc->passphrase;
+	if (cc->passphrase_file == NULL)
+		return NULL;
+	f = fopen(cc->passphrase_file, "re");
+	if (f == NULL || fgets(buf, (int)len, f) == NULL) {
+		config_error(cfg, config_key_line(&cc->h, "passphrase_file"),
+		    "passphrase_file", "cannot read '%s': %s", cc->passphrase_file,
+		    f == NULL ? strerror(errno) : "empty file");
+		if (f != NULL)
+			fclose(f);
+		*failed = 1;
+		return NULL;
+	}
+	fclose(f);
+	buf[strcspn(buf, "\r\n")] = '\0';
+	return buf;
+}
+
+struct tls_pw {
+	const char *pass;
+	int asked;
+};
+
+static int
+tls_ctx_pw_cb(char *buf, int size, int rwflag, void *arg)
+{
+	struct tls_pw *pw = arg;
+	size_t len;
+
+	(void)rwflag;
+	pw->asked = 1;
+	if (pw->pass == NULL)
+		return -1;
+	len = strlen(pw->pass);
+	if (len > (size_t)size)
+		len = (size_t)size;
+	memcpy(buf, pw->pass, len);
+	return (int)len;
+}
+
+static EVP_PKEY *
+tls_ctx_load_key(struct config *cfg, const struct conf_context *cc, size_t i,
+    const char *pass)
+{
+	struct tls_pw pw = { pass, 0 };
+	const char *path = cc->key.v[i];
+	int line = cc->key.lines[i];
 	char err[128];
 	EVP_PKEY *pkey;
 	BIO *bio;
 
-	if ((bio = tls_ctx_open(cfg, cc, "key", cc->key)) == NULL)
+	if ((bio = tls_ctx_open(cfg, line, "key", path)) == NULL)
 		return NULL;
-	pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+	pkey = PEM_read_bio_PrivateKey(bio, NULL, tls_ctx_pw_cb, &pw);
 	BIO_free(bio);
-	if (pkey == NULL)
+	if (pkey != NULL)
+		return pkey;
+	if (pw.asked && pass == NULL)
+		config_error(cfg, line, "key", "'%s' is encrypted: set passphrase "
+		    "or passphrase_file", path);
+	else if (pw.asked)
+		config_error(cfg, line, "key", "cannot decrypt '%s': wrong "
+		    "passphrase?", path);
+	else
 		config_error(cfg, line, "key", "cannot read a PEM private key "
-		    "from '%s' (%s)", cc->key, log_ssl_error(err, sizeof(err)));
-	return pkey;
+		    "from '%s' (%s)", path, log_ssl_error(err, sizeof(err)));
+	ERR_clear_error();
+	return NULL;
 }
 
-/* tls_ctx_configure sets what every context shares: versions, server
- * cipher preference, and a session ID context so sessions stay within
- * the context that made them. */
 static int
-tls_ctx_configure(struct tls_ctx *t)
+tls_ctx_load_pfx(struct config *cfg, const struct conf_context *cc,
+    const char *pass, struct tls_pair *out)
+{
+	int line = config_key_line(&cc->h, "pfx");
+	STACK_OF(X509) *extra = NULL;
+	X509 *leaf = NULL;
+	PKCS12 *p12;
+	char err[128];
+	BIO *bio;
+
+	if ((bio = tls_ctx_open(cfg, line, "pfx", cc->pfx)) == NULL)
+		return -1;
+	p12 = d2i_PKCS12_bio(bio, NULL);
+	BIO_free(bio);
+	if (p12 == NULL) {
+		config_error(cfg, line, "pfx", "'%s' is not a PKCS#12 file (%s)",
+		    cc->pfx, log_ssl_error(err, sizeof(err)));
+		return -1;
+	}
+	if (PKCS12_parse(p12, pass != NULL ? pass : "", &out->pkey, &leaf,
+	    &extra) != 1) {
+		config_error(cfg, line, "pfx", "cannot open '%s': %s", cc->pfx,
+		    pass == NULL ? "set passphrase or passphrase_file" :
+		    "wrong passphrase?");
+		ERR_clear_error();
+		PKCS12_free(p12);
+		return -1;
+	}
+	PKCS12_free(p12);
+	out->chain = sk_X509_new_null();
+	if (leaf == NULL || out->pkey == NULL || out->chain == NULL ||
+	    sk_X509_push(out->chain, leaf) == 0) {
+		config_error(cfg, line, "pfx", "'%s' holds no certificate with "
+		    "its key", cc->pfx);
+		X509_free(leaf);
+		sk_X509_pop_free(extra, X509_free);
+		return -1;
+	}
+	while (extra != NULL && sk_X509_num(extra) > 0)
+		sk_X509_push(out->chain, sk_X509_shift(extra));
+	sk_X509_free(extra);
+	out->line = line;
+	tls_ctx_check_dates(cc, cc->pfx, leaf);
+	return tls_ctx_check_order(cfg, line, "pfx", cc->pfx, out->chain);
+}
+
+static enum tls_key_type
+tls_pair_type(const struct tls_pair *p)
+{
+	return EVP_PKEY_id(p->pkey) == EVP_PKEY_EC ? TLS_KEY_ECDSA : TLS_KEY_RSA;
+}
+
+/* tls_ctx_load_pairs reads every cert/key pair and the pfx into |pairs|
+ * (indexed by key type). Returns 0 or -1. */
+static int
+tls_ctx_load_pairs(struct config *cfg, const struct conf_context *cc,
+    struct tls_pair pairs[TLS_KEY_NUM])
+{
+	char buf[1024];
+	const char *pass;
+	int failed, rc = 0;
+
+	pass = tls_ctx_passphrase(cfg, cc, buf, sizeof(buf), &failed);
+	if (failed)
+		return -1;
+	for (size_t i = 0; i <= cc->cert.num; i++) {
+		struct tls_pair p = { NULL, NULL, 0 };
+		enum tls_key_type kt;
+
+		if (i == cc->cert.num) {
+			if (cc->pfx == NULL || tls_ctx_load_pfx(cfg, cc, pass, &p) != 0) {
+				tls_pair_free(&p);
+				rc = cc->pfx == NULL ? rc : -1;
+				break;
+			}
+		} else {
+			p.chain = tls_ctx_load_chain(cfg, cc, i);
+			p.pkey = tls_ctx_load_key(cfg, cc, i, pass);
+			p.line = cc->cert.lines[i];
+			if (p.chain == NULL || p.pkey == NULL) {
+				tls_pair_free(&p);
+				rc = -1;
+				continue;
+			}
+			if (X509_check_private_key(sk_X509_value(p.chain, 0),
+			    p.pkey) != 1) {
+				ERR_clear_error();
+				config_error(cfg, cc->key.lines[i], "key", "private "
+				    "key '%s' does not match the certificate '%s' "
+				    "(line %d)", cc->key.v[i], cc->cert.v[i],
+				    cc->cert.lines[i]);
+				tls_pair_free(&p);
+				rc = -1;
+				continue;
+			}
+		}
+		kt = tls_pair_type(&p);
+		if (pairs[kt].pkey != NULL) {
+			config_error(cfg, p.line, i == cc->cert.num ? "pfx" : "cert",
+			    "a second %s certificate in [context %s] (the first is "
+			    "at line %d); a context holds one RSA and one ECDSA "
+			    "certificate at most", kt == TLS_KEY_RSA ? "RSA" :
+			    "ECDSA", cc->h.name, pairs[kt].line);
+			tls_pair_free(&p);
+			rc = -1;
+			continue;
+		}
+		pairs[kt] = p;
+	}
+	return rc;
+}
+
+/* tls_ctx_groups turns an ecdh_curve list into NIDs for SSL_set1_curves. */
+static int
+tls_ctx_groups(struct tls_ctx *t, struct config *cfg,
+    const struct conf_context *cc, const char *list)
+{
+	static const struct {
+		const char *name;
+		int nid;
+	} known[] = {
+		{ "X25519", NID_X25519 }, { "P-256", NID_X9_62_prime256v1 },
+		{ "prime256v1", NID_X9_62_prime256v1 }, { "P-384", NID_secp384r1 },
+		{ "secp384r1", NID_secp384r1 }, { "P-521", NID_secp521r1 },
+		{ "secp521r1", NID_secp521r1 },
+	};
+	char *copy = strdup(list), *save = NULL, *tok;
+	int rc = 0;
+
+	if (copy == NULL)
+		return -1;
+	for (tok = strtok_r(copy, ":", &save); tok != NULL;
+	    tok = strtok_r(NULL, ":", &save)) {
+		size_t k;
+
+		for (k = 0; k < sizeof(known) / sizeof(known[0]); k++) {
+			if (strcasecmp(tok, known[k].name) == 0)
+				break;
+		}
+		if (k == sizeof(known) / sizeof(known[0])) {
+			config_error(cfg, config_key_line(&cc->h, "ecdh_curve"),
+			    "ecdh_curve", "unknown group '%s' (see tlsproxy "
+			    "--list-curves)", tok);
+			rc = -1;
+			continue;
+		}
+		int *n = realloc(t->groups, (t->num_groups + 1) * sizeof(*n));
+
+		if (n == NULL) {
+			rc = -1;
+			break;
+		}
+		t->groups = n;
+		t->groups[t->num_groups++] = known[k].nid;
+	}
+	free(copy);
+	if (rc == 0 && t->num_groups == 0) {
+		config_error(cfg, config_key_line(&cc->h, "ecdh_curve"),
+		    "ecdh_curve", "no group given");
+		rc = -1;
+	}
+	return rc;
+}
+
+/* tls_ctx_wire builds an ALPN/NPN wire list (length-prefixed names). */
+static int
+tls_ctx_wire(struct config *cfg, int line, const char *key,
+    const struct strlist *l, uint8_t **out, size_t *out_len)
+{
+	size_t len = 0;
+	uint8_t *w;
+
+	for (size_t i = 0; i < l->num; i++) {
+		if (strlen(l->v[i]) > 255) {
+			config_error(cfg, line, key, "protocol name longer than "
+			    "255 bytes");
+			return -1;
+		}
+		len += 1 + strlen(l->v[i]);
+	}
+	if (len == 0)
+		return 0;
+	if ((w = malloc(len)) == NULL)
+		return -1;
+	*out = w;
+	*out_len = len;
+	for (size_t i = 0; i < l->num; i++) {
+		size_t n = strlen(l->v[i]);
+
+		*w++ = (uint8_t)n;
+		memcpy(w, l->v[i], n);
+		w += n;
+	}
+	return 0;
+}
+
+/* tls_ctx_alpn_cb picks the first of our protocols the client offers:
+ * server preference, as for cipher suites. */
+static int
+tls_ctx_alpn_cb(SSL *ssl, const uint8_t **out, uint8_t *out_len,
+    const uint8_t *in, unsigned in_len, void *arg)
+{
+	const struct tls_ctx *t = arg;
+	CBS ours, theirs, p, q;
+
+	(void)ssl;
+	CBS_init(&ours, t->alpn, t->alpn_len);
+	while (CBS_get_u8_length_prefixed(&ours, &p)) {
+		CBS_init(&theirs, in, in_len);
+		while (CBS_get_u8_length_prefixed(&theirs, &q)) {
+			if (CBS_len(&p) == CBS_len(&q) &&
+			    memcmp(CBS_data(&p), CBS_data(&q), CBS_len(&p)) == 0) {
+				*out = CBS_data(&q);
+				*out_len = (uint8_t)CBS_len(&q);
+				return SSL_TLSEXT_ERR_OK;
+			}
+		}
+	}
+	return t->alpn_strict ? SSL_TLSEXT_ERR_ALERT_FATAL : SSL_TLSEXT_ERR_NOACK;
+}
+
+static int
+tls_ctx_npn_cb(SSL *ssl, const uint8_t **out, unsigned *out_len, void *arg)
+{
+	const struct tls_ctx *t = arg;
+
+	(void)ssl;
+	*out = t->npn;
+	*out_len = (unsigned)t->npn_len;
+	return SSL_TLSEXT_ERR_OK;
+}
+
+/* tls_ctx_verify_any lets every client certificate through while the
+ * verification result is still recorded (reject_unauthorized = no). */
+static int
+tls_ctx_verify_any(int ok, X509_STORE_CTX *store)
+{
+	(void)ok;
+	(void)store;
+	return 1;
+}
+
+static int
+tls_ctx_read_file(struct config *cfg, int line, const char *key,
+    const char *path, uint8_t **out, size_t *out_len)
+{
+	uint8_t *data = NULL;
+	size_t len = 0;
+	FILE *f = fopen(path, "rbe");
+
+	if (f == NULL) {
+		config_error(cfg, line, key, "cannot open '%s': %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	for (;;) {
+		uint8_t *n = realloc(data, len + 4096);
+		size_t r;
+
+		if (n == NULL) {
+			free(data);
+			fclose(f);
+			return -1;
+		}
+		data = n;
+		r = fread(data + len, 1, 4096, f);
+		len += r;
+		if (r < 4096)
+			break;
+	}
+	fclose(f);
+	*out = data;
+	*out_len = len;
+	return 0;
+}
+
+/* tls_ctx_client_auth loads the client CAs and CRLs into |ctx|. */
+static int
+tls_ctx_client_auth(struct config *cfg, const struct conf_context *cc,
+    SSL_CTX *ctx)
+{
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	STACK_OF(X509_NAME) *names;
+	char err[128];
+
+	if (cc->ca == NULL)
+		return 0;
+	if (SSL_CTX_load_verify_locations(ctx, cc->ca, NULL) != 1 ||
+	    (names = SSL_load_client_CA_file(cc->ca)) == NULL) {
+		config_error(cfg, config_key_line(&cc->h, "ca"), "ca", "cannot "
+		    "load CA certificates from '%s' (%s)", cc->ca,
+		    errno != 0 ? strerror(errno) : log_ssl_error(err, sizeof(err)));
+		ERR_clear_error();
+		return -1;
+	}
+	SSL_CTX_set_client_CA_list(ctx, names);
+	for (size_t i = 0; i < cc->crl.num; i++) {
+		BIO *bio = tls_ctx_open(cfg, cc->crl.lines[i], "crl", cc->crl.v[i]);
+		X509_CRL *crl;
+		int n = 0;
+
+		if (bio == NULL)
+			return -1;
+		while ((crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
+			X509_STORE_add_crl(store, crl);
+			X509_CRL_free(crl);
+			n++;
+		}
+		BIO_free(bio);
+		ERR_clear_error();
+		if (n == 0) {
+			config_error(cfg, cc->crl.lines[i], "crl", "'%s' holds no "
+			    "PEM CRL", cc->crl.v[i]);
+			return -1;
+		}
+	}
+	if (cc->crl.num > 0)
+		X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK |
+		    X509_V_FLAG_CRL_CHECK_ALL);
+	return 0;
+}
+
+/* tls_ctx_sid_ctx derives the session ID context: sessions resume only
+ * under the same value. It covers what decides whether a client is let in,
+ * so a session made before the rules changed (or under another context)
+ * never skips them; it is stable across instances loading the same file. */
+static void
+tls_ctx_sid_ctx(const struct conf_context *cc, uint8_t out[SHA256_DIGEST_LENGTH])
+{
+	SHA256_CTX sha;
+	char flags[64];
+
+	SHA256_Init(&sha);
+	if (cc->session_id_context != NULL) {
+		SHA256_Update(&sha, cc->session_id_context,
+		    strlen(cc->session_id_context));
+		SHA256_Final(out, &sha);
+		return;
+	}
+	SHA256_Update(&sha, cc->h.name, strlen(cc->h.name) + 1);
+	snprintf(flags, sizeof(flags), "%d/%d/%d/%d", (int)cc->request_cert,
+	    (int)cc->reject_unauthorized, (int)cc->require_cert,
+	    (int)cc->verify_depth);
+	SHA256_Update(&sha, flags, strlen(flags) + 1);
+	if (cc->ca != NULL)
+		SHA256_Update(&sha, cc->ca, strlen(cc->ca) + 1);
+	for (size_t i = 0; i < cc->crl.num; i++)
+		SHA256_Update(&sha, cc->crl.v[i], strlen(cc->crl.v[i]) + 1);
+	SHA256_Final(out, &sha);
+}
+
+/* tls_ctx_settings fills the per-connection settings of |t|. */
+static int
+tls_ctx_settings(struct tls_ctx *t, struct config *cfg,
+    const struct conf_context *cc, const struct conf_tls *tls)
+{
+	const char *curves = strcasecmp(tls->ecdh_curve, "auto") == 0 ?
+	    TLS_DEFAULT_GROUPS : tls->ecdh_curve;
+	int rc = 0;
+
+	t->min_version = (uint16_t)config_version(tls->min_version);
+	t->max_version = (uint16_t)config_version(tls->max_version);
+	if (t->min_version > t->max_version) {
+		config_error(cfg, config_key_line(&cc->h, "min_version"),
+		    "min_version", "%s is newer than max_version %s",
+		    tls->min_version, tls->max_version);
+		rc = -1;
+	}
+	if (t->min_version < TLS1_2_VERSION)
+		log_msg(LOGL_WARNING, "context '%s': min_version %s allows "
+		    "protocol versions with known weaknesses", cc->h.name,
+		    tls->min_version);
+	t->server_preference = tls->honor_cipher_order != 0;
+	t->max_send_fragment = (uint16_t)tls->max_send_fragment;
+	t->alpn_strict = tls->alpn_strict != 0;
+	if (cc->request_cert) {
+		t->verify_mode = SSL_VERIFY_PEER;
+		if (cc->reject_unauthorized && cc->require_cert)
+			t->verify_mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+	}
+	t->verify_depth = (int)cc->verify_depth;
+	t->reject_unauthorized = cc->reject_unauthorized != 0;
+	if (tls_ctx_groups(t, cfg, cc, curves) != 0)
+		rc = -1;
+	if (tls_ctx_wire(cfg, config_key_line(&cc->h, "alpn"), "alpn",
+	    &tls->alpn, &t->alpn, &t->alpn_len) != 0 ||
+	    tls_ctx_wire(cfg, config_key_line(&cc->h, "npn"), "npn", &cc->npn,
+	    &t->npn, &t->npn_len) != 0)
+		rc = -1;
+	return rc;
+}
+
+/* tls_ctx_build_one makes the SSL_CTX for one key pair. */
+static SSL_CTX *
+tls_ctx_build_one(struct tls_ctx *t, struct config *cfg,
+    const struct conf_context *cc, const struct conf_tls *tls,
+    const struct tls_pair *p, const uint8_t *sct, size_t sct_len)
 {
 	uint8_t sid[SHA256_DIGEST_LENGTH];
-	SSL_CTX *ctx = t->ssl_ctx;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+	char err[128];
 
-	SHA256((const uint8_t *)t->name, strlen(t->name), sid);
-	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
-	    SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
-	    SSL_CTX_set_session_id_context(ctx, sid,
-	    SSL_MAX_SID_CTX_LENGTH) != 1)
-		return -1;
-	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE |
-	    SSL_OP_NO_RENEGOTIATION);
+	if (ctx == NULL)
+		return NULL;
+	if (SSL_CTX_set_strict_cipher_list(ctx, tls->ciphers) != 1) {
+		config_error(cfg, config_key_line(&cc->h, "ciphers"), "ciphers",
+		    "'%s' is not a valid cipher list (%s)", tls->ciphers,
+		    log_ssl_error(err, sizeof(err)));
+		goto fail;
+	}
+	tls_ctx_sid_ctx(cc, sid);
+	if (SSL_CTX_set_min_proto_version(ctx, t->min_version) != 1 ||
+	    SSL_CTX_set_max_proto_version(ctx, t->max_version) != 1 ||
+	    SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid)) != 1 ||
+	    SSL_CTX_set1_curves(ctx, t->groups, t->num_groups) != 1 ||
+	    SSL_CTX_use_certificate(ctx, sk_X509_value(p->chain, 0)) != 1 ||
+	    SSL_CTX_use_PrivateKey(ctx, p->pkey) != 1)
+		goto fail_ssl;
+	for (size_t i = 1; i < sk_X509_num(p->chain); i++) {
+		if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(p->chain, i)) != 1)
+			goto fail_ssl;
+	}
+	if (sct != NULL &&
+	    SSL_CTX_set_signed_cert_timestamp_list(ctx, sct, sct_len) != 1) {
+		config_error(cfg, config_key_line(&cc->h, "sct"), "sct", "'%s' "
+		    "is not a valid SignedCertificateTimestampList (%s)", cc->sct,
+		    log_ssl_error(err, sizeof(err)));
+		goto fail;
+	}
+	if (t->server_preference)
+		SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
 	/* The relay hands SSL_write whatever the backend sent and copes with
 	 * partial writes; the buffer may move between retries. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-	return 0;
+	SSL_CTX_set_max_send_fragment(ctx, t->max_send_fragment);
+	SSL_CTX_set_verify(ctx, t->verify_mode, t->reject_unauthorized ? NULL :
+	    tls_ctx_verify_any);
+	SSL_CTX_set_verify_depth(ctx, t->verify_depth);
+	if (t->alpn_len > 0)
+		SSL_CTX_set_alpn_select_cb(ctx, tls_ctx_alpn_cb, t);
+	if (t->npn_len > 0)
+		SSL_CTX_set_next_protos_advertised_cb(ctx, tls_ctx_npn_cb, t);
+	if (tls_ctx_client_auth(cfg, cc, ctx) != 0)
+		goto fail;
+	return ctx;
+fail_ssl:
+	config_error(cfg, p->line, NULL, "[context %s]: cannot set up TLS (%s)",
+	    cc->h.name, log_ssl_error(err, sizeof(err)));
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* tls_ctx_ecdsa_sigalg returns the TLS 1.3 signature scheme an EC key
+ * signs with, from its curve. */
+static uint16_t
+tls_ctx_ecdsa_sigalg(EVP_PKEY *pkey)
+{
+	const EC_KEY *ec = EVP_PKEY_get0_EC_KEY(pkey);
+	int nid = ec != NULL ? EC_GROUP_get_curve_name(EC_KEY_get0_group(ec)) : 0;
+
+	switch (nid) {
+	case NID_secp384r1:
+		return SSL_SIGN_ECDSA_SECP384R1_SHA384;
+	case NID_secp521r1:
+		return SSL_SIGN_ECDSA_SECP521R1_SHA512;
+	default:
+		return SSL_SIGN_ECDSA_SECP256R1_SHA256;
+	}
 }
 
 int
 tls_ctx_init(struct tls_ctx *t, struct config *cfg,
     const struct conf_context *cc)
 {
-	STACK_OF(X509) *chain = NULL;
-	EVP_PKEY *pkey = NULL;
-	char err[128];
-	int rc = -1;
+	struct tls_pair pairs[TLS_KEY_NUM] = { { NULL, NULL, 0 },
+		{ NULL, NULL, 0 } };
+	struct conf_tls tls;
+	uint8_t *sct = NULL;
+	size_t sct_len = 0;
+	int rc = 0;
 
 	memset(t, 0, sizeof(*t));
+	t->cc = cc;
 	if ((t->name = strdup(cc->h.name)) == NULL)
 		return -1;
-	chain = tls_ctx_load_chain(cfg, cc);
-	pkey = tls_ctx_load_key(cfg, cc);
-	if (chain == NULL || pkey == NULL)
-		goto out;
-	if (X509_check_private_key(sk_X509_value(chain, 0), pkey) != 1) {
-		ERR_clear_error();
-		config_error(cfg, config_key_line(&cc->h, "key"), "key",
-		    "private key '%s' does not match the certificate '%s' "
-		    "(line %d)", cc->key, cc->cert,
-		    config_key_line(&cc->h, "cert"));
-		goto out;
+	config_tls_effective(cfg, cc, &tls);
+	if (tls_ctx_settings(t, cfg, cc, &tls) != 0)
+		rc = -1;
+	if (tls_ctx_load_pairs(cfg, cc, pairs) != 0)
+		rc = -1;
+	if (cc->sct != NULL && tls_ctx_read_file(cfg,
+	    config_key_line(&cc->h, "sct"), "sct", cc->sct, &sct, &sct_len) != 0)
+		rc = -1;
+	for (int k = 0; rc == 0 && k < TLS_KEY_NUM; k++) {
+		if (pairs[k].pkey == NULL)
+			continue;
+		t->ctx[k] = tls_ctx_build_one(t, cfg, cc, &tls, &pairs[k], sct,
+		    sct_len);
+		if (t->ctx[k] == NULL)
+			rc = -1;
+		else if (k == TLS_KEY_ECDSA)
+			t->ecdsa_sigalg = tls_ctx_ecdsa_sigalg(pairs[k].pkey);
 	}
-	t->ssl_ctx = SSL_CTX_new(TLS_method());
-	if (t->ssl_ctx == NULL || tls_ctx_configure(t) != 0 ||
-	    SSL_CTX_use_certificate(t->ssl_ctx, sk_X509_value(chain, 0)) != 1 ||
-	    SSL_CTX_use_PrivateKey(t->ssl_ctx, pkey) != 1) {
-		config_error(cfg, cc->h.line, NULL, "[context %s]: cannot set "
-		    "up TLS (%s)", cc->h.name, log_ssl_error(err, sizeof(err)));
-		goto out;
-	}
-	for (size_t i = 1; i < sk_X509_num(chain); i++) {
-		if (SSL_CTX_add1_chain_cert(t->ssl_ctx,
-		    sk_X509_value(chain, i)) != 1) {
-			config_error(cfg, config_key_line(&cc->h, "cert"), "cert",
-			    "cannot add chain certificate %zu (%s)", i + 1,
-			    log_ssl_error(err, sizeof(err)));
-			goto out;
-		}
-	}
-	rc = 0;
-out:
-	sk_X509_pop_free(chain, X509_free);
-	EVP_PKEY_free(pkey);
+	for (int k = 0; k < TLS_KEY_NUM; k++)
+		tls_pair_free(&pairs[k]);
+	free(sct);
 	if (rc != 0)
 		tls_ctx_release(t);
 	return rc;
@@ -209,15 +744,179 @@ out:
 void
 tls_ctx_release(struct tls_ctx *t)
 {
-	SSL_CTX_free(t->ssl_ctx);
+	for (int k = 0; k < TLS_KEY_NUM; k++) {
+		SSL_CTX_free(t->ctx[k]);
+		t->ctx[k] = NULL;
+	}
+	for (size_t i = 0; i < t->num_routes; i++)
+		free(t->routes[i].protocol);
+	free(t->routes);
+	free(t->groups);
+	free(t->alpn);
+	free(t->npn);
 	free(t->name);
-	t->ssl_ctx = NULL;
-	t->name = NULL;
+	memset(t, 0, sizeof(*t));
 }
 
 void
-tls_ctx_set_select_cb(struct tls_ctx *t,
-    enum ssl_select_cert_result_t (*cb)(const SSL_CLIENT_HELLO *))
+tls_ctx_set_callbacks(struct tls_ctx *t,
+    enum ssl_select_cert_result_t (*select)(const SSL_CLIENT_HELLO *),
+    int (*servername)(SSL *, int *, void *))
 {
-	SSL_CTX_set_select_certificate_cb(t->ssl_ctx, cb);
+	for (int k = 0; k < TLS_KEY_NUM; k++) {
+		if (t->ctx[k] == NULL)
+			continue;
+		SSL_CTX_set_select_certificate_cb(t->ctx[k], select);
+		SSL_CTX_set_tlsext_servername_callback(t->ctx[k], servername);
+	}
+}
+
+SSL_CTX *
+tls_ctx_default(const struct tls_ctx *t)
+{
+	return t->ctx[TLS_KEY_ECDSA] != NULL ? t->ctx[TLS_KEY_ECDSA] :
+	    t->ctx[TLS_KEY_RSA];
+}
+
+/* tls_ctx_hello_has_u16 looks for |value| in a u16 list inside extension
+ * |type| of the ClientHello; |prefix| is the width of the list's length. */
+static int
+tls_ctx_hello_has_u16(const SSL_CLIENT_HELLO *hello, uint16_t type,
+    int prefix, uint16_t value)
+{
+	const uint8_t *data;
+	size_t len;
+	CBS ext, list;
+	uint16_t v;
+
+	if (!SSL_early_callback_ctx_extension_get(hello, type, &data, &len))
+		return 0;
+	CBS_init(&ext, data, len);
+	if (!(prefix == 1 ? CBS_get_u8_length_prefixed(&ext, &list) :
+	    CBS_get_u16_length_prefixed(&ext, &list)))
+		return 0;
+	while (CBS_get_u16(&list, &v)) {
+		if (v == value)
+			return 1;
+	}
+	return 0;
+}
+
+/* tls_ctx_wants_ecdsa decides whether a client can be served the ECDSA
+ * certificate: it must accept our key's signature scheme and either speak
+ * TLS 1.3 or offer an ECDSA cipher suite for TLS 1.2. */
+static int
+tls_ctx_wants_ecdsa(const struct tls_ctx *t, const SSL_CLIENT_HELLO *hello)
+{
+	CBS suites;
+	uint16_t id;
+
+	if (!tls_ctx_hello_has_u16(hello, TLSEXT_TYPE_signature_algorithms, 2,
+	    t->ecdsa_sigalg))
+		return 0;
+	if (t->max_version >= TLS1_3_VERSION &&
+	    tls_ctx_hello_has_u16(hello, TLSEXT_TYPE_supported_versions, 1,
+	    TLS1_3_VERSION))
+		return 1;
+	CBS_init(&suites, hello->cipher_suites, hello->cipher_suites_len);
+	while (CBS_get_u16(&suites, &id)) {
+		const SSL_CIPHER *c = SSL_get_cipher_by_value(id);
+
+		if (c != NULL && SSL_CIPHER_get_auth_nid(c) == NID_auth_ecdsa)
+			return 1;
+	}
+	return 0;
+}
+
+int
+tls_ctx_apply(const struct tls_ctx *t, const SSL_CLIENT_HELLO *hello)
+{
+	SSL *ssl = hello->ssl;
+	SSL_CTX *ctx = t->ctx[TLS_KEY_RSA];
+
+	if (ctx == NULL || (t->ctx[TLS_KEY_ECDSA] != NULL &&
+	    tls_ctx_wants_ecdsa(t, hello)))
+		ctx = t->ctx[TLS_KEY_ECDSA];
+	if (SSL_get_SSL_CTX(ssl) != ctx && SSL_set_SSL_CTX(ssl, ctx) == NULL)
+		return -1;
+	/* BoringSSL copied these from the SSL_CTX the connection started
+	 * with; the chosen context's values must win. */
+	if (SSL_set_min_proto_version(ssl, t->min_version) != 1 ||
+	    SSL_set_max_proto_version(ssl, t->max_version) != 1 ||
+	    SSL_set1_curves(ssl, t->groups, t->num_groups) != 1)
+		return -1;
+	if (t->server_preference)
+		SSL_set_options(ssl, SSL_OP_CIPHER_SERVER_PREFERENCE);
+	else
+		SSL_clear_options(ssl, SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_set_verify(ssl, t->verify_mode, t->reject_unauthorized ? NULL :
+	    tls_ctx_verify_any);
+	SSL_set_verify_depth(ssl, t->verify_depth);
+	SSL_set_max_send_fragment(ssl, t->max_send_fragment);
+	return 0;
+}
+
+const char *
+tls_ctx_auth(const struct tls_ctx *t, const SSL *ssl, char *buf,
+    size_t buf_len)
+{
+	long result;
+
+	if (t == NULL || t->verify_mode == SSL_VERIFY_NONE)
+		return "-";
+	if (SSL_get0_peer_certificates(ssl) == NULL ||
+	    sk_CRYPTO_BUFFER_num(SSL_get0_peer_certificates(ssl)) == 0)
+		return "none";
+	result = SSL_get_verify_result(ssl);
+	if (result == X509_V_OK)
+		return "authorized";
+	snprintf(buf, buf_len, "%s", X509_verify_cert_error_string(result));
+	for (char *p = buf; *p != '\0'; p++) {
+		if (*p == ' ' || *p == '-')
+			*p = '_';
+		else if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+	}
+	return buf;
+}
+
+void
+tls_ctx_list_ciphers(void)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+	STACK_OF(SSL_CIPHER) *list;
+
+	if (ctx == NULL)
+		return;
+	/* TLS 1.3 suites are fixed by BoringSSL, not configured. */
+	for (uint16_t id = 0x1301; id <= 0x1303; id++) {
+		const SSL_CIPHER *c = SSL_get_cipher_by_value(id);
+
+		if (c != NULL)
+			printf("%s\n", SSL_CIPHER_get_name(c));
+	}
+	if (SSL_CTX_set_cipher_list(ctx, "ALL") == 1) {
+		list = SSL_CTX_get_ciphers(ctx);
+		for (size_t i = 0; i < sk_SSL_CIPHER_num(list); i++)
+			printf("%s\n", SSL_CIPHER_get_name(sk_SSL_CIPHER_value(list,
+			    i)));
+	}
+	SSL_CTX_free(ctx);
+}
+
+void
+tls_ctx_list_curves(void)
+{
+	static const char *const candidates[] = { "X25519", "P-256", "P-384",
+		"P-521" };
+	SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+
+	if (ctx == NULL)
+		return;
+	for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++) {
+		if (SSL_CTX_set1_curves_list(ctx, candidates[i]) == 1)
+			printf("%s\n", candidates[i]);
+	}
+	ERR_clear_error();
+	SSL_CTX_free(ctx);
 }

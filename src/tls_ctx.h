@@ -1,29 +1,86 @@
-/* tls_ctx.h: one [context] section built into a BoringSSL SSL_CTX. */
+/* tls_ctx.h: one [context] section built into BoringSSL SSL_CTXs (one per
+ * key type), plus the per-connection settings BoringSSL copies into an SSL
+ * when it is created and that must follow a switch of context. */
 #ifndef TLSPROXY_TLS_CTX_H
 #define TLSPROXY_TLS_CTX_H
 
 #include <openssl/ssl.h>
+#include <stddef.h>
+#include <stdint.h>
 
+struct backend;
 struct config;
 struct conf_context;
 
-struct tls_ctx {
-	char *name;
-	SSL_CTX *ssl_ctx;
+enum tls_key_type {
+	TLS_KEY_RSA,
+	TLS_KEY_ECDSA,
+	TLS_KEY_NUM,
 };
 
-/* tls_ctx_init fills |t| from |cc|: reads and checks the certificate chain
- * and key and configures the SSL_CTX. Problems go to |cfg|'s error list
- * with the file and line of the key concerned; returns 0 or -1. */
+/* An "alpn_backend" item resolved against the generation's backends. */
+struct tls_route {
+	char *protocol;
+	struct backend *backend;
+};
+
+struct tls_ctx {
+	char *name;
+	const struct conf_context *cc;
+	SSL_CTX *ctx[TLS_KEY_NUM]; /* NULL where the context has no such key */
+	uint16_t ecdsa_sigalg;     /* the TLS 1.3 signature scheme of the key */
+	uint16_t min_version, max_version;
+	uint16_t max_send_fragment;
+	int server_preference;
+	int verify_mode; /* SSL_VERIFY_* */
+	int verify_depth;
+	int reject_unauthorized;
+	int *groups; /* NIDs, for SSL_set1_curves */
+	size_t num_groups;
+	uint8_t *alpn; /* wire format, server preference order */
+	size_t alpn_len;
+	int alpn_strict;
+	uint8_t *npn;
+	size_t npn_len;
+	/* Routing: resolved by generation.c once backends exist. */
+	struct backend *backend;
+	struct tls_route *routes;
+	size_t num_routes;
+};
+
+/* tls_ctx_init fills |t| from |cc| (with [global] defaults): reads and
+ * checks certificates, keys, CAs and CRLs and configures the SSL_CTXs.
+ * Problems go to |cfg|'s error list with the file and line of the key
+ * concerned; returns 0 or -1. */
 int tls_ctx_init(struct tls_ctx *t, struct config *cfg,
     const struct conf_context *cc);
 
 /* tls_ctx_release frees what tls_ctx_init made. */
 void tls_ctx_release(struct tls_ctx *t);
 
-/* tls_ctx_set_select_cb installs |cb| as the early (ClientHello) callback
- * of every context: it runs before a certificate is chosen. */
-void tls_ctx_set_select_cb(struct tls_ctx *t,
-    enum ssl_select_cert_result_t (*cb)(const SSL_CLIENT_HELLO *));
+/* tls_ctx_set_callbacks installs the ClientHello callback (certificate
+ * selection) and the server-name callback on every SSL_CTX of |t|. */
+void tls_ctx_set_callbacks(struct tls_ctx *t,
+    enum ssl_select_cert_result_t (*select)(const SSL_CLIENT_HELLO *),
+    int (*servername)(SSL *, int *, void *));
+
+/* tls_ctx_default returns the SSL_CTX new connections start with. */
+SSL_CTX *tls_ctx_default(const struct tls_ctx *t);
+
+/* tls_ctx_apply switches |ssl| to |t| during the ClientHello callback:
+ * the certificate (ECDSA when the client can use it, else RSA), and every
+ * setting BoringSSL keeps per connection. Returns 0 or -1. */
+int tls_ctx_apply(const struct tls_ctx *t, const SSL_CLIENT_HELLO *hello);
+
+/* tls_ctx_auth describes the client-certificate result of a handshake
+ * made under |t| (NULL: none chosen) for logs: "-" (not requested), "none",
+ * "authorized", or the verification error, lower case with underscores. */
+const char *tls_ctx_auth(const struct tls_ctx *t, const SSL *ssl, char *buf,
+    size_t buf_len);
+
+/* tls_ctx_list_ciphers and tls_ctx_list_curves print what the linked
+ * BoringSSL supports, one name per line. */
+void tls_ctx_list_ciphers(void);
+void tls_ctx_list_curves(void);
 
 #endif

@@ -75,7 +75,7 @@ START_TEST(minimal_config_defaults)
 	ck_assert_uint_eq(cfg->listeners[0].bind.num, 1);
 	ck_assert_str_eq(cfg->listeners[0].context, "default");
 	ck_assert_uint_eq(cfg->backends[0].connect_timeout_ms, 5000);
-	ck_assert_str_eq(cfg->contexts[0].cert, "/etc/tlsproxy/cert.pem");
+	ck_assert_str_eq(cfg->contexts[0].cert.v[0], "/etc/tlsproxy/cert.pem");
 	config_free(cfg);
 }
 END_TEST
@@ -178,8 +178,8 @@ START_TEST(missing_and_dangling_references)
 	    "decrypted traffic goes to)\n"
 	    "t.conf:6: [backend web] needs key 'address' (host:port, "
 	    "[v6]:port or unix:/path; several are used round-robin)\n"
-	    "t.conf:7: [context c] needs key 'key' (PEM private key of the "
-	    "leaf certificate)\n");
+	    "t.conf:8: key 'cert': [context c] has 1 cert and 0 key lines; "
+	    "each cert needs its key, in the same order\n");
 }
 END_TEST
 
@@ -261,6 +261,62 @@ START_TEST(file_with_crlf_and_bom)
 }
 END_TEST
 
+START_TEST(context_options_checked)
+{
+	expect_errors("[global]\nmin_version = SSLv3\nalpn_strict = maybe\n"
+	    "[listener a]\nbind = 127.0.0.1:1\ncontext = c\nbackend = b\n"
+	    "alpn_backend = h2:nope, junk\n"
+	    "[backend b]\naddress = 127.0.0.1:2\n"
+	    "[context c]\ncert = x\nkey = y\ndhparam = dh.pem\n"
+	    "max_version = TLSv9\ncrl = r.pem\nbackend = gone\n"
+	    "[context d]\nservername = d.example\nrequest_cert = yes\n"
+	    "passphrase = a\npassphrase_file = f\n",
+	    "t.conf:3: key 'alpn_strict': expected yes or no, got 'maybe'\n"
+	    "t.conf:8: key 'alpn_backend': no [backend nope] in this file\n"
+	    "t.conf:8: key 'alpn_backend': expected protocol:backend, got "
+	    "'junk'\n"
+	    "t.conf:14: key 'dhparam': not supported: BoringSSL has no DHE key "
+	    "exchange; ECDHE always gives forward secrecy, so remove this "
+	    "line\n"
+	    "t.conf:17: key 'backend': no [backend gone] in this file\n"
+	    "t.conf:16: key 'crl': has no effect without request_cert = yes\n"
+	    "t.conf:15: key 'max_version': expected TLSv1, TLSv1.1, TLSv1.2 "
+	    "or TLSv1.3, got 'TLSv9'\n"
+	    "t.conf:18: [context d] needs 'cert' and 'key' (PEM) or 'pfx' "
+	    "(PKCS#12)\n"
+	    "t.conf:22: key 'passphrase_file': give either passphrase or "
+	    "passphrase_file, not both\n"
+	    "t.conf:20: key 'request_cert': needs 'ca', the CAs that client "
+	    "certificates are checked against (or reject_unauthorized = no)\n"
+	    "t.conf:2: key 'min_version': SSLv3 is not supported: it is broken "
+	    "and BoringSSL does not implement it; use TLSv1.2 or TLSv1.3\n");
+}
+END_TEST
+
+START_TEST(global_tls_defaults_and_overrides)
+{
+	struct config *cfg = config_load_string("t.conf",
+	    "[global]\nciphers = ECDHE+AESGCM\nalpn = h2, http/1.1\n"
+	    "[listener a]\nbind = 127.0.0.1:1\ncontext = c\nbackend = b\n"
+	    "[backend b]\naddress = 127.0.0.1:2\n"
+	    "[context c]\ncert = x\nkey = y\nmax_version = TLSv1.2\n"
+	    "alpn = http/1.1\n");
+	struct conf_tls t;
+
+	ck_assert_uint_eq(cfg->num_errors, 0);
+	config_tls_effective(cfg, &cfg->contexts[0], &t);
+	ck_assert_str_eq(t.ciphers, "ECDHE+AESGCM");
+	ck_assert_str_eq(t.max_version, "TLSv1.2");
+	ck_assert_str_eq(t.min_version, "TLSv1.2");
+	ck_assert_str_eq(t.ecdh_curve, "auto");
+	ck_assert_uint_eq(t.alpn.num, 1);
+	ck_assert_str_eq(t.alpn.v[0], "http/1.1");
+	ck_assert_int_eq(t.honor_cipher_order, 1);
+	ck_assert_int_eq(t.max_send_fragment, 16384);
+	config_free(cfg);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -278,6 +334,8 @@ main(void)
 	tcase_add_test(tc, long_line_refused);
 	tcase_add_test(tc, missing_file);
 	tcase_add_test(tc, file_with_crlf_and_bom);
+	tcase_add_test(tc, context_options_checked);
+	tcase_add_test(tc, global_tls_defaults_and_overrides);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
