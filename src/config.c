@@ -52,6 +52,33 @@ struct conf_key {
 #define B(f) offsetof(struct conf_backend, f)
 #define C(f) offsetof(struct conf_context, f)
 
+/* The TLS settings: [global] holds their defaults and every [context] may
+ * override each one; unset in a context means inherited (see
+ * config_tls_effective), so the context entries have no default. */
+#define TLS_DEFAULT(v) v
+#define TLS_INHERIT(v) NULL
+#define TLS_KEYS(SEC, OFF, DEF)						\
+	{ SEC, "ciphers", T_STRING, OFF(tls.ciphers),			\
+	  DEF("ECDHE+AESGCM:ECDHE+CHACHA20"), 0, 0, 0,			\
+	  "TLS 1.2 cipher list in BoringSSL syntax; unknown names are errors" }, \
+	{ SEC, "honor_cipher_order", T_BOOL, OFF(tls.honor_cipher_order), \
+	  DEF("yes"), 0, 0, 0,						\
+	  "prefer the server's cipher order over the client's" },	\
+	{ SEC, "ecdh_curve", T_STRING, OFF(tls.ecdh_curve), DEF("auto"), 0, \
+	  0, 0, "key-exchange groups, colon separated; auto = "		\
+	  "X25519:P-256:P-384" },					\
+	{ SEC, "min_version", T_STRING, OFF(tls.min_version), DEF("TLSv1.2"), \
+	  0, 0, 0, "oldest protocol accepted: TLSv1, TLSv1.1, TLSv1.2, "	\
+	  "TLSv1.3" },							\
+	{ SEC, "max_version", T_STRING, OFF(tls.max_version), DEF("TLSv1.3"), \
+	  0, 0, 0, "newest protocol accepted" },			\
+	{ SEC, "max_send_fragment", T_INT, OFF(tls.max_send_fragment),	\
+	  DEF("16384"), 0, 512, 16384, "largest TLS record sent, in bytes" }, \
+	{ SEC, "alpn", T_LIST, OFF(tls.alpn), NULL, 0, 0, 0,		\
+	  "ALPN protocols offered, in server preference order" },	\
+	{ SEC, "alpn_strict", T_BOOL, OFF(tls.alpn_strict), DEF("no"), 0, 0, \
+	  0, "refuse clients whose ALPN list shares no protocol with ours" },
+
 /* The key table: parsing, defaults, bounds and the key listing in the docs
  * all come from here. */
 static const struct conf_key keys[] = {
@@ -62,38 +89,25 @@ static const struct conf_key keys[] = {
 	{ SEC_GLOBAL, "access_log", T_STRING, G(access_log), "yes", 0, 0, 0,
 	  "yes (to stderr), no, or an absolute file path" },
 	{ SEC_GLOBAL, "handshake_timeout", T_DURATION, G(handshake_timeout_ms),
-	  "120s", 0, 1, 86400000, "time allowed from accept to a finished TLS handshake" },
+	  "120s", 0, 1, 86400000,
+	  "time allowed from accept to a finished TLS handshake" },
 	{ SEC_GLOBAL, "idle_timeout", T_DURATION, G(idle_timeout_ms), "300s", 0,
-	  1, 604800000, "close a relaying connection after this long without traffic" },
+	  1, 604800000,
+	  "close a relaying connection after this long without traffic" },
 	{ SEC_GLOBAL, "shutdown_timeout", T_DURATION, G(shutdown_timeout_ms),
-	  "30s", 0, 0, 86400000, "on SIGTERM, how long open connections may finish" },
+	  "30s", 0, 0, 86400000,
+	  "on SIGTERM, how long open connections may finish" },
 	{ SEC_GLOBAL, "max_connections", T_INT, G(max_connections), "100000",
 	  0, 1, 10000000, "connections open at once, all listeners together" },
 	{ SEC_GLOBAL, "buffer_size", T_SIZE, G(buffer_size), "64k", 0, 4096,
-	  16777216, "relay buffer per direction; a slow reader stalls its peer at this" },
+	  16777216,
+	  "relay buffer per direction; a slow reader stalls its peer at this" },
 
 	{ SEC_GLOBAL, "busy_poll", T_DURATION, G(busy_poll_ms), "0", 0, 0,
 	  1000, "after activity, poll without sleeping this long (0 = off); "
 	  "trades CPU for latency" },
 
-	/* TLS defaults for every context; a [context] may override each. */
-	{ SEC_GLOBAL, "ciphers", T_STRING, G(tls.ciphers),
-	  "ECDHE+AESGCM:ECDHE+CHACHA20", 0, 0, 0,
-	  "TLS 1.2 cipher list in BoringSSL syntax; unknown names are errors" },
-	{ SEC_GLOBAL, "honor_cipher_order", T_BOOL, G(tls.honor_cipher_order),
-	  "yes", 0, 0, 0, "prefer the server's cipher order over the client's" },
-	{ SEC_GLOBAL, "ecdh_curve", T_STRING, G(tls.ecdh_curve), "auto", 0, 0, 0,
-	  "key-exchange groups, colon separated; auto = X25519:P-256:P-384" },
-	{ SEC_GLOBAL, "min_version", T_STRING, G(tls.min_version), "TLSv1.2",
-	  0, 0, 0, "oldest protocol accepted: TLSv1, TLSv1.1, TLSv1.2, TLSv1.3" },
-	{ SEC_GLOBAL, "max_version", T_STRING, G(tls.max_version), "TLSv1.3",
-	  0, 0, 0, "newest protocol accepted" },
-	{ SEC_GLOBAL, "max_send_fragment", T_INT, G(tls.max_send_fragment),
-	  "16384", 0, 512, 16384, "largest TLS record sent, in bytes" },
-	{ SEC_GLOBAL, "alpn", T_LIST, G(tls.alpn), NULL, 0, 0, 0,
-	  "ALPN protocols offered, in server preference order" },
-	{ SEC_GLOBAL, "alpn_strict", T_BOOL, G(tls.alpn_strict), "no", 0, 0, 0,
-	  "refuse clients whose ALPN list shares no protocol with ours" },
+	TLS_KEYS(SEC_GLOBAL, G, TLS_DEFAULT)
 
 	{ SEC_LISTENER, "bind", T_LIST, L(bind), NULL, 1, 0, 0,
 	  "addresses to accept TLS on: 1.2.3.4:443, [::]:443, *:443, unix:/path" },
@@ -102,7 +116,8 @@ static const struct conf_key keys[] = {
 	{ SEC_LISTENER, "backend", T_STRING, L(backend), NULL, 1, 0, 0,
 	  "the [backend] that decrypted traffic goes to" },
 	{ SEC_LISTENER, "max_connections", T_INT, L(max_connections), "0", 0,
-	  0, 10000000, "connections open at once on this listener; 0 = only the global limit" },
+	  0, 10000000,
+	  "connections open at once on this listener; 0 = only the global limit" },
 
 	{ SEC_LISTENER, "sni_strict", T_BOOL, L(sni_strict), "no", 0, 0, 0,
 	  "refuse unknown or missing server names with unrecognized_name" },
@@ -114,21 +129,7 @@ static const struct conf_key keys[] = {
 	{ SEC_BACKEND, "connect_timeout", T_DURATION, B(connect_timeout_ms),
 	  "5s", 0, 1, 3600000, "time allowed for one connect attempt" },
 
-	/* Per-context overrides of the [global] TLS settings (default: inherit). */
-	{ SEC_CONTEXT, "ciphers", T_STRING, C(tls.ciphers), NULL, 0, 0, 0,
-	  "TLS 1.2 cipher list in BoringSSL syntax; unknown names are errors" },
-	{ SEC_CONTEXT, "honor_cipher_order", T_BOOL, C(tls.honor_cipher_order), NULL, 0, 0, 0, "prefer the server's cipher order over the client's" },
-	{ SEC_CONTEXT, "ecdh_curve", T_STRING, C(tls.ecdh_curve), NULL, 0, 0, 0,
-	  "key-exchange groups, colon separated; auto = X25519:P-256:P-384" },
-	{ SEC_CONTEXT, "min_version", T_STRING, C(tls.min_version), NULL,
-	  0, 0, 0, "oldest protocol accepted: TLSv1, TLSv1.1, TLSv1.2, TLSv1.3" },
-	{ SEC_CONTEXT, "max_version", T_STRING, C(tls.max_version), NULL,
-	  0, 0, 0, "newest protocol accepted" },
-	{ SEC_CONTEXT, "max_send_fragment", T_INT, C(tls.max_send_fragment), NULL, 0, 512, 16384, "largest TLS record sent, in bytes" },
-	{ SEC_CONTEXT, "alpn", T_LIST, C(tls.alpn), NULL, 0, 0, 0,
-	  "ALPN protocols offered, in server preference order" },
-	{ SEC_CONTEXT, "alpn_strict", T_BOOL, C(tls.alpn_strict), NULL, 0, 0, 0,
-	  "refuse clients whose ALPN list shares no protocol with ours" },
+	TLS_KEYS(SEC_CONTEXT, C, TLS_INHERIT)
 	{ SEC_CONTEXT, "servername", T_LIST, C(servername), NULL, 0, 0, 0,
 	  "names (or *.suffix wildcards) this context answers for" },
 	{ SEC_CONTEXT, "cert", T_LIST, C(cert), NULL, 0, 0, 0,
@@ -1018,9 +1019,15 @@ config_free(struct config *cfg)
 void
 config_print_keys(void)
 {
-	for (size_t i = 0; i < NUM_KEYS; i++)
+	for (size_t i = 0; i < NUM_KEYS; i++) {
+		const char *def = keys[i].def;
+
+		if (def == NULL && keys[i].sec == SEC_CONTEXT &&
+		    config_key_find(SEC_GLOBAL, keys[i].name, NULL) != NULL)
+			def = "(from [global])";
+		else if (def == NULL)
+			def = keys[i].required ? "(required)" : "-";
 		printf("%s\t%s\t%s\t%s\t%s\n", section_names[keys[i].sec],
-		    keys[i].name, type_names[keys[i].type],
-		    keys[i].def ? keys[i].def : (keys[i].required ? "(required)" : "-"),
-		    keys[i].doc);
+		    keys[i].name, type_names[keys[i].type], def, keys[i].doc);
+	}
 }
