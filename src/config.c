@@ -112,7 +112,8 @@ static const struct conf_key keys[] = {
 	{ SEC_LISTENER, "bind", T_LIST, L(bind), NULL, 1, 0, 0,
 	  "addresses to accept TLS on: 1.2.3.4:443, [::]:443, *:443, unix:/path" },
 	{ SEC_LISTENER, "context", T_STRING, L(context), NULL, 1, 0, 0,
-	  "the [context] used for this listener's connections" },
+	  "the default [context]: for clients without a server name or with "
+	  "one no context serves" },
 	{ SEC_LISTENER, "backend", T_STRING, L(backend), NULL, 1, 0, 0,
 	  "the [backend] that decrypted traffic goes to" },
 	{ SEC_LISTENER, "max_connections", T_INT, L(max_connections), "0", 0,
@@ -205,6 +206,12 @@ config_error(struct config *cfg, int line, const char *key, const char *fmt,
 		snprintf(full, sizeof(full), "%s:%d: %s", cfg->path, line, msg);
 	else
 		snprintf(full, sizeof(full), "%s: %s", cfg->path, msg);
+	/* A [global] value every context inherits fails once, not once per
+	 * context. */
+	for (size_t i = 0; i < cfg->num_errors; i++) {
+		if (strcmp(cfg->errors[i], full) == 0)
+			return;
+	}
 	errors = realloc(cfg->errors, (cfg->num_errors + 1) * sizeof(*errors));
 	if (errors == NULL)
 		return;
@@ -242,6 +249,14 @@ config_key_find(enum conf_section sec, const char *name, size_t *out_index)
 		}
 	}
 	return NULL;
+}
+
+int
+config_tls_line(const struct config *cfg, const struct conf_context *cc,
+    const char *key)
+{
+	return config_key_set(&cc->h, key) ? config_key_line(&cc->h, key) :
+	    config_key_line(&cfg->global.h, key);
 }
 
 int
@@ -840,6 +855,9 @@ config_check_context(struct config *cfg, struct conf_context *cc)
 		config_error(cfg, config_key_line(h, "passphrase_file"),
 		    "passphrase_file", "give either passphrase or "
 		    "passphrase_file, not both");
+	if (cc->crl.num > 0 && cc->ca == NULL)
+		config_error(cfg, cc->crl.lines[0], "crl", "needs 'ca': a CRL is "
+		    "checked along a chain verified against those CAs");
 	if (cc->backend != NULL && config_find_backend(cfg, cc->backend) == NULL)
 		config_error(cfg, config_key_line(h, "backend"), "backend",
 		    "no [backend %s] in this file", cc->backend);

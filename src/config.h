@@ -140,6 +140,11 @@ void config_tls_effective(const struct config *cfg,
  * like, or 0. */
 int config_version(const char *s);
 
+/* config_tls_line returns the line a context's TLS setting |key| comes
+ * from: the context's own, or the [global] one it inherits. */
+int config_tls_line(const struct config *cfg, const struct conf_context *cc,
+    const char *key);
+
 /* config_find_* return the named section or NULL. */
 const struct conf_context *config_find_context(const struct config *cfg,
     const char *name);

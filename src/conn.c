@@ -283,8 +283,12 @@ conn_handshake_why(struct conn *c, char *buf, size_t len)
 		ERR_clear_error();
 		return "unrecognized name";
 	}
+	const STACK_OF(CRYPTO_BUFFER) *peer = SSL_get0_peer_certificates(c->ssl);
+
 	log_ssl_error(ssl_err, sizeof(ssl_err));
-	if (vr != X509_V_OK && strstr(ssl_err, "certificate") != NULL)
+	/* The verification result means something only if a certificate
+	 * was presented and checked. */
+	if (vr != X509_V_OK && peer != NULL && sk_CRYPTO_BUFFER_num(peer) > 0)
 		snprintf(buf, len, "%s: client certificate: %s", ssl_err,
 		    X509_verify_cert_error_string(vr));
 	else

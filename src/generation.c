@@ -80,6 +80,31 @@ generation_routes(struct generation *g, const struct strlist *items,
 	return 0;
 }
 
+/* generation_valid_name accepts host names and "*.suffix" wildcards, the
+ * only forms a lookup can match. */
+static int
+generation_valid_name(const char *name)
+{
+	const char *p = name;
+
+	if (p[0] == '*') {
+		if (p[1] != '.')
+			return 0;
+		p += 2;
+	}
+	if (*p == '\0' || *p == '.')
+		return 0;
+	for (; *p != '\0'; p++) {
+		if (*p == '.' && (p[1] == '.' || (p[1] == '\0' && p == name)))
+			return 0;
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' ||
+		    *p == '_'))
+			return 0;
+	}
+	return 1;
+}
+
 /* generation_build_sni fills the server-name table; a name claimed twice is
  * an error naming both places. */
 static int
@@ -98,7 +123,10 @@ generation_build_sni(struct generation *g, struct config *cfg)
 			int r = sni_add(g->sni, name, &g->contexts[i], (void **)&other);
 
 			if (r == -1) {
-				const struct conf_context *oc = other->cc;
+				/* |other| may have failed to load: find its
+				 * section by position, not through it. */
+				const struct conf_context *oc =
+				    &cfg->contexts[other - g->contexts];
 				int line = oc->h.line;
 
 				for (size_t k = 0; k < oc->servername.num; k++) {
@@ -113,6 +141,12 @@ generation_build_sni(struct generation *g, struct config *cfg)
 				config_error(cfg, cc->servername.lines[j],
 				    "servername", "'%s' is not a valid server name",
 				    name);
+				rc = -1;
+			}
+			if (r == 0 && !generation_valid_name(name)) {
+				config_error(cfg, cc->servername.lines[j],
+				    "servername", "'%s' is not a host name or a "
+				    "*.suffix wildcard", name);
 				rc = -1;
 			}
 		}
@@ -187,6 +221,11 @@ generation_build(struct config *cfg)
 		failed = 1;
 	if (generation_build_sni(g, cfg) != 0)
 		failed = 1;
+	if (config_version(cfg->global.tls.min_version) != 0 &&
+	    config_version(cfg->global.tls.min_version) < 0x0303)
+		log_msg(LOGL_WARNING, "%s: min_version %s allows protocol "
+		    "versions with known weaknesses", cfg->path,
+		    cfg->global.tls.min_version);
 	if (failed || cfg->num_errors > 0)
 		goto fail;
 	if (generation_build_listeners(g, cfg) != 0) {

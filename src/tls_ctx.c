@@ -323,6 +323,14 @@ tls_ctx_load_pairs(struct config *cfg, const struct conf_context *cc,
 				continue;
 			}
 		}
+		if (EVP_PKEY_id(p.pkey) != EVP_PKEY_RSA &&
+		    EVP_PKEY_id(p.pkey) != EVP_PKEY_EC) {
+			config_error(cfg, p.line, i == cc->cert.num ? "pfx" : "key",
+			    "unsupported key type: use an RSA or ECDSA key");
+			tls_pair_free(&p);
+			rc = -1;
+			continue;
+		}
 		kt = tls_pair_type(&p);
 		if (pairs[kt].pkey != NULL) {
 			config_error(cfg, p.line, i == cc->cert.num ? "pfx" : "cert",
@@ -367,7 +375,7 @@ tls_ctx_groups(struct tls_ctx *t, struct config *cfg,
 				break;
 		}
 		if (k == sizeof(known) / sizeof(known[0])) {
-			config_error(cfg, config_key_line(&cc->h, "ecdh_curve"),
+			config_error(cfg, config_tls_line(cfg, cc, "ecdh_curve"),
 			    "ecdh_curve", "unknown group '%s' (see tlsproxy "
 			    "--list-curves)", tok);
 			rc = -1;
@@ -384,7 +392,7 @@ tls_ctx_groups(struct tls_ctx *t, struct config *cfg,
 	}
 	free(copy);
 	if (rc == 0 && t->num_groups == 0) {
-		config_error(cfg, config_key_line(&cc->h, "ecdh_curve"),
+		config_error(cfg, config_tls_line(cfg, cc, "ecdh_curve"),
 		    "ecdh_curve", "no group given");
 		rc = -1;
 	}
@@ -578,6 +586,27 @@ tls_ctx_sid_ctx(const struct conf_context *cc, uint8_t out[SHA256_DIGEST_LENGTH]
 	SHA256_Final(out, &sha);
 }
 
+/* tls_ctx_check_ciphers reports a bad cipher list before any file is
+ * read, so it shows up in the same run as other errors. */
+static int
+tls_ctx_check_ciphers(struct config *cfg, const struct conf_context *cc,
+    const char *ciphers)
+{
+	SSL_CTX *probe = SSL_CTX_new(TLS_method());
+	char err[128];
+	int ok;
+
+	if (probe == NULL)
+		return -1;
+	ok = SSL_CTX_set_strict_cipher_list(probe, ciphers) == 1;
+	SSL_CTX_free(probe);
+	if (!ok)
+		config_error(cfg, config_tls_line(cfg, cc, "ciphers"), "ciphers",
+		    "'%s' is not a valid cipher list (%s)", ciphers,
+		    log_ssl_error(err, sizeof(err)));
+	return ok ? 0 : -1;
+}
+
 /* tls_ctx_settings fills the per-connection settings of |t|. */
 static int
 tls_ctx_settings(struct tls_ctx *t, struct config *cfg,
@@ -590,12 +619,13 @@ tls_ctx_settings(struct tls_ctx *t, struct config *cfg,
 	t->min_version = (uint16_t)config_version(tls->min_version);
 	t->max_version = (uint16_t)config_version(tls->max_version);
 	if (t->min_version > t->max_version) {
-		config_error(cfg, config_key_line(&cc->h, "min_version"),
+		config_error(cfg, config_tls_line(cfg, cc, "min_version"),
 		    "min_version", "%s is newer than max_version %s",
 		    tls->min_version, tls->max_version);
 		rc = -1;
 	}
-	if (t->min_version < TLS1_2_VERSION)
+	if (t->min_version < TLS1_2_VERSION && config_key_set(&cc->h,
+	    "min_version"))
 		log_msg(LOGL_WARNING, "context '%s': min_version %s allows "
 		    "protocol versions with known weaknesses", cc->h.name,
 		    tls->min_version);
@@ -609,9 +639,10 @@ tls_ctx_settings(struct tls_ctx *t, struct config *cfg,
 	}
 	t->verify_depth = (int)cc->verify_depth;
 	t->reject_unauthorized = cc->reject_unauthorized != 0;
-	if (tls_ctx_groups(t, cfg, cc, curves) != 0)
+	if (tls_ctx_groups(t, cfg, cc, curves) != 0 ||
+	    tls_ctx_check_ciphers(cfg, cc, tls->ciphers) != 0)
 		rc = -1;
-	if (tls_ctx_wire(cfg, config_key_line(&cc->h, "alpn"), "alpn",
+	if (tls_ctx_wire(cfg, config_tls_line(cfg, cc, "alpn"), "alpn",
 	    &tls->alpn, &t->alpn, &t->alpn_len) != 0 ||
 	    tls_ctx_wire(cfg, config_key_line(&cc->h, "npn"), "npn", &cc->npn,
 	    &t->npn, &t->npn_len) != 0)
@@ -631,12 +662,8 @@ tls_ctx_build_one(struct tls_ctx *t, struct config *cfg,
 
 	if (ctx == NULL)
 		return NULL;
-	if (SSL_CTX_set_strict_cipher_list(ctx, tls->ciphers) != 1) {
-		config_error(cfg, config_key_line(&cc->h, "ciphers"), "ciphers",
-		    "'%s' is not a valid cipher list (%s)", tls->ciphers,
-		    log_ssl_error(err, sizeof(err)));
-		goto fail;
-	}
+	if (SSL_CTX_set_strict_cipher_list(ctx, tls->ciphers) != 1)
+		goto fail; /* reported by tls_ctx_check_ciphers */
 	tls_ctx_sid_ctx(cc, sid);
 	if (SSL_CTX_set_min_proto_version(ctx, t->min_version) != 1 ||
 	    SSL_CTX_set_max_proto_version(ctx, t->max_version) != 1 ||
@@ -682,21 +709,27 @@ fail:
 	return NULL;
 }
 
-/* tls_ctx_ecdsa_sigalg returns the TLS 1.3 signature scheme an EC key
- * signs with, from its curve. */
-static uint16_t
-tls_ctx_ecdsa_sigalg(EVP_PKEY *pkey)
+/* tls_ctx_ecdsa_params records the TLS 1.3 signature scheme and the TLS
+ * group of an EC key's curve. */
+static void
+tls_ctx_ecdsa_params(struct tls_ctx *t, EVP_PKEY *pkey)
 {
 	const EC_KEY *ec = EVP_PKEY_get0_EC_KEY(pkey);
 	int nid = ec != NULL ? EC_GROUP_get_curve_name(EC_KEY_get0_group(ec)) : 0;
 
 	switch (nid) {
 	case NID_secp384r1:
-		return SSL_SIGN_ECDSA_SECP384R1_SHA384;
+		t->ecdsa_sigalg = SSL_SIGN_ECDSA_SECP384R1_SHA384;
+		t->ecdsa_group = SSL_CURVE_SECP384R1;
+		break;
 	case NID_secp521r1:
-		return SSL_SIGN_ECDSA_SECP521R1_SHA512;
+		t->ecdsa_sigalg = SSL_SIGN_ECDSA_SECP521R1_SHA512;
+		t->ecdsa_group = SSL_CURVE_SECP521R1;
+		break;
 	default:
-		return SSL_SIGN_ECDSA_SECP256R1_SHA256;
+		t->ecdsa_sigalg = SSL_SIGN_ECDSA_SECP256R1_SHA256;
+		t->ecdsa_group = SSL_CURVE_SECP256R1;
+		break;
 	}
 }
 
@@ -731,7 +764,7 @@ tls_ctx_init(struct tls_ctx *t, struct config *cfg,
 		if (t->ctx[k] == NULL)
 			rc = -1;
 		else if (k == TLS_KEY_ECDSA)
-			t->ecdsa_sigalg = tls_ctx_ecdsa_sigalg(pairs[k].pkey);
+			tls_ctx_ecdsa_params(t, pairs[k].pkey);
 	}
 	for (int k = 0; k < TLS_KEY_NUM; k++)
 		tls_pair_free(&pairs[k]);
@@ -808,6 +841,9 @@ tls_ctx_hello_has_u16(const SSL_CLIENT_HELLO *hello, uint16_t type,
 static int
 tls_ctx_wants_ecdsa(const struct tls_ctx *t, const SSL_CLIENT_HELLO *hello)
 {
+	STACK_OF(SSL_CIPHER) *ours;
+	const uint8_t *groups;
+	size_t groups_len;
 	CBS suites;
 	uint16_t id;
 
@@ -818,12 +854,25 @@ tls_ctx_wants_ecdsa(const struct tls_ctx *t, const SSL_CLIENT_HELLO *hello)
 	    tls_ctx_hello_has_u16(hello, TLSEXT_TYPE_supported_versions, 1,
 	    TLS1_3_VERSION))
 		return 1;
+	/* TLS 1.2: the key's curve must be one the client supports, and an
+	 * ECDSA suite must be both offered and allowed by our list. */
+	if (SSL_early_callback_ctx_extension_get(hello,
+	    TLSEXT_TYPE_supported_groups, &groups, &groups_len) &&
+	    !tls_ctx_hello_has_u16(hello, TLSEXT_TYPE_supported_groups, 2,
+	    t->ecdsa_group))
+		return 0;
+	ours = SSL_CTX_get_ciphers(t->ctx[TLS_KEY_ECDSA]);
 	CBS_init(&suites, hello->cipher_suites, hello->cipher_suites_len);
 	while (CBS_get_u16(&suites, &id)) {
 		const SSL_CIPHER *c = SSL_get_cipher_by_value(id);
 
-		if (c != NULL && SSL_CIPHER_get_auth_nid(c) == NID_auth_ecdsa)
-			return 1;
+		if (c == NULL || SSL_CIPHER_get_auth_nid(c) != NID_auth_ecdsa)
+			continue;
+		for (size_t i = 0; i < sk_SSL_CIPHER_num(ours); i++) {
+			if (SSL_CIPHER_get_id(sk_SSL_CIPHER_value(ours, i)) ==
+			    SSL_CIPHER_get_id(c))
+				return 1;
+		}
 	}
 	return 0;
 }

@@ -29,6 +29,7 @@ struct tls_ctx {
 	const struct conf_context *cc;
 	SSL_CTX *ctx[TLS_KEY_NUM]; /* NULL where the context has no such key */
 	uint16_t ecdsa_sigalg;     /* the TLS 1.3 signature scheme of the key */
+	uint16_t ecdsa_group;      /* the TLS group of the key's curve */
 	uint16_t min_version, max_version;
 	uint16_t max_send_fragment;
 	int server_preference;
