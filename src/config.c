@@ -855,7 +855,7 @@ config_check_context(struct config *cfg, struct conf_context *cc)
 		config_error(cfg, config_key_line(h, "passphrase_file"),
 		    "passphrase_file", "give either passphrase or "
 		    "passphrase_file, not both");
-	if (cc->crl.num > 0 && cc->ca == NULL)
+	if (cc->request_cert && cc->crl.num > 0 && cc->ca == NULL)
 		config_error(cfg, cc->crl.lines[0], "crl", "needs 'ca': a CRL is "
 		    "checked along a chain verified against those CAs");
 	if (cc->backend != NULL && config_find_backend(cfg, cc->backend) == NULL)
