@@ -52,9 +52,10 @@ struct conf_key {
 #define B(f) offsetof(struct conf_backend, f)
 #define C(f) offsetof(struct conf_context, f)
 
-/* The TLS settings: [global] holds their defaults and every [context] may
- * override each one; unset in a context means inherited (see
- * config_tls_effective), so the context entries have no default. */
+/* The TLS settings: [global] holds their defaults, a [listener] may
+ * override them for the contexts it serves and a [context] for itself;
+ * unset means inherited (see config_tls_effective), so listener and
+ * context entries have no default. */
 #define TLS_DEFAULT(v) v
 #define TLS_INHERIT(v) NULL
 #define TLS_KEYS(SEC, OFF, DEF)						\
@@ -124,6 +125,8 @@ static const struct conf_key keys[] = {
 	  "refuse unknown or missing server names with unrecognized_name" },
 	{ SEC_LISTENER, "alpn_backend", T_LIST, L(alpn_backend), NULL, 0, 0, 0,
 	  "route by negotiated ALPN protocol: proto:backend, ..." },
+
+	TLS_KEYS(SEC_LISTENER, L, TLS_INHERIT)
 
 	{ SEC_BACKEND, "address", T_LIST, B(address), NULL, 1, 0, 0,
 	  "host:port, [v6]:port or unix:/path; several are used round-robin" },
@@ -252,11 +255,14 @@ config_key_find(enum conf_section sec, const char *name, size_t *out_index)
 }
 
 int
-config_tls_line(const struct config *cfg, const struct conf_context *cc,
-    const char *key)
+config_tls_line(const struct config *cfg, const struct conf_listener *cl,
+    const struct conf_context *cc, const char *key)
 {
-	return config_key_set(&cc->h, key) ? config_key_line(&cc->h, key) :
-	    config_key_line(&cfg->global.h, key);
+	if (config_key_set(&cc->h, key))
+		return config_key_line(&cc->h, key);
+	if (cl != NULL && config_key_set(&cl->h, key))
+		return config_key_line(&cl->h, key);
+	return config_key_line(&cfg->global.h, key);
 }
 
 int
@@ -269,14 +275,11 @@ config_key_set(const struct conf_head *h, const char *key)
 	return 0;
 }
 
-void
-config_tls_effective(const struct config *cfg, const struct conf_context *cc,
+/* config_tls_merge copies into |out| every TLS setting section |h| sets. */
+static void
+config_tls_merge(const struct conf_head *h, const struct conf_tls *c,
     struct conf_tls *out)
 {
-	const struct conf_tls *g = &cfg->global.tls, *c = &cc->tls;
-	const struct conf_head *h = &cc->h;
-
-	*out = *g;
 	if (config_key_set(h, "ciphers"))
 		out->ciphers = c->ciphers;
 	if (config_key_set(h, "honor_cipher_order"))
@@ -293,6 +296,30 @@ config_tls_effective(const struct config *cfg, const struct conf_context *cc,
 		out->alpn = c->alpn;
 	if (config_key_set(h, "alpn_strict"))
 		out->alpn_strict = c->alpn_strict;
+}
+
+void
+config_tls_effective(const struct config *cfg, const struct conf_listener *cl,
+    const struct conf_context *cc, struct conf_tls *out)
+{
+	*out = cfg->global.tls;
+	if (cl != NULL)
+		config_tls_merge(&cl->h, &cl->tls, out);
+	config_tls_merge(&cc->h, &cc->tls, out);
+}
+
+int
+config_listener_has_tls(const struct conf_listener *cl)
+{
+	static const char *const tls_keys[] = { "ciphers",
+		"honor_cipher_order", "ecdh_curve", "min_version", "max_version",
+		"max_send_fragment", "alpn", "alpn_strict" };
+
+	for (size_t i = 0; i < sizeof(tls_keys) / sizeof(tls_keys[0]); i++) {
+		if (config_key_set(&cl->h, tls_keys[i]))
+			return 1;
+	}
+	return 0;
 }
 
 int
@@ -894,8 +921,11 @@ config_check(struct config *cfg)
 		    "to accept connections on");
 	for (size_t i = 0; i < cfg->num_listeners; i++)
 		config_check_listener(cfg, &cfg->listeners[i]);
-	for (size_t i = 0; i < cfg->num_listeners; i++)
+	for (size_t i = 0; i < cfg->num_listeners; i++) {
 		config_check_routes(cfg, &cfg->listeners[i].alpn_backend);
+		config_check_versions(cfg, &cfg->listeners[i].h,
+		    &cfg->listeners[i].tls);
+	}
 	config_check_binds(cfg);
 	for (size_t i = 0; i < cfg->num_backends; i++)
 		config_check_backend(cfg, &cfg->backends[i]);
@@ -1040,7 +1070,7 @@ config_print_keys(void)
 	for (size_t i = 0; i < NUM_KEYS; i++) {
 		const char *def = keys[i].def;
 
-		if (def == NULL && keys[i].sec == SEC_CONTEXT &&
+		if (def == NULL && keys[i].sec != SEC_GLOBAL &&
 		    config_key_find(SEC_GLOBAL, keys[i].name, NULL) != NULL)
 			def = "(from [global])";
 		else if (def == NULL)

@@ -63,6 +63,7 @@ struct conf_listener {
 	int64_t max_connections; /* 0: only the global limit */
 	int64_t sni_strict;
 	struct strlist alpn_backend;
+	struct conf_tls tls; /* overrides [global] for this listener's contexts */
 };
 
 struct conf_backend {
@@ -131,19 +132,24 @@ int config_key_line(const struct conf_head *h, const char *key);
 /* config_key_set returns whether |key| was set in section |h|. */
 int config_key_set(const struct conf_head *h, const char *key);
 
-/* config_tls_effective fills |out| with |cc|'s TLS settings, taking each
- * one it does not set from [global]. The strings stay owned by |cfg|. */
+/* config_tls_effective fills |out| with |cc|'s TLS settings as seen
+ * through listener |cl| (NULL: none): the context's own value, else the
+ * listener's, else [global]'s. The strings stay owned by |cfg|. */
 void config_tls_effective(const struct config *cfg,
-    const struct conf_context *cc, struct conf_tls *out);
+    const struct conf_listener *cl, const struct conf_context *cc,
+    struct conf_tls *out);
+
+/* config_listener_has_tls returns whether |cl| sets any TLS setting. */
+int config_listener_has_tls(const struct conf_listener *cl);
 
 /* config_version returns the TLS version number of "TLSv1.2" and the
  * like, or 0. */
 int config_version(const char *s);
 
 /* config_tls_line returns the line a context's TLS setting |key| comes
- * from: the context's own, or the [global] one it inherits. */
-int config_tls_line(const struct config *cfg, const struct conf_context *cc,
-    const char *key);
+ * from, with the precedence of config_tls_effective. */
+int config_tls_line(const struct config *cfg, const struct conf_listener *cl,
+    const struct conf_context *cc, const char *key);
 
 /* config_find_* return the named section or NULL. */
 const struct conf_context *config_find_context(const struct config *cfg,

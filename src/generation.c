@@ -16,32 +16,44 @@
 static atomic_ulong generation_next_id = 1;
 
 static void
+ctx_set_release(struct ctx_set *s)
+{
+	sni_free(s->sni);
+	for (size_t i = 0; i < s->num_contexts; i++)
+		tls_ctx_release(&s->contexts[i]);
+	free(s->contexts);
+	memset(s, 0, sizeof(*s));
+}
+
+static void
 generation_free(struct generation *g)
 {
 	for (size_t i = 0; i < g->num_listeners; i++) {
-		for (size_t j = 0; j < g->listeners[i].num_routes; j++)
-			free(g->listeners[i].routes[j].protocol);
-		free(g->listeners[i].routes);
+		struct listener_conf *l = &g->listeners[i];
+
+		for (size_t j = 0; j < l->num_routes; j++)
+			free(l->routes[j].protocol);
+		free(l->routes);
+		if (l->own != NULL)
+			ctx_set_release(l->own);
+		free(l->own);
 	}
-	sni_free(g->sni);
-	for (size_t i = 0; i < g->num_contexts; i++)
-		tls_ctx_release(&g->contexts[i]);
+	ctx_set_release(&g->shared);
 	for (size_t i = 0; i < g->num_backends; i++)
 		backend_release(&g->backends[i]);
 	free(g->listeners);
-	free(g->contexts);
 	free(g->backends);
 	config_free(g->cfg);
 	free(g);
 }
 
 static struct tls_ctx *
-generation_context(struct generation *g, const char *name)
+ctx_set_find(const struct ctx_set *s, const char *name)
 {
-	for (size_t i = 0; i < g->num_contexts; i++) {
-		if (g->contexts[i].name != NULL &&
-		    strcmp(g->contexts[i].name, name) == 0)
-			return &g->contexts[i];
+	for (size_t i = 0; i < s->num_contexts; i++) {
+		if (s->contexts[i].name != NULL &&
+		    strcmp(s->contexts[i].name, name) == 0)
+			return &s->contexts[i];
 	}
 	return NULL;
 }
@@ -105,28 +117,29 @@ generation_valid_name(const char *name)
 	return 1;
 }
 
-/* generation_build_sni fills the server-name table; a name claimed twice is
+/* ctx_set_build_sni fills the server-name table; a name claimed twice is
  * an error naming both places. */
 static int
-generation_build_sni(struct generation *g, struct config *cfg)
+ctx_set_build_sni(struct ctx_set *set, struct config *cfg)
 {
 	int rc = 0;
 
-	if ((g->sni = sni_new(NULL)) == NULL)
+	if ((set->sni = sni_new(NULL)) == NULL)
 		return -1;
-	for (size_t i = 0; i < g->num_contexts; i++) {
+	for (size_t i = 0; i < set->num_contexts; i++) {
 		const struct conf_context *cc = &cfg->contexts[i];
 
 		for (size_t j = 0; j < cc->servername.num; j++) {
 			const char *name = cc->servername.v[j];
 			struct tls_ctx *other = NULL;
-			int r = sni_add(g->sni, name, &g->contexts[i], (void **)&other);
+			int r = sni_add(set->sni, name, &set->contexts[i],
+			    (void **)&other);
 
 			if (r == -1) {
 				/* |other| may have failed to load: find its
 				 * section by position, not through it. */
 				const struct conf_context *oc =
-				    &cfg->contexts[other - g->contexts];
+				    &cfg->contexts[other - set->contexts];
 				int line = oc->h.line;
 
 				for (size_t k = 0; k < oc->servername.num; k++) {
@@ -154,6 +167,52 @@ generation_build_sni(struct generation *g, struct config *cfg)
 	return rc;
 }
 
+/* ctx_set_routes resolves each context's own backend and alpn_backend. */
+static int
+ctx_set_routes(struct ctx_set *set, struct generation *g,
+    const struct config *cfg)
+{
+	for (size_t i = 0; i < set->num_contexts; i++) {
+		const struct conf_context *cc = &cfg->contexts[i];
+		struct tls_ctx *t = &set->contexts[i];
+
+		if (cc->backend != NULL)
+			t->backend = generation_backend(g, cc->backend);
+		if (generation_routes(g, &cc->alpn_backend, &t->routes,
+		    &t->num_routes) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* ctx_set_build builds every context with the TLS settings seen through
+ * listener |cl| (NULL: [global] only), continuing after a failure so one
+ * run reports every broken certificate and key. */
+static int
+ctx_set_build(struct ctx_set *set, struct generation *g, struct config *cfg,
+    const struct conf_listener *cl)
+{
+	int rc = 0;
+
+	set->contexts = calloc(cfg->num_contexts + 1, sizeof(*set->contexts));
+	if (set->contexts == NULL)
+		return -1;
+	for (size_t i = 0; i < cfg->num_contexts; i++) {
+		if (tls_ctx_init(&set->contexts[i], cfg, cl,
+		    &cfg->contexts[i]) != 0)
+			rc = -1;
+		else
+			tls_ctx_set_callbacks(&set->contexts[i], conn_select_cert,
+			    conn_servername);
+		set->num_contexts++;
+	}
+	if (ctx_set_build_sni(set, cfg) != 0)
+		rc = -1;
+	if (rc == 0 && ctx_set_routes(set, g, cfg) != 0)
+		rc = -1;
+	return rc;
+}
+
 static int
 generation_build_listeners(struct generation *g, struct config *cfg)
 {
@@ -165,25 +224,23 @@ generation_build_listeners(struct generation *g, struct config *cfg)
 		const struct conf_listener *cl = &cfg->listeners[i];
 		struct listener_conf *l = &g->listeners[i];
 
+		const struct ctx_set *set = &g->shared;
+
 		l->name = cl->h.name;
-		l->context = generation_context(g, cl->context);
+		if (config_listener_has_tls(cl)) {
+			if ((l->own = calloc(1, sizeof(*l->own))) == NULL ||
+			    ctx_set_build(l->own, g, cfg, cl) != 0)
+				return -1;
+			set = l->own;
+		}
+		l->context = ctx_set_find(set, cl->context);
+		l->sni = set->sni;
 		l->max_connections = cl->max_connections;
-		l->sni = g->sni;
 		l->sni_strict = cl->sni_strict != 0;
 		l->backend = generation_backend(g, cl->backend);
 		if (l->context == NULL || l->backend == NULL ||
 		    generation_routes(g, &cl->alpn_backend, &l->routes,
 		    &l->num_routes) != 0)
-			return -1;
-	}
-	for (size_t i = 0; i < g->num_contexts; i++) {
-		const struct conf_context *cc = &cfg->contexts[i];
-		struct tls_ctx *t = &g->contexts[i];
-
-		if (cc->backend != NULL)
-			t->backend = generation_backend(g, cc->backend);
-		if (generation_routes(g, &cc->alpn_backend, &t->routes,
-		    &t->num_routes) != 0)
 			return -1;
 	}
 	return 0;
@@ -200,26 +257,15 @@ generation_build(struct config *cfg)
 	g = calloc(1, sizeof(*g));
 	if (g == NULL)
 		return NULL;
-	g->contexts = calloc(cfg->num_contexts + 1, sizeof(*g->contexts));
 	g->backends = calloc(cfg->num_backends + 1, sizeof(*g->backends));
-	if (g->contexts == NULL || g->backends == NULL) {
+	if (g->backends == NULL) {
 		config_error(cfg, 0, NULL, "out of memory");
 		goto fail;
-	}
-	/* Build every context even after a failure, so one run reports all
-	 * broken certificates and keys. */
-	for (size_t i = 0; i < cfg->num_contexts; i++) {
-		if (tls_ctx_init(&g->contexts[i], cfg, &cfg->contexts[i]) != 0)
-			failed = 1;
-		else
-			tls_ctx_set_callbacks(&g->contexts[i], conn_select_cert,
-			    conn_servername);
-		g->num_contexts++;
 	}
 	g->num_backends = cfg->num_backends;
 	if (backend_resolve_all(cfg, g->backends) != 0)
 		failed = 1;
-	if (generation_build_sni(g, cfg) != 0)
+	if (ctx_set_build(&g->shared, g, cfg, NULL) != 0)
 		failed = 1;
 	if (config_version(cfg->global.tls.min_version) != 0 &&
 	    config_version(cfg->global.tls.min_version) < 0x0303)
@@ -229,7 +275,9 @@ generation_build(struct config *cfg)
 	if (failed || cfg->num_errors > 0)
 		goto fail;
 	if (generation_build_listeners(g, cfg) != 0) {
-		config_error(cfg, 0, NULL, "cannot set up listeners");
+		/* A listener's own TLS settings may be what failed. */
+		if (cfg->num_errors == 0)
+			config_error(cfg, 0, NULL, "cannot set up listeners");
 		goto fail;
 	}
 	g->cfg = cfg;

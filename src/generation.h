@@ -14,11 +14,22 @@
 struct config;
 struct sni_table;
 
+/* Every context of a config, built for one scope of TLS settings, with
+ * the server-name table that leads to them. */
+struct ctx_set {
+	struct tls_ctx *contexts;
+	size_t num_contexts;
+	struct sni_table *sni;
+};
+
 /* The settings of a [listener] in one generation. */
 struct listener_conf {
 	const char *name;
+	/* A listener that overrides TLS settings gets its own build of the
+	 * contexts; the others share the generation's. */
+	struct ctx_set *own;
 	struct tls_ctx *context; /* default context */
-	const struct sni_table *sni; /* the generation's */
+	const struct sni_table *sni;
 	int sni_strict;
 	struct backend *backend;
 	struct tls_route *routes; /* alpn_backend */
@@ -30,14 +41,11 @@ struct generation {
 	atomic_long refs;
 	unsigned long id;
 	struct config *cfg; /* owned */
-	struct tls_ctx *contexts;
-	size_t num_contexts;
+	struct ctx_set shared;
 	struct backend *backends;
 	size_t num_backends;
 	struct listener_conf *listeners;
 	size_t num_listeners;
-	/* Server name -> context, for every context of every listener. */
-	struct sni_table *sni;
 	/* Copied from [global] for the hot path. */
 	uint64_t handshake_timeout_ms;
 	uint64_t idle_timeout_ms;

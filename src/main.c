@@ -111,7 +111,7 @@ main(int argc, char **argv)
 	if (test) {
 		printf("tlsproxy: %s: configuration is valid (%zu listeners, "
 		    "%zu contexts, %zu backends)\n", path, g->num_listeners,
-		    g->num_contexts, g->num_backends);
+		    g->shared.num_contexts, g->num_backends);
 		generation_unref(g);
 		return 0;
 	}

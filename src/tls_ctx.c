@@ -375,7 +375,7 @@ tls_ctx_groups(struct tls_ctx *t, struct config *cfg,
 				break;
 		}
 		if (k == sizeof(known) / sizeof(known[0])) {
-			config_error(cfg, config_tls_line(cfg, cc, "ecdh_curve"),
+			config_error(cfg, config_tls_line(cfg, t->cl, cc, "ecdh_curve"),
 			    "ecdh_curve", "unknown group '%s' (see tlsproxy "
 			    "--list-curves)", tok);
 			rc = -1;
@@ -392,7 +392,7 @@ tls_ctx_groups(struct tls_ctx *t, struct config *cfg,
 	}
 	free(copy);
 	if (rc == 0 && t->num_groups == 0) {
-		config_error(cfg, config_tls_line(cfg, cc, "ecdh_curve"),
+		config_error(cfg, config_tls_line(cfg, t->cl, cc, "ecdh_curve"),
 		    "ecdh_curve", "no group given");
 		rc = -1;
 	}
@@ -589,8 +589,8 @@ tls_ctx_sid_ctx(const struct conf_context *cc, uint8_t out[SHA256_DIGEST_LENGTH]
 /* tls_ctx_check_ciphers reports a bad cipher list before any file is
  * read, so it shows up in the same run as other errors. */
 static int
-tls_ctx_check_ciphers(struct config *cfg, const struct conf_context *cc,
-    const char *ciphers)
+tls_ctx_check_ciphers(const struct tls_ctx *t, struct config *cfg,
+    const struct conf_context *cc, const char *ciphers)
 {
 	SSL_CTX *probe = SSL_CTX_new(TLS_method());
 	char err[128];
@@ -601,7 +601,7 @@ tls_ctx_check_ciphers(struct config *cfg, const struct conf_context *cc,
 	ok = SSL_CTX_set_strict_cipher_list(probe, ciphers) == 1;
 	SSL_CTX_free(probe);
 	if (!ok)
-		config_error(cfg, config_tls_line(cfg, cc, "ciphers"), "ciphers",
+		config_error(cfg, config_tls_line(cfg, t->cl, cc, "ciphers"), "ciphers",
 		    "'%s' is not a valid cipher list (%s)", ciphers,
 		    log_ssl_error(err, sizeof(err)));
 	return ok ? 0 : -1;
@@ -619,13 +619,14 @@ tls_ctx_settings(struct tls_ctx *t, struct config *cfg,
 	t->min_version = (uint16_t)config_version(tls->min_version);
 	t->max_version = (uint16_t)config_version(tls->max_version);
 	if (t->min_version > t->max_version) {
-		config_error(cfg, config_tls_line(cfg, cc, "min_version"),
+		config_error(cfg, config_tls_line(cfg, t->cl, cc, "min_version"),
 		    "min_version", "%s is newer than max_version %s",
 		    tls->min_version, tls->max_version);
 		rc = -1;
 	}
-	if (t->min_version < TLS1_2_VERSION && config_key_set(&cc->h,
-	    "min_version"))
+	if (t->min_version < TLS1_2_VERSION && (config_key_set(&cc->h,
+	    "min_version") || (t->cl != NULL && config_key_set(&t->cl->h,
+	    "min_version"))))
 		log_msg(LOGL_WARNING, "context '%s': min_version %s allows "
 		    "protocol versions with known weaknesses", cc->h.name,
 		    tls->min_version);
@@ -640,9 +641,9 @@ tls_ctx_settings(struct tls_ctx *t, struct config *cfg,
 	t->verify_depth = (int)cc->verify_depth;
 	t->reject_unauthorized = cc->reject_unauthorized != 0;
 	if (tls_ctx_groups(t, cfg, cc, curves) != 0 ||
-	    tls_ctx_check_ciphers(cfg, cc, tls->ciphers) != 0)
+	    tls_ctx_check_ciphers(t, cfg, cc, tls->ciphers) != 0)
 		rc = -1;
-	if (tls_ctx_wire(cfg, config_tls_line(cfg, cc, "alpn"), "alpn",
+	if (tls_ctx_wire(cfg, config_tls_line(cfg, t->cl, cc, "alpn"), "alpn",
 	    &tls->alpn, &t->alpn, &t->alpn_len) != 0 ||
 	    tls_ctx_wire(cfg, config_key_line(&cc->h, "npn"), "npn", &cc->npn,
 	    &t->npn, &t->npn_len) != 0)
@@ -735,7 +736,7 @@ tls_ctx_ecdsa_params(struct tls_ctx *t, EVP_PKEY *pkey)
 
 int
 tls_ctx_init(struct tls_ctx *t, struct config *cfg,
-    const struct conf_context *cc)
+    const struct conf_listener *cl, const struct conf_context *cc)
 {
 	struct tls_pair pairs[TLS_KEY_NUM] = { { NULL, NULL, 0 },
 		{ NULL, NULL, 0 } };
@@ -746,9 +747,10 @@ tls_ctx_init(struct tls_ctx *t, struct config *cfg,
 
 	memset(t, 0, sizeof(*t));
 	t->cc = cc;
+	t->cl = cl;
 	if ((t->name = strdup(cc->h.name)) == NULL)
 		return -1;
-	config_tls_effective(cfg, cc, &tls);
+	config_tls_effective(cfg, cl, cc, &tls);
 	if (tls_ctx_settings(t, cfg, cc, &tls) != 0)
 		rc = -1;
 	if (tls_ctx_load_pairs(cfg, cc, pairs) != 0)

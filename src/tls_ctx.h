@@ -11,6 +11,7 @@
 struct backend;
 struct config;
 struct conf_context;
+struct conf_listener;
 
 enum tls_key_type {
 	TLS_KEY_RSA,
@@ -27,6 +28,7 @@ struct tls_route {
 struct tls_ctx {
 	char *name;
 	const struct conf_context *cc;
+	const struct conf_listener *cl; /* whose TLS overrides apply, or NULL */
 	SSL_CTX *ctx[TLS_KEY_NUM]; /* NULL where the context has no such key */
 	uint16_t ecdsa_sigalg;     /* the TLS 1.3 signature scheme of the key */
 	uint16_t ecdsa_group;      /* the TLS group of the key's curve */
@@ -49,12 +51,13 @@ struct tls_ctx {
 	size_t num_routes;
 };
 
-/* tls_ctx_init fills |t| from |cc| (with [global] defaults): reads and
- * checks certificates, keys, CAs and CRLs and configures the SSL_CTXs.
- * Problems go to |cfg|'s error list with the file and line of the key
- * concerned; returns 0 or -1. */
+/* tls_ctx_init fills |t| from |cc| with the TLS settings it inherits from
+ * listener |cl| (NULL: none) and [global]: reads and checks certificates,
+ * keys, CAs and CRLs and configures the SSL_CTXs. Problems go to |cfg|'s
+ * error list with the file and line of the key concerned; returns 0 or
+ * -1. */
 int tls_ctx_init(struct tls_ctx *t, struct config *cfg,
-    const struct conf_context *cc);
+    const struct conf_listener *cl, const struct conf_context *cc);
 
 /* tls_ctx_release frees what tls_ctx_init made. */
 void tls_ctx_release(struct tls_ctx *t);

@@ -296,18 +296,31 @@ START_TEST(global_tls_defaults_and_overrides)
 {
 	struct config *cfg = config_load_string("t.conf",
 	    "[global]\nciphers = ECDHE+AESGCM\nalpn = h2, http/1.1\n"
+	    "ecdh_curve = X25519\n"
 	    "[listener a]\nbind = 127.0.0.1:1\ncontext = c\nbackend = b\n"
+	    "ecdh_curve = P-256\nmax_version = TLSv1.3\n"
 	    "[backend b]\naddress = 127.0.0.1:2\n"
 	    "[context c]\ncert = x\nkey = y\nmax_version = TLSv1.2\n"
 	    "alpn = http/1.1\n");
 	struct conf_tls t;
 
 	ck_assert_uint_eq(cfg->num_errors, 0);
-	config_tls_effective(cfg, &cfg->contexts[0], &t);
+	ck_assert(config_listener_has_tls(&cfg->listeners[0]));
+	/* Without the listener: context, then [global]. */
+	config_tls_effective(cfg, NULL, &cfg->contexts[0], &t);
+	ck_assert_str_eq(t.ecdh_curve, "X25519");
+	ck_assert_int_eq(config_tls_line(cfg, NULL, &cfg->contexts[0],
+	    "ecdh_curve"), 4);
+	/* Through the listener: context, then listener, then [global]. */
+	config_tls_effective(cfg, &cfg->listeners[0], &cfg->contexts[0], &t);
+	ck_assert_str_eq(t.ecdh_curve, "P-256");
+	ck_assert_int_eq(config_tls_line(cfg, &cfg->listeners[0],
+	    &cfg->contexts[0], "ecdh_curve"), 9);
+	ck_assert_int_eq(config_tls_line(cfg, &cfg->listeners[0],
+	    &cfg->contexts[0], "max_version"), 16);
 	ck_assert_str_eq(t.ciphers, "ECDHE+AESGCM");
 	ck_assert_str_eq(t.max_version, "TLSv1.2");
 	ck_assert_str_eq(t.min_version, "TLSv1.2");
-	ck_assert_str_eq(t.ecdh_curve, "auto");
 	ck_assert_uint_eq(t.alpn.num, 1);
 	ck_assert_str_eq(t.alpn.v[0], "http/1.1");
 	ck_assert_int_eq(t.honor_cipher_order, 1);
