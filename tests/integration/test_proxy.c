@@ -666,6 +666,53 @@ START_TEST(max_connections_refuses_extra_at_accept)
 }
 END_TEST
 
+START_TEST(listener_tls_settings_override_global)
+{
+	struct h_daemon d;
+	pid_t bpid;
+	int p1 = h_free_port(), p2 = h_free_port();
+	int bport = h_backend("http", NULL, &bpid);
+	char conf[4096], *out;
+	int st;
+
+	/* One context, two listeners: the second narrows it to TLS 1.2 and
+	 * one cipher; a context setting would still win over both. */
+	snprintf(conf, sizeof(conf),
+	    "[global]\nciphers = ECDHE+AESGCM\n"
+	    "[listener one]\nbind = 127.0.0.1:%d\ncontext = c\nbackend = b\n"
+	    "[listener two]\nbind = 127.0.0.1:%d\ncontext = c\nbackend = b\n"
+	    "max_version = TLSv1.2\nciphers = ECDHE-ECDSA-AES256-GCM-SHA384\n"
+	    "[backend b]\naddress = 127.0.0.1:%d\n"
+	    "[context c]\ncert = %s/leaf.pem\nkey = %s/leaf.key\n",
+	    p1, p2, bport, h_dir(), h_dir());
+	ck_assert_int_eq(h_daemon_start(&d, "lsnr", conf), 0);
+	out = h_run(&st, "openssl s_client -connect 127.0.0.1:%d </dev/null "
+	    "2>&1", p1);
+	ck_assert_msg(strstr(out, "New, TLSv1.3") != NULL, "%s", out);
+	free(out);
+	out = h_run(&st, "openssl s_client -connect 127.0.0.1:%d </dev/null "
+	    "2>&1", p2);
+	ck_assert_msg(strstr(out, "New, TLSv1.2, Cipher is "
+	    "ECDHE-ECDSA-AES256-GCM-SHA384") != NULL, "%s", out);
+	free(out);
+	d.port = p1;
+	finish(&d, bpid);
+	/* A bad value on a listener is reported at the listener's line. */
+	snprintf(conf, sizeof(conf),
+	    "[listener one]\nbind = 127.0.0.1:1\ncontext = c\nbackend = b\n"
+	    "ciphers = NOT-A-CIPHER\n"
+	    "[backend b]\naddress = 127.0.0.1:2\n"
+	    "[context c]\ncert = %s/leaf.pem\nkey = %s/leaf.key\n",
+	    h_dir(), h_dir());
+	out = h_run(&st, "%s -t -c %s 2>&1", h_bin("tlsproxy"),
+	    h_write("lsnr-bad.conf", conf));
+	ck_assert_int_eq(st, 1);
+	ck_assert_msg(strstr(out, "lsnr-bad.conf:5: key 'ciphers': "
+	    "'NOT-A-CIPHER' is not a valid cipher list") != NULL, "%s", out);
+	free(out);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -696,6 +743,7 @@ main(void)
 	tcase_add_test(tc, port_in_use_is_a_clear_error);
 	tcase_add_test(tc, busy_poll_serves_and_stops);
 	tcase_add_test(tc, max_connections_refuses_extra_at_accept);
+	tcase_add_test(tc, listener_tls_settings_override_global);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
