@@ -1425,6 +1425,73 @@ write_file(const char *name, const char *text)
 	return 0;
 }
 
+START_TEST(expired_certificate_sct_npn_and_listings)
+{
+	static const char sct_script[] =
+	    /* A SignedCertificateTimestampList holding one (unsigned, made
+	     * up) SCT: BoringSSL checks the framing, clients see the bytes.
+	     * And a CT log list with no logs, which s_client -ct needs. */
+	    "python3 -c 'import struct; "
+	    "sct = bytes(1) + bytes([17]) * 32 + struct.pack(\">QH\", "
+	    "1700000000000, 0) + bytes([4, 3, 0, 4, 48, 2, 1, 0]); "
+	    "l = struct.pack(\">H\", len(sct)) + sct; "
+	    "open(\"sct.bin\", \"wb\").write(struct.pack(\">H\", "
+	    "len(l)) + l)' && printf 'enabled_logs =\\n' > ct-logs.cnf && "
+	    "wc -c < sct.bin";
+	struct h_daemon d;
+	pid_t bpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+	char conf[8192], *out;
+	int st;
+
+	out = h_run(&st, "cd '%s' && %s", h_dir(), sct_script);
+	ck_assert_msg(st == 0 && atoi(out) == 55, "sct.bin: %s", out);
+	free(out);
+	conf_head(conf, sizeof(conf), port, "def", bport, NULL, NULL);
+	conf_ctx(conf, sizeof(conf), "def", NULL, "default", NULL);
+	/* An expired certificate is loaded with a warning, not refused:
+	 * operators replace it and reload. */
+	conf_ctx(conf, sizeof(conf), "old", "old.example.test", NULL, NULL);
+	cat(conf, sizeof(conf), "cert = %s/client-expired.pem\n"
+	    "key = %s/client-expired.key\n", h_dir(), h_dir());
+	conf_ctx(conf, sizeof(conf), "meta", "meta.example.test", "a",
+	    "sct = sct.bin\nnpn = http/1.1, spdy/3\nmax_version = TLSv1.2\n");
+	/* sct = relative to the scratch dir is not what the daemon sees. */
+	{
+		char *p = strstr(conf, "sct = sct.bin");
+		char fixed[8192];
+
+		*p = '\0';
+		snprintf(fixed, sizeof(fixed), "%ssct = %s/sct.bin%s", conf,
+		    h_dir(), p + strlen("sct = sct.bin"));
+		snprintf(conf, sizeof(conf), "%s", fixed);
+	}
+	start(&d, "meta", conf, port);
+	ck_assert(h_log_contains(&d, "context 'old': certificate '", 0));
+	ck_assert(h_log_contains(&d, "is not valid now (valid from Jan  1 "
+	    "00:00:00 2020 GMT until Jan  2 00:00:00 2020 GMT)", 0));
+	ck_assert_str_eq(served_cn(port, "old.example.test", NULL),
+	    "client expired");
+	out = sclient(&st, port, "meta.example.test",
+	    "-ct -ctlogfile ct-logs.cnf -nextprotoneg http/1.1", NULL);
+	ck_assert_msg(strstr(out, "SCTs present (1)") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "Next protocol: (1) http/1.1") != NULL, "%s",
+	    out);
+	free(out);
+	stop(&d, &bpid, 1);
+
+	out = h_run(&st, "%s --list-ciphers", h_bin("tlsproxy"));
+	ck_assert_int_eq(st, 0);
+	ck_assert_ptr_nonnull(strstr(out, "TLS_AES_128_GCM_SHA256\n"));
+	ck_assert_ptr_nonnull(strstr(out, "ECDHE-ECDSA-AES128-GCM-SHA256\n"));
+	free(out);
+	out = h_run(&st, "%s --list-curves", h_bin("tlsproxy"));
+	ck_assert_int_eq(st, 0);
+	ck_assert_str_eq(out, "X25519\nP-256\nP-384\nP-521\n");
+	free(out);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -1460,6 +1527,7 @@ main(void)
 	tcase_add_test(tc, config_errors);
 	tcase_add_test(tc, old_versions_accepted_with_warning);
 	tcase_add_test(tc, max_send_fragment_small_records);
+	tcase_add_test(tc, expired_certificate_sct_npn_and_listings);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
