@@ -467,7 +467,7 @@ conn_select_cert(const SSL_CLIENT_HELLO *hello)
 		c->sni_refused = (uint8_t)c->lc->sni_strict;
 	}
 	c->tls = t;
-	if (tls_ctx_apply(t, hello) != 0)
+	if (tls_ctx_apply(t, c->lc->context, hello) != 0)
 		return ssl_select_cert_error;
 	return ssl_select_cert_success;
 }

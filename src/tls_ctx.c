@@ -880,7 +880,8 @@ tls_ctx_wants_ecdsa(const struct tls_ctx *t, const SSL_CLIENT_HELLO *hello)
 }
 
 int
-tls_ctx_apply(const struct tls_ctx *t, const SSL_CLIENT_HELLO *hello)
+tls_ctx_apply(const struct tls_ctx *t, const struct tls_ctx *from,
+    const SSL_CLIENT_HELLO *hello)
 {
 	SSL *ssl = hello->ssl;
 	SSL_CTX *ctx = t->ctx[TLS_KEY_RSA];
@@ -890,6 +891,11 @@ tls_ctx_apply(const struct tls_ctx *t, const SSL_CLIENT_HELLO *hello)
 		ctx = t->ctx[TLS_KEY_ECDSA];
 	if (SSL_get_SSL_CTX(ssl) != ctx && SSL_set_SSL_CTX(ssl, ctx) == NULL)
 		return -1;
+	/* Both SSL_CTXs of a context carry the same settings, which SSL_new
+	 * already copied: the common case (no SNI, or the default context)
+	 * costs nothing more. */
+	if (t == from)
+		return 0;
 	/* BoringSSL copied these from the SSL_CTX the connection started
 	 * with; the chosen context's values must win. */
 	if (SSL_set_min_proto_version(ssl, t->min_version) != 1 ||

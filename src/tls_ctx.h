@@ -72,9 +72,11 @@ void tls_ctx_set_callbacks(struct tls_ctx *t,
 SSL_CTX *tls_ctx_default(const struct tls_ctx *t);
 
 /* tls_ctx_apply switches |ssl| to |t| during the ClientHello callback:
- * the certificate (ECDSA when the client can use it, else RSA), and every
+ * the certificate (ECDSA when the client can use it, else RSA), and, if
+ * |from| (the context the SSL was created from) is another context, every
  * setting BoringSSL keeps per connection. Returns 0 or -1. */
-int tls_ctx_apply(const struct tls_ctx *t, const SSL_CLIENT_HELLO *hello);
+int tls_ctx_apply(const struct tls_ctx *t, const struct tls_ctx *from,
+    const SSL_CLIENT_HELLO *hello);
 
 /* tls_ctx_auth describes the client-certificate result of a handshake
  * made under |t| (NULL: none chosen) for logs: "-" (not requested), "none",
