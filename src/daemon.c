@@ -1,4 +1,5 @@
-/* daemon.c: the control thread: startup order, signals, drain, exit. */
+/* daemon.c: the control thread: startup order, signals, reload, drain,
+ * exit, and what systemd is told about each. */
 #include "daemon.h"
 
 #include <errno.h>
@@ -7,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -31,20 +33,166 @@ daemon_num_workers(const struct generation *g)
 	return (int)n;
 }
 
+/* daemon_status tells systemd (if it is listening) a one-line summary. */
 static void
-daemon_exit_cb(evutil_socket_t fd, short what, void *arg)
+daemon_status(struct daemon *d, const char *state)
+{
+	const struct generation *g = generation_peek();
+
+	sd_notifyf(0, "%sSTATUS=generation %lu, %zu contexts, %ld connections; "
+	    "%s", state, g != NULL ? g->id : 0UL,
+	    g != NULL ? g->shared.num_contexts : 0, atomic_load(&d->num_conns),
+	    d->last_reload[0] != '\0' ? d->last_reload : "serving");
+}
+
+/* daemon_apply_logging takes log level and access log from |cfg|. The
+ * access log file is reopened on every reload, so rotating it is a
+ * rename followed by SIGHUP. */
+static int
+daemon_apply_logging(struct daemon *d, const struct config *cfg)
+{
+	const char *al = cfg->global.access_log;
+	int on;
+
+	log_set_level((enum log_level)cfg->global.log_level);
+	if (confval_bool(al, &on) == 0) {
+		atomic_store(&d->access_log, on);
+		return log_access_open(NULL);
+	}
+	if (log_access_open(al) != 0) {
+		log_msg(LOGL_ERROR, "%s: key 'access_log': cannot open '%s': %s",
+		    cfg->path, al, strerror(errno));
+		return -1;
+	}
+	atomic_store(&d->access_log, 1);
+	return 0;
+}
+
+static void
+daemon_notify_cb(evutil_socket_t fd, short what, void *arg);
+
+static void daemon_reload(struct daemon *d);
+
+/* daemon_swap_done finishes a reload once every worker accepts on the new
+ * socket set: only now may the sockets that went away be closed. */
+static void
+daemon_swap_done(struct daemon *d)
+{
+	unsigned v = atomic_load(&d->socks_version);
+
+	for (int i = 0; i < d->num_workers; i++) {
+		if (!atomic_load(&d->workers[i].exited) &&
+		    atomic_load(&d->workers[i].socks_version) != v)
+			return;
+	}
+	listener_set_close_unused(&d->old_socks, &d->socks);
+	d->swapping = 0;
+	sd_notify(0, "READY=1");
+	daemon_status(d, "");
+	if (d->reload_again && !d->stopping) {
+		/* SIGHUPs during a reload coalesce into one more. */
+		d->reload_again = 0;
+		daemon_reload(d);
+	}
+}
+
+static void
+daemon_notify_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
 	uint64_t v;
+	int all_exited = 1;
 
 	(void)what;
 	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		log_msg(LOGL_ERROR, "control: read: %s", strerror(errno));
+	if (d->swapping)
+		daemon_swap_done(d);
 	for (int i = 0; i < d->num_workers; i++) {
 		if (!atomic_load(&d->workers[i].exited))
-			return;
+			all_exited = 0;
 	}
-	event_base_loopbreak(d->base);
+	if (all_exited)
+		event_base_loopbreak(d->base);
+}
+
+static void
+daemon_reload_failed(struct daemon *d, struct config *cfg, const char *why)
+{
+	if (cfg != NULL) {
+		for (size_t i = 0; i < cfg->num_errors; i++)
+			log_msg(LOGL_ERROR, "reload: %s", cfg->errors[i]);
+	}
+	d->reloads_failed++;
+	snprintf(d->last_reload, sizeof(d->last_reload), "last reload FAILED "
+	    "(%s); still serving generation %lu", why,
+	    generation_peek()->id);
+	log_msg(LOGL_ERROR, "reload failed: %s; the previous configuration "
+	    "keeps serving", why);
+	config_free(cfg);
+	sd_notify(0, "READY=1");
+	daemon_status(d, "");
+}
+
+/* daemon_reload is the reload transaction: build a whole generation with
+ * the code `tlsproxy -t` runs, bind what is new, and only if all of that
+ * worked publish it and move the workers to the new sockets. A failure
+ * changes nothing. */
+static void
+daemon_reload(struct daemon *d)
+{
+	struct listener_set next;
+	struct generation *g;
+	struct config *cfg;
+	struct timespec ts;
+	char err[512], why[64];
+
+	if (d->swapping) {
+		d->reload_again = 1;
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+	    (unsigned long long)ts.tv_sec * 1000000ULL +
+	    (unsigned long long)ts.tv_nsec / 1000);
+	log_msg(LOGL_INFO, "SIGHUP: reloading %s", d->config_path);
+	cfg = config_load(d->config_path);
+	if (cfg == NULL) {
+		daemon_reload_failed(d, NULL, "out of memory");
+		return;
+	}
+	g = generation_build(cfg);
+	if (g == NULL) {
+		snprintf(why, sizeof(why), "%zu error%s in the configuration",
+		    cfg->num_errors, cfg->num_errors == 1 ? "" : "s");
+		daemon_reload_failed(d, cfg, why);
+		return;
+	}
+	if (daemon_num_workers(g) != d->num_workers)
+		log_msg(LOGL_WARNING, "reload: workers = %d needs a restart; "
+		    "keeping %d", daemon_num_workers(g), d->num_workers);
+	if (listener_set_open(&next, &d->socks, g->cfg, &d->listeners,
+	    d->num_workers, err, sizeof(err)) != 0) {
+		log_msg(LOGL_ERROR, "reload: %s", err);
+		generation_unref(g);
+		daemon_reload_failed(d, NULL, "cannot bind a new address");
+		return;
+	}
+	daemon_apply_logging(d, g->cfg);
+	generation_publish(g);
+	d->old_socks = d->socks;
+	d->socks = next;
+	d->swapping = 1;
+	atomic_fetch_add(&d->socks_version, 1);
+	d->reloads_ok++;
+	snprintf(d->last_reload, sizeof(d->last_reload), "last reload OK "
+	    "(%lu so far)", d->reloads_ok);
+	log_msg(LOGL_INFO, "reload: generation %lu published (%zu listeners, "
+	    "%zu contexts, %zu backends)", generation_peek()->id,
+	    g->num_listeners, g->shared.num_contexts, g->num_backends);
+	for (int i = 0; i < d->num_workers; i++)
+		worker_command(&d->workers[i], WORKER_SOCKETS);
+	daemon_swap_done(d);
 }
 
 static void
@@ -97,8 +245,8 @@ daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
 		daemon_stop(d, (int)sig);
 		break;
 	case SIGHUP:
-		log_msg(LOGL_WARNING, "SIGHUP: configuration reload is not "
-		    "supported by this version; restart to apply changes");
+		if (!d->stopping)
+			daemon_reload(d);
 		break;
 	default:
 		break;
@@ -129,13 +277,15 @@ daemon_free(struct daemon *d)
 		if (d->sig_ev[i] != NULL)
 			event_free(d->sig_ev[i]);
 	}
-	if (d->exit_ev != NULL)
-		event_free(d->exit_ev);
+	if (d->notify_ev != NULL)
+		event_free(d->notify_ev);
 	if (d->drain_ev != NULL)
 		event_free(d->drain_ev);
-	if (d->exit_fd >= 0)
-		close(d->exit_fd);
-	listener_set_close(&d->socks);
+	if (d->notify_fd >= 0)
+		close(d->notify_fd);
+	listener_set_close_unused(&d->old_socks, &d->socks);
+	listener_set_close_unused(&d->socks, NULL);
+	listener_registry_free(&d->listeners);
 	if (d->base != NULL)
 		event_base_free(d->base);
 }
@@ -148,8 +298,7 @@ daemon_start_workers(struct daemon *d, int n)
 		return -1;
 	for (int i = 0; i < n; i++) {
 		d->workers[i].wake_fd = -1;
-		if (worker_init(&d->workers[i], d, i, d->socks.socks,
-		    d->socks.num_socks) != 0) {
+		if (worker_init(&d->workers[i], d, i) != 0) {
 			d->num_workers = i + 1;
 			return -1;
 		}
@@ -181,32 +330,28 @@ daemon_run(const char *config_path, struct generation *gen)
 
 	memset(&d, 0, sizeof(d));
 	d.config_path = config_path;
-	d.exit_fd = -1;
-	if (confval_bool(cfg->global.access_log, &d.access_log) != 0)
-		d.access_log = 1; /* a path: config_check allowed nothing else */
-	if (cfg->global.access_log[0] == '/' &&
-	    log_access_open(cfg->global.access_log) != 0) {
-		log_msg(LOGL_ERROR, "%s: key 'access_log': cannot open '%s': %s",
-		    cfg->path, cfg->global.access_log, strerror(errno));
+	d.notify_fd = -1;
+	if (daemon_apply_logging(&d, cfg) != 0) {
 		generation_unref(gen);
 		return 1;
 	}
 	generation_publish(gen);
-	if (listener_set_open(&d.socks, cfg, n, err, sizeof(err)) != 0) {
+	if (listener_set_open(&d.socks, NULL, cfg, &d.listeners, n, err,
+	    sizeof(err)) != 0) {
 		log_msg(LOGL_ERROR, "%s", err);
 		goto out;
 	}
 	d.base = event_base_new();
-	d.exit_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (d.base == NULL || d.exit_fd < 0 || daemon_setup_signals(&d) != 0) {
+	d.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (d.base == NULL || d.notify_fd < 0 || daemon_setup_signals(&d) != 0) {
 		log_msg(LOGL_ERROR, "cannot set up the control loop");
 		goto out;
 	}
-	d.exit_ev = event_new(d.base, d.exit_fd, EV_READ | EV_PERSIST,
-	    daemon_exit_cb, &d);
+	d.notify_ev = event_new(d.base, d.notify_fd, EV_READ | EV_PERSIST,
+	    daemon_notify_cb, &d);
 	d.drain_ev = evtimer_new(d.base, daemon_drain_expired, &d);
-	if (d.exit_ev == NULL || d.drain_ev == NULL ||
-	    event_add(d.exit_ev, NULL) != 0)
+	if (d.notify_ev == NULL || d.drain_ev == NULL ||
+	    event_add(d.notify_ev, NULL) != 0)
 		goto out;
 	if (daemon_start_workers(&d, n) != 0) {
 		log_msg(LOGL_ERROR, "cannot start %d workers", n);
@@ -215,7 +360,7 @@ daemon_run(const char *config_path, struct generation *gen)
 	log_msg(LOGL_INFO, "tlsproxy %s ready: %zu listeners, %zu sockets, "
 	    "%d workers", TLSPROXY_VERSION, cfg->num_listeners,
 	    d.socks.num_socks, n);
-	sd_notify(0, "READY=1\nSTATUS=serving");
+	daemon_status(&d, "READY=1\n");
 	event_base_dispatch(d.base);
 	log_msg(LOGL_INFO, "all connections closed; exiting");
 	rc = 0;

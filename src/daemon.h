@@ -16,18 +16,29 @@ struct worker;
 struct daemon {
 	const char *config_path;
 	struct event_base *base;
+	struct listener_registry listeners;
+	/* The sockets workers accept on, and its version: workers report
+	 * the version they took over in worker.socks_version. */
 	struct listener_set socks;
+	atomic_uint socks_version;
+	/* The previous set, until every worker has left it. */
+	struct listener_set old_socks;
+	int swapping;
 	struct worker *workers;
 	int num_workers;
-	int access_log;
+	atomic_int access_log;
 	atomic_long num_conns;
 	atomic_ullong next_conn_id;
-	/* Workers write here when their loop ends. */
-	int exit_fd;
-	struct event *exit_ev;
+	/* Workers write here when they took new sockets or their loop ended. */
+	int notify_fd;
+	struct event *notify_ev;
 	struct event *sig_ev[4];
 	struct event *drain_ev;
 	int stopping;
+	/* Reload bookkeeping, for logs and the systemd status line. */
+	int reload_again;
+	unsigned long reloads_ok, reloads_failed;
+	char last_reload[160];
 };
 
 /* daemon_run serves |gen| (taking over the caller's reference) until

@@ -385,3 +385,17 @@ generation_peek(void)
 	return atomic_load_explicit(&generation_published,
 	    memory_order_acquire);
 }
+
+const struct listener_conf *
+generation_listener_by_addr(const struct generation *g, const struct addr *a)
+{
+	for (size_t i = 0; i < g->num_listeners; i++) {
+		const struct conf_listener *cl = &g->cfg->listeners[i];
+
+		for (size_t j = 0; j < cl->bind.num; j++) {
+			if (addr_equal(&cl->addrs[j], a))
+				return &g->listeners[i];
+		}
+	}
+	return NULL;
+}

@@ -72,6 +72,11 @@ void generation_unref(struct generation *g);
 struct backend *generation_route(const struct listener_conf *lc,
     const struct tls_ctx *t, const uint8_t *alpn, size_t alpn_len);
 
+/* generation_listener_by_addr returns the listener that binds |a|, or
+ * NULL. */
+const struct listener_conf *generation_listener_by_addr(
+    const struct generation *g, const struct addr *a);
+
 /* generation_listener returns the settings of the listener named |name|,
  * or NULL. */
 const struct listener_conf *generation_listener(const struct generation *g,

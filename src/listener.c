@@ -87,21 +87,64 @@ listener_probe(const struct addr *a, char *err, size_t err_len)
 	return 0;
 }
 
-static int
-listener_add_sock(struct listener_set *set, const struct addr *a,
-    struct listener *l, int worker, char *err, size_t err_len)
+struct listener *
+listener_registry_get(struct listener_registry *r, const char *name)
 {
-	struct listen_sock *n;
-	int fd = listener_bind(a, worker >= 0, err, err_len);
+	struct listener **v, *l;
 
-	if (fd < 0)
-		return -1;
-	n = realloc(set->socks, (set->num_socks + 1) * sizeof(*n));
-	if (n == NULL) {
-		close(fd);
-		snprintf(err, err_len, "out of memory");
-		return -1;
+	for (size_t i = 0; i < r->num; i++) {
+		if (strcmp(r->v[i]->name, name) == 0)
+			return r->v[i];
 	}
+	if ((l = calloc(1, sizeof(*l))) == NULL ||
+	    (l->name = strdup(name)) == NULL ||
+	    (v = realloc(r->v, (r->num + 1) * sizeof(*v))) == NULL) {
+		if (l != NULL)
+			free(l->name);
+		free(l);
+		return NULL;
+	}
+	r->v = v;
+	r->v[r->num++] = l;
+	return l;
+}
+
+void
+listener_registry_free(struct listener_registry *r)
+{
+	for (size_t i = 0; i < r->num; i++) {
+		free(r->v[i]->name);
+		free(r->v[i]);
+	}
+	free(r->v);
+	r->v = NULL;
+	r->num = 0;
+}
+
+/* listener_set_find returns the socket of |set| for |a| and |worker|;
+ * with |open_only|, only one that is still open. */
+static const struct listen_sock *
+listener_set_find(const struct listener_set *set, const struct addr *a,
+    int worker, int open_only)
+{
+	for (size_t i = 0; set != NULL && i < set->num_socks; i++) {
+		if ((set->socks[i].fd >= 0 || !open_only) &&
+		    set->socks[i].worker == worker &&
+		    addr_equal(&set->socks[i].addr, a))
+			return &set->socks[i];
+	}
+	return NULL;
+}
+
+static int
+listener_add_sock(struct listener_set *set, int fd, const struct addr *a,
+    struct listener *l, int worker)
+{
+	struct listen_sock *n = realloc(set->socks, (set->num_socks + 1) *
+	    sizeof(*n));
+
+	if (n == NULL)
+		return -1;
 	set->socks = n;
 	n[set->num_socks].fd = fd;
 	n[set->num_socks].addr = *a;
@@ -111,56 +154,89 @@ listener_add_sock(struct listener_set *set, const struct addr *a,
 	return 0;
 }
 
-int
-listener_set_open(struct listener_set *set, const struct config *cfg,
-    int num_workers, char *err, size_t err_len)
+/* listener_set_discard undoes a failed listener_set_open: it closes only
+ * the sockets that were bound for |next|, not those taken over. */
+static void
+listener_set_discard(struct listener_set *next, const struct listener_set *cur)
 {
-	memset(set, 0, sizeof(*set));
-	set->listeners = calloc(cfg->num_listeners, sizeof(*set->listeners));
-	if (set->listeners == NULL) {
-		snprintf(err, err_len, "out of memory");
-		return -1;
+	for (size_t i = 0; i < next->num_socks; i++) {
+		const struct listen_sock *ls = &next->socks[i];
+
+		if (listener_set_find(cur, &ls->addr, ls->worker, 1) == NULL)
+			close(ls->fd);
 	}
-	set->num_listeners = cfg->num_listeners;
+	free(next->socks);
+	memset(next, 0, sizeof(*next));
+}
+
+int
+listener_set_open(struct listener_set *next, const struct listener_set *cur,
+    const struct config *cfg, struct listener_registry *reg, int num_workers,
+    char *err, size_t err_len)
+{
+	memset(next, 0, sizeof(*next));
 	for (size_t i = 0; i < cfg->num_listeners; i++) {
 		const struct conf_listener *cl = &cfg->listeners[i];
-		struct listener *l = &set->listeners[i];
+		struct listener *l = listener_registry_get(reg, cl->h.name);
 
-		l->name = strdup(cl->h.name);
+		if (l == NULL) {
+			snprintf(err, err_len, "out of memory");
+			goto fail;
+		}
 		for (size_t j = 0; j < cl->bind.num; j++) {
 			const struct addr *a = &cl->addrs[j];
 			int unix_sock = a->ss.ss_family == AF_UNIX;
+			int probed = 0;
 
-			if (listener_probe(a, err, err_len) != 0)
-				goto fail;
 			for (int w = 0; w < (unix_sock ? 1 : num_workers); w++) {
-				if (listener_add_sock(set, a, l, unix_sock ? -1 : w,
-				    err, err_len) != 0)
+				int worker = unix_sock ? -1 : w;
+				const struct listen_sock *old =
+				    listener_set_find(cur, a, worker, 1);
+				int fd;
+
+				if (old != NULL) {
+					fd = old->fd;
+				} else {
+					if (!probed && listener_probe(a, err,
+					    err_len) != 0)
+						goto fail;
+					probed = 1;
+					fd = listener_bind(a, !unix_sock, err,
+					    err_len);
+					if (fd < 0)
+						goto fail;
+				}
+				if (listener_add_sock(next, fd, a, l, worker) != 0) {
+					if (old == NULL)
+						close(fd);
+					snprintf(err, err_len, "out of memory");
 					goto fail;
+				}
 			}
 		}
 	}
 	return 0;
 fail:
-	listener_set_close(set);
+	listener_set_discard(next, cur);
 	return -1;
 }
 
 void
-listener_set_close(struct listener_set *set)
+listener_set_close_unused(struct listener_set *old,
+    const struct listener_set *next)
 {
-	for (size_t i = 0; i < set->num_socks; i++) {
-		const struct addr *a = &set->socks[i].addr;
+	for (size_t i = 0; i < old->num_socks; i++) {
+		const struct listen_sock *ls = &old->socks[i];
 
-		if (set->socks[i].fd < 0)
+		/* A socket |next| took over is its to close, even if a
+		 * worker already did. */
+		if (ls->fd < 0 || (next != NULL &&
+		    listener_set_find(next, &ls->addr, ls->worker, 0) != NULL))
 			continue;
-		close(set->socks[i].fd);
-		if (a->ss.ss_family == AF_UNIX)
-			unlink(((const struct sockaddr_un *)&a->ss)->sun_path);
+		close(ls->fd);
+		if (ls->addr.ss.ss_family == AF_UNIX)
+			unlink(((const struct sockaddr_un *)&ls->addr.ss)->sun_path);
 	}
-	for (size_t i = 0; i < set->num_listeners; i++)
-		free(set->listeners[i].name);
-	free(set->socks);
-	free(set->listeners);
-	memset(set, 0, sizeof(*set));
+	free(old->socks);
+	memset(old, 0, sizeof(*old));
 }

@@ -1,6 +1,8 @@
 /* listener.h: listening sockets. A [listener] keeps its identity (name,
- * connection count) across generations; its sockets are bound once per
- * worker with SO_REUSEPORT so the kernel spreads connections. */
+ * connection count) for the life of the process, across reloads; its
+ * sockets are bound once per worker with SO_REUSEPORT so the kernel
+ * spreads connections, and a reload keeps the sockets of addresses that
+ * stay, so there is never a moment without a listening socket. */
 #ifndef TLSPROXY_LISTENER_H
 #define TLSPROXY_LISTENER_H
 
@@ -16,6 +18,13 @@ struct listener {
 	atomic_long num_conns;
 };
 
+/* Every listener name ever configured; connections point into it, so
+ * entries live until the process ends. */
+struct listener_registry {
+	struct listener **v;
+	size_t num;
+};
+
 struct listen_sock {
 	int fd;
 	struct addr addr;
@@ -24,20 +33,33 @@ struct listen_sock {
 };
 
 struct listener_set {
-	struct listener *listeners;
-	size_t num_listeners;
 	struct listen_sock *socks;
 	size_t num_socks;
 };
 
-/* listener_set_open binds every address of every listener of |cfg|, one
- * socket per worker (unix sockets: one, shared). On failure it closes
- * what it opened, writes the reason to |err| and returns -1. */
-int listener_set_open(struct listener_set *set, const struct config *cfg,
-    int num_workers, char *err, size_t err_len);
+/* listener_registry_get returns the listener named |name|, creating it on
+ * first use; NULL when out of memory. */
+struct listener *listener_registry_get(struct listener_registry *r,
+    const char *name);
 
-/* listener_set_close closes every socket and frees |set|'s contents. */
-void listener_set_close(struct listener_set *set);
+/* listener_registry_free frees every listener; connections must be gone. */
+void listener_registry_free(struct listener_registry *r);
+
+/* listener_set_open makes |next| hold a socket per worker (unix sockets:
+ * one, shared) for every address of every listener of |cfg|. Sockets of
+ * |cur| (may be NULL) with the same address and worker are taken over,
+ * not rebound; the others are bound anew. On failure it closes what it
+ * bound, leaves |cur| untouched, writes the reason to |err| and returns
+ * -1. */
+int listener_set_open(struct listener_set *next, const struct listener_set *cur,
+    const struct config *cfg, struct listener_registry *reg, int num_workers,
+    char *err, size_t err_len);
+
+/* listener_set_close_unused closes the sockets of |old| that |next| did
+ * not take over (all of them if |next| is NULL), then frees |old|'s
+ * contents. */
+void listener_set_close_unused(struct listener_set *old,
+    const struct listener_set *next);
 
 /* listener_bind opens one listening socket on |a|. Returns the fd, or -1
  * with |err| set. */

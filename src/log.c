@@ -14,7 +14,10 @@
 #include <openssl/err.h>
 
 static _Atomic int log_max = LOGL_INFO;
-static int access_fd = -1;
+/* -1: stderr. Workers read it for every line; a reload replaces the file
+ * under the same descriptor number (dup2), so a writer never sees a closed
+ * or reused descriptor. */
+static _Atomic int access_fd = -1;
 
 static const char *const level_names[] = { "error", "warning", "info", "debug" };
 /* sd-daemon(3) priorities for the journal. */
@@ -136,40 +139,48 @@ log_ssl_error(char *buf, size_t buf_len)
 int
 log_access_open(const char *path)
 {
-	int fd;
+	int fd, cur = atomic_load(&access_fd);
 
 	if (path == NULL) {
-		log_access_close();
+		/* The old file stays open: a worker may be writing to it. */
+		atomic_store(&access_fd, -1);
 		return 0;
 	}
 	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return -1;
-	log_access_close();
-	access_fd = fd;
+	if (cur >= 0) {
+		int rc = dup3(fd, cur, O_CLOEXEC);
+
+		close(fd);
+		return rc < 0 ? -1 : 0;
+	}
+	atomic_store(&access_fd, fd);
 	return 0;
 }
 
 void
 log_access_close(void)
 {
-	if (access_fd >= 0)
-		close(access_fd);
-	access_fd = -1;
+	int fd = atomic_exchange(&access_fd, -1);
+
+	if (fd >= 0)
+		close(fd);
 }
 
 void
 log_access(const char *line, size_t line_len)
 {
+	int fd = atomic_load_explicit(&access_fd, memory_order_relaxed);
 	char buf[2048];
 	size_t off = 0;
 
-	if (access_fd < 0)
+	if (fd < 0)
 		off = log_prefix(buf, sizeof(buf), LOGL_INFO);
 	if (line_len > sizeof(buf) - off - 1)
 		line_len = sizeof(buf) - off - 1;
 	memcpy(buf + off, line, line_len);
 	off += line_len;
 	buf[off++] = '\n';
-	log_write_all(access_fd >= 0 ? access_fd : STDERR_FILENO, buf, off);
+	log_write_all(fd >= 0 ? fd : STDERR_FILENO, buf, off);
 }

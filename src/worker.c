@@ -134,6 +134,11 @@ worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 		if (g != wa->gen) {
 			wa->gen = g;
 			wa->lc = generation_listener(g, wa->ls->listener->name);
+			/* Between a reload's publish and this worker taking the
+			 * new sockets, a kept socket may carry an old name. */
+			if (wa->lc == NULL)
+				wa->lc = generation_listener_by_addr(g,
+				    &wa->ls->addr);
 		}
 		if (wa->lc == NULL || !worker_admit(w, g, wa->lc,
 		    wa->ls->listener)) {
@@ -170,6 +175,20 @@ worker_maybe_exit(struct worker *w)
 		event_base_loopexit(w->base, NULL);
 }
 
+static int worker_attach(struct worker *w, const struct listener_set *set);
+
+/* worker_notify_control wakes the control thread to look at the
+ * workers' state (sockets taken over, loop ended). */
+static void
+worker_notify_control(struct worker *w)
+{
+	uint64_t one = 1;
+
+	if (write(w->d->notify_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_msg(LOGL_ERROR, "worker %d: notification: %s", w->id,
+		    strerror(errno));
+}
+
 static void
 worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -182,6 +201,15 @@ worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 		log_msg(LOGL_ERROR, "worker %d: wake-up read: %s", w->id,
 		    strerror(errno));
 	cmd = atomic_exchange(&w->cmd, 0);
+	if ((cmd & WORKER_SOCKETS) && !w->stopping) {
+		unsigned version = atomic_load(&w->d->socks_version);
+
+		if (worker_attach(w, &w->d->socks) != 0)
+			log_msg(LOGL_ERROR, "worker %d: out of memory taking the "
+			    "new listening sockets", w->id);
+		atomic_store(&w->socks_version, version);
+		worker_notify_control(w);
+	}
 	if ((cmd & WORKER_STOP_ACCEPT) && !w->stopping) {
 		w->stopping = 1;
 		worker_stop_accept(w);
@@ -197,9 +225,46 @@ worker_conn_closed(struct worker *w)
 	worker_maybe_exit(w);
 }
 
+/* worker_attach replaces the worker's accept events with ones for the
+ * sockets of |set| meant for it. Sockets that stay keep accepting in the
+ * kernel meanwhile: nothing is lost between the two sets. */
+static int
+worker_attach(struct worker *w, const struct listener_set *set)
+{
+	struct worker_accept *accepts = calloc(set->num_socks + 1,
+	    sizeof(*accepts));
+	size_t num = 0;
+
+	if (accepts == NULL)
+		return -1;
+	for (size_t i = 0; i < set->num_socks; i++) {
+		struct listen_sock *ls = &set->socks[i];
+		struct worker_accept *wa = &accepts[num];
+
+		if (ls->worker != w->id && ls->worker != -1)
+			continue;
+		wa->w = w;
+		wa->ls = ls;
+		wa->ev = event_new(w->base, ls->fd, EV_READ | EV_PERSIST,
+		    worker_accept_cb, wa);
+		if (wa->ev == NULL)
+			break;
+		num++;
+	}
+	for (size_t i = 0; i < w->num_accepts; i++)
+		event_free(w->accepts[i].ev);
+	free(w->accepts);
+	w->accepts = accepts;
+	w->num_accepts = num;
+	if (!w->accept_paused) {
+		for (size_t i = 0; i < num; i++)
+			event_add(accepts[i].ev, NULL);
+	}
+	return 0;
+}
+
 int
-worker_init(struct worker *w, struct daemon *d, int id,
-    struct listen_sock *socks, size_t num_socks)
+worker_init(struct worker *w, struct daemon *d, int id)
 {
 	memset(w, 0, sizeof(*w));
 	w->id = id;
@@ -213,26 +278,11 @@ worker_init(struct worker *w, struct daemon *d, int id,
 	w->wake_ev = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST,
 	    worker_wake_cb, w);
 	w->pause_ev = evtimer_new(w->base, worker_accept_resume, w);
-	w->accepts = calloc(num_socks + 1, sizeof(*w->accepts));
-	if (w->wake_ev == NULL || w->pause_ev == NULL || w->accepts == NULL)
+	if (w->wake_ev == NULL || w->pause_ev == NULL)
 		return -1;
 	event_add(w->wake_ev, NULL);
-	for (size_t i = 0; i < num_socks; i++) {
-		struct worker_accept *wa;
-
-		if (socks[i].worker != id && socks[i].worker != -1)
-			continue;
-		wa = &w->accepts[w->num_accepts];
-		wa->w = w;
-		wa->ls = &socks[i];
-		wa->ev = event_new(w->base, socks[i].fd, EV_READ | EV_PERSIST,
-		    worker_accept_cb, wa);
-		if (wa->ev == NULL)
-			return -1;
-		event_add(wa->ev, NULL);
-		w->num_accepts++;
-	}
-	return 0;
+	atomic_store(&w->socks_version, atomic_load(&d->socks_version));
+	return worker_attach(w, &d->socks);
 }
 
 static uint64_t
@@ -293,13 +343,10 @@ static void *
 worker_main(void *arg)
 {
 	struct worker *w = arg;
-	uint64_t one = 1;
 
 	worker_loop(w);
 	atomic_store(&w->exited, 1);
-	if (write(w->d->exit_fd, &one, sizeof(one)) < 0)
-		log_msg(LOGL_ERROR, "worker %d: exit notification: %s", w->id,
-		    strerror(errno));
+	worker_notify_control(w);
 	return NULL;
 }
 

@@ -20,6 +20,7 @@ struct bufpool;
 enum worker_cmd {
 	WORKER_STOP_ACCEPT = 1, /* close listeners, exit when idle */
 	WORKER_CLOSE_ALL = 2,   /* end every connection now */
+	WORKER_SOCKETS = 4,     /* accept on the daemon's new socket set */
 };
 
 struct worker_accept;
@@ -48,12 +49,13 @@ struct worker {
 	atomic_int cmd;
 	int stopping;
 	atomic_int exited;
+	/* The daemon's socket-set version this worker accepts on. */
+	atomic_uint socks_version;
 };
 
 /* worker_init prepares |w| (event base, pool, wake-up channel) and
- * attaches the listening sockets meant for it. Returns 0 or -1. */
-int worker_init(struct worker *w, struct daemon *d, int id,
-    struct listen_sock *socks, size_t num_socks);
+ * attaches the daemon's listening sockets meant for it. Returns 0 or -1. */
+int worker_init(struct worker *w, struct daemon *d, int id);
 
 /* worker_start runs |w|'s loop on a new thread. */
 int worker_start(struct worker *w);
