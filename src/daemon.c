@@ -336,11 +336,25 @@ daemon_run(const char *config_path, struct generation *gen)
 		return 1;
 	}
 	generation_publish(gen);
-	if (listener_set_open(&d.socks, NULL, cfg, &d.listeners, n, err,
-	    sizeof(err)) != 0) {
+	listener_set_inherit(&d.old_socks);
+	if (listener_set_open(&d.socks, &d.old_socks, cfg, &d.listeners, n,
+	    err, sizeof(err)) != 0) {
 		log_msg(LOGL_ERROR, "%s", err);
 		goto out;
 	}
+	for (size_t i = 0; i < d.old_socks.num_socks; i++) {
+		const struct listen_sock *ls = &d.old_socks.socks[i];
+		char buf[ADDR_STRLEN];
+		int used = 0;
+
+		for (size_t j = 0; j < d.socks.num_socks; j++)
+			used |= d.socks.socks[j].fd == ls->fd;
+		if (!used)
+			log_msg(LOGL_WARNING, "socket activation: no listener "
+			    "binds %s; closing it", addr_format(&ls->addr, buf,
+			    sizeof(buf)));
+	}
+	listener_set_close_unused(&d.old_socks, &d.socks);
 	d.base = event_base_new();
 	d.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (d.base == NULL || d.notify_fd < 0 || daemon_setup_signals(&d) != 0) {

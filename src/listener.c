@@ -2,6 +2,7 @@
 #include "listener.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -12,7 +13,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "config.h"
+#include "log.h"
 
 #define LISTENER_BACKLOG 4096
 
@@ -185,11 +189,14 @@ listener_set_open(struct listener_set *next, const struct listener_set *cur,
 		}
 		for (size_t j = 0; j < cl->bind.num; j++) {
 			const struct addr *a = &cl->addrs[j];
-			int unix_sock = a->ss.ss_family == AF_UNIX;
+			/* Unix sockets, and sockets passed in by systemd, are
+			 * one socket all workers accept on. */
+			int shared = a->ss.ss_family == AF_UNIX ||
+			    listener_set_find(cur, a, -1, 1) != NULL;
 			int probed = 0;
 
-			for (int w = 0; w < (unix_sock ? 1 : num_workers); w++) {
-				int worker = unix_sock ? -1 : w;
+			for (int w = 0; w < (shared ? 1 : num_workers); w++) {
+				int worker = shared ? -1 : w;
 				const struct listen_sock *old =
 				    listener_set_find(cur, a, worker, 1);
 				int fd;
@@ -201,7 +208,7 @@ listener_set_open(struct listener_set *next, const struct listener_set *cur,
 					    err_len) != 0)
 						goto fail;
 					probed = 1;
-					fd = listener_bind(a, !unix_sock, err,
+					fd = listener_bind(a, !shared, err,
 					    err_len);
 					if (fd < 0)
 						goto fail;
@@ -239,4 +246,36 @@ listener_set_close_unused(struct listener_set *old,
 	}
 	free(old->socks);
 	memset(old, 0, sizeof(*old));
+}
+
+int
+listener_set_inherit(struct listener_set *set)
+{
+	int n = sd_listen_fds(1);
+
+	memset(set, 0, sizeof(*set));
+	for (int i = 0; i < n; i++) {
+		int fd = SD_LISTEN_FDS_START + i;
+		struct addr a;
+		char buf[ADDR_STRLEN];
+
+		memset(&a, 0, sizeof(a));
+		a.len = sizeof(a.ss);
+		if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0 ||
+		    getsockname(fd, (struct sockaddr *)&a.ss, &a.len) != 0) {
+			log_msg(LOGL_WARNING, "passed file descriptor %d is not a "
+			    "listening stream socket; closing it", fd);
+			close(fd);
+			continue;
+		}
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		if (listener_add_sock(set, fd, &a, NULL, -1) != 0) {
+			close(fd);
+			continue;
+		}
+		log_msg(LOGL_INFO, "socket activation: received %s",
+		    addr_format(&a, buf, sizeof(buf)));
+	}
+	return (int)set->num_socks;
 }

@@ -61,6 +61,12 @@ int listener_set_open(struct listener_set *next, const struct listener_set *cur,
 void listener_set_close_unused(struct listener_set *old,
     const struct listener_set *next);
 
+/* listener_set_inherit fills |set| with the listening sockets systemd
+ * passed (LISTEN_FDS), shared by all workers, and returns how many. A
+ * listener_set_open with it as |cur| adopts those whose address a listener
+ * binds; listener_set_close_unused then closes the rest. */
+int listener_set_inherit(struct listener_set *set);
+
 /* listener_bind opens one listening socket on |a|. Returns the fd, or -1
  * with |err| set. */
 int listener_bind(const struct addr *a, int reuseport, char *err,

@@ -301,6 +301,52 @@ START_TEST(systemd_hears_ready_reloading_stopping)
 }
 END_TEST
 
+START_TEST(socket_activation_adopts_matching_sockets)
+{
+	pid_t bpid, apid;
+	int bport = h_backend("http", NULL, &bpid);
+	int p1 = h_free_port(), p2 = h_free_port();
+	char binds[64], path[512], log[512], lsn[64], *out;
+	int st;
+
+	snprintf(binds, sizeof(binds), "127.0.0.1:%d, 127.0.0.1:%d", p1, p2);
+	snprintf(path, sizeof(path), "%s", h_write("activated.conf",
+	    conf(binds, bport, "leaf")));
+	snprintf(log, sizeof(log), "%s/activated.log", h_dir());
+	snprintf(lsn, sizeof(lsn), "127.0.0.1:%d", p1);
+	/* systemd-socket-activate binds p1 and starts tlsproxy with it on
+	 * the first connection; tlsproxy binds p2 itself. */
+	apid = fork();
+	if (apid == 0) {
+		setpgid(0, 0);
+		if (freopen(log, "w", stderr) == NULL)
+			_exit(126);
+		execlp("systemd-socket-activate", "systemd-socket-activate",
+		    "-l", lsn, h_bin("tlsproxy"), "-c", path, (char *)NULL);
+		_exit(127);
+	}
+	usleep(300000);
+	out = h_run(&st, "curl -sS --retry 5 --retry-connrefused --cacert "
+	    "%s/ca.pem https://localhost:%d/first", h_dir(), p1);
+	ck_assert_msg(st == 0, "%s", out);
+	ck_assert_str_eq(out, "hello from tlsproxy's demo backend: GET /first\n");
+	free(out);
+	out = h_run(&st, "curl -sS --retry 5 --retry-connrefused --cacert "
+	    "%s/ca.pem https://localhost:%d/second", h_dir(), p2);
+	ck_assert_msg(st == 0, "%s", out);
+	free(out);
+	out = h_run(NULL, "cat %s", log);
+	ck_assert_msg(strstr(out, "socket activation: received 127.0.0.1:") !=
+	    NULL, "%s", out);
+	ck_assert_msg(strstr(out, " ready: 1 listeners, 3 sockets, 2 workers") !=
+	    NULL, "%s", out);
+	free(out);
+	kill(-apid, SIGTERM);
+	waitpid(apid, &st, 0);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -314,6 +360,7 @@ main(void)
 	tcase_add_test(tc, addresses_added_and_removed);
 	tcase_add_test(tc, reloads_under_load_lose_nothing);
 	tcase_add_test(tc, systemd_hears_ready_reloading_stopping);
+	tcase_add_test(tc, socket_activation_adopts_matching_sockets);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
