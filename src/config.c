@@ -2,6 +2,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <ini.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -104,6 +106,10 @@ static const struct conf_key keys[] = {
 	  16777216,
 	  "relay buffer per direction; a slow reader stalls its peer at this" },
 
+	{ SEC_GLOBAL, "user", T_STRING, G(user), NULL, 0, 0, 0,
+	  "after binding and loading keys, run as this user" },
+	{ SEC_GLOBAL, "group", T_STRING, G(group), NULL, 0, 0, 0,
+	  "and this group (default: the user's primary group)" },
 	{ SEC_GLOBAL, "busy_poll", T_DURATION, G(busy_poll_ms), "0", 0, 0,
 	  1000, "after activity, poll without sleeping this long (0 = off); "
 	  "trades CPU for latency" },
@@ -932,6 +938,15 @@ config_check(struct config *cfg)
 	for (size_t i = 0; i < cfg->num_contexts; i++)
 		config_check_context(cfg, &cfg->contexts[i]);
 	config_check_versions(cfg, &cfg->global.h, &cfg->global.tls);
+	if (cfg->global.user != NULL && getpwnam(cfg->global.user) == NULL)
+		config_error(cfg, config_key_line(&cfg->global.h, "user"), "user",
+		    "no such user '%s'", cfg->global.user);
+	if (cfg->global.group != NULL && getgrnam(cfg->global.group) == NULL)
+		config_error(cfg, config_key_line(&cfg->global.h, "group"),
+		    "group", "no such group '%s'", cfg->global.group);
+	if (cfg->global.group != NULL && cfg->global.user == NULL)
+		config_error(cfg, config_key_line(&cfg->global.h, "group"),
+		    "group", "needs 'user' as well");
 	if (al != NULL && confval_bool(al, &b) != 0 && al[0] != '/')
 		config_error(cfg, config_key_line(&cfg->global.h, "access_log"),
 		    "access_log", "expected yes, no or an absolute file path, "

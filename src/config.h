@@ -52,6 +52,8 @@ struct conf_global {
 	int64_t max_connections;
 	uint64_t buffer_size;
 	uint64_t busy_poll_ms;
+	char *user;
+	char *group;
 };
 
 struct conf_listener {

@@ -3,6 +3,8 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -290,6 +292,50 @@ daemon_free(struct daemon *d)
 		event_base_free(d->base);
 }
 
+/* daemon_drop_privileges switches to [global] user/group once sockets are
+ * bound and keys read, before any worker thread exists, and checks that
+ * root cannot be regained. */
+static int
+daemon_drop_privileges(const struct config *cfg)
+{
+	const struct passwd *pw;
+	const struct group *gr;
+	uid_t uid;
+	gid_t gid;
+
+	if (cfg->global.user == NULL)
+		return 0;
+	if ((pw = getpwnam(cfg->global.user)) == NULL) {
+		log_msg(LOGL_ERROR, "user '%s' not found", cfg->global.user);
+		return -1;
+	}
+	uid = pw->pw_uid;
+	gid = pw->pw_gid;
+	if (cfg->global.group != NULL) {
+		if ((gr = getgrnam(cfg->global.group)) == NULL) {
+			log_msg(LOGL_ERROR, "group '%s' not found",
+			    cfg->global.group);
+			return -1;
+		}
+		gid = gr->gr_gid;
+	}
+	if (getuid() == uid && geteuid() == uid && getgid() == gid)
+		return 0;
+	if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
+		log_msg(LOGL_ERROR, "cannot switch to user '%s': %s",
+		    cfg->global.user, strerror(errno));
+		return -1;
+	}
+	if (uid != 0 && (setuid(0) == 0 || geteuid() == 0)) {
+		log_msg(LOGL_ERROR, "switched to user '%s' but could regain root",
+		    cfg->global.user);
+		return -1;
+	}
+	log_msg(LOGL_INFO, "running as user %s (uid %u, gid %u)",
+	    cfg->global.user, (unsigned)uid, (unsigned)gid);
+	return 0;
+}
+
 static int
 daemon_start_workers(struct daemon *d, int n)
 {
@@ -355,6 +401,8 @@ daemon_run(const char *config_path, struct generation *gen)
 			    sizeof(buf)));
 	}
 	listener_set_close_unused(&d.old_socks, &d.socks);
+	if (daemon_drop_privileges(cfg) != 0)
+		goto out;
 	d.base = event_base_new();
 	d.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (d.base == NULL || d.notify_fd < 0 || daemon_setup_signals(&d) != 0) {

@@ -347,6 +347,50 @@ START_TEST(socket_activation_adopts_matching_sockets)
 }
 END_TEST
 
+START_TEST(privileges_dropped_after_binding)
+{
+	struct h_daemon d;
+	pid_t bpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+	char binds[64], text[2048], *out;
+	int st;
+
+	if (geteuid() != 0) {
+		/* Only root can switch users; nothing to check otherwise. */
+		kill(bpid, SIGTERM);
+		return;
+	}
+	snprintf(binds, sizeof(binds), "127.0.0.1:%d", port);
+	snprintf(text, sizeof(text), "%s", conf(binds, bport, "leaf"));
+	strcpy(strstr(text, "log_level = debug\n"), "log_level = debug\n"
+	    "user = nobody\ngroup = nogroup\n");
+	strcat(text, strstr(conf(binds, bport, "leaf"), "[listener"));
+	ck_assert_int_eq(h_daemon_start(&d, "drop", text), 0);
+	ck_assert(h_log_contains(&d, "running as user nobody", 0));
+	/* Every thread runs as nobody: no uid or gid 0 anywhere. */
+	out = h_run(&st, "cat /proc/%d/task/*/status | grep -E '^(Uid|Gid):' "
+	    "| sort -u", (int)d.pid);
+	ck_assert_msg(strstr(out, "\t0\t") == NULL && strstr(out, "65534") !=
+	    NULL, "%s", out);
+	free(out);
+	out = h_run(&st, "curl -sS --cacert %s/ca.pem https://localhost:%d/x",
+	    h_dir(), port);
+	ck_assert_int_eq(st, 0);
+	free(out);
+	/* The key (mode 0600, root's) cannot be read again: the reload fails
+	 * and says why, and the old configuration keeps serving. */
+	rewrite(&d, text);
+	ck_assert(h_log_contains(&d, "Permission denied", 3000));
+	ck_assert(h_log_contains(&d, "reload failed", 0));
+	out = h_run(&st, "curl -sS --cacert %s/ca.pem https://localhost:%d/y",
+	    h_dir(), port);
+	ck_assert_int_eq(st, 0);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -361,6 +405,7 @@ main(void)
 	tcase_add_test(tc, reloads_under_load_lose_nothing);
 	tcase_add_test(tc, systemd_hears_ready_reloading_stopping);
 	tcase_add_test(tc, socket_activation_adopts_matching_sockets);
+	tcase_add_test(tc, privileges_dropped_after_binding);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
