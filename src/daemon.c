@@ -198,6 +198,52 @@ daemon_reload(struct daemon *d)
 }
 
 static void
+daemon_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	unsigned seq = atomic_load(&d->ping);
+	int alive = 1;
+
+	(void)fd;
+	(void)what;
+	for (int i = 0; i < d->num_workers; i++) {
+		if (!atomic_load(&d->workers[i].exited) &&
+		    atomic_load(&d->workers[i].pong) != seq)
+			alive = 0;
+	}
+	if (alive)
+		sd_notify(0, "WATCHDOG=1");
+	else
+		log_msg(LOGL_ERROR, "watchdog: a worker did not answer within "
+		    "half the watchdog period");
+	atomic_store(&d->ping, seq + 1);
+	for (int i = 0; i < d->num_workers; i++)
+		worker_command(&d->workers[i], WORKER_PING);
+}
+
+/* daemon_watchdog_start arms the watchdog when systemd asked for one. */
+static int
+daemon_watchdog_start(struct daemon *d)
+{
+	uint64_t usec;
+	struct timeval tv;
+
+	if (sd_watchdog_enabled(0, &usec) <= 0)
+		return 0;
+	usec /= 2;
+	tv.tv_sec = (time_t)(usec / 1000000);
+	tv.tv_usec = (suseconds_t)(usec % 1000000);
+	d->watchdog_ev = event_new(d->base, -1, EV_PERSIST, daemon_watchdog, d);
+	if (d->watchdog_ev == NULL || event_add(d->watchdog_ev, &tv) != 0)
+		return -1;
+	for (int i = 0; i < d->num_workers; i++)
+		worker_command(&d->workers[i], WORKER_PING);
+	log_msg(LOGL_INFO, "systemd watchdog: reporting every %llums",
+	    (unsigned long long)usec / 1000);
+	return 0;
+}
+
+static void
 daemon_drain_expired(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
@@ -283,6 +329,8 @@ daemon_free(struct daemon *d)
 		event_free(d->notify_ev);
 	if (d->drain_ev != NULL)
 		event_free(d->drain_ev);
+	if (d->watchdog_ev != NULL)
+		event_free(d->watchdog_ev);
 	if (d->notify_fd >= 0)
 		close(d->notify_fd);
 	listener_set_close_unused(&d->old_socks, &d->socks);
@@ -419,6 +467,8 @@ daemon_run(const char *config_path, struct generation *gen)
 		log_msg(LOGL_ERROR, "cannot start %d workers", n);
 		goto out;
 	}
+	if (daemon_watchdog_start(&d) != 0)
+		log_msg(LOGL_WARNING, "cannot arm the systemd watchdog");
 	log_msg(LOGL_INFO, "tlsproxy %s ready: %zu listeners, %zu sockets, "
 	    "%d workers", TLSPROXY_VERSION, cfg->num_listeners,
 	    d.socks.num_socks, n);

@@ -34,6 +34,10 @@ struct daemon {
 	struct event *notify_ev;
 	struct event *sig_ev[4];
 	struct event *drain_ev;
+	/* systemd watchdog: a ping goes to every worker each half period; the
+	 * daemon reports alive only if all answered the previous one. */
+	struct event *watchdog_ev;
+	atomic_uint ping;
 	int stopping;
 	/* Reload bookkeeping, for logs and the systemd status line. */
 	int reload_again;

@@ -216,6 +216,8 @@ worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (cmd & WORKER_CLOSE_ALL)
 		conn_close_all(w, "shutdown");
+	if (cmd & WORKER_PING)
+		atomic_store(&w->pong, atomic_load(&w->d->ping));
 	worker_maybe_exit(w);
 }
 

@@ -21,6 +21,7 @@ enum worker_cmd {
 	WORKER_STOP_ACCEPT = 1, /* close listeners, exit when idle */
 	WORKER_CLOSE_ALL = 2,   /* end every connection now */
 	WORKER_SOCKETS = 4,     /* accept on the daemon's new socket set */
+	WORKER_PING = 8,        /* answer in |pong| (systemd watchdog) */
 };
 
 struct worker_accept;
@@ -51,6 +52,8 @@ struct worker {
 	atomic_int exited;
 	/* The daemon's socket-set version this worker accepts on. */
 	atomic_uint socks_version;
+	/* The last watchdog ping this worker's loop answered. */
+	atomic_uint pong;
 };
 
 /* worker_init prepares |w| (event base, pool, wake-up channel) and

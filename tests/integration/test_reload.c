@@ -265,10 +265,13 @@ START_TEST(systemd_hears_ready_reloading_stopping)
 	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0);
 	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
 	setenv("NOTIFY_SOCKET", sun.sun_path, 1);
+	setenv("WATCHDOG_USEC", "200000", 1);
 	snprintf(binds, sizeof(binds), "127.0.0.1:%d", port);
 	ck_assert_int_eq(h_daemon_start(&d, "notify", conf(binds, bport,
 	    "leaf")), 0);
 	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+	usleep(300000); /* a watchdog period or so */
 	rewrite(&d, conf(binds, bport, "leaf"));
 	ck_assert(h_log_contains(&d, "generation 2 published", 3000));
 	rewrite(&d, conf(binds, bport, "missing"));
@@ -297,6 +300,7 @@ START_TEST(systemd_hears_ready_reloading_stopping)
 	ck_assert_msg(strstr(all, "last reload FAILED (2 errors in the "
 	    "configuration); still serving generation 2") != NULL, "%s", all);
 	ck_assert_msg(strstr(all, "STOPPING=1") != NULL, "%s", all);
+	ck_assert_msg(strstr(all, "WATCHDOG=1") != NULL, "%s", all);
 	kill(bpid, SIGTERM);
 }
 END_TEST
