@@ -54,6 +54,11 @@ struct conf_global {
 	uint64_t busy_poll_ms;
 	char *user;
 	char *group;
+	uint64_t session_timeout_ms;
+	int64_t session_cache_size;
+	int64_t session_tickets;
+	char *ticket_keys;
+	uint64_t ticket_rotation_ms;
 };
 
 struct conf_listener {

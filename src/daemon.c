@@ -20,6 +20,7 @@
 #include "confval.h"
 #include "generation.h"
 #include "log.h"
+#include "tickets.h"
 #include "worker.h"
 
 static int
@@ -68,6 +69,74 @@ daemon_apply_logging(struct daemon *d, const struct config *cfg)
 	}
 	atomic_store(&d->access_log, 1);
 	return 0;
+}
+
+/* How often the ticket_keys file is checked for changes. */
+#define DAEMON_TICKETS_POLL_MS 1000
+
+static void
+daemon_tickets_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	const struct config *cfg = generation_peek()->cfg;
+	const struct conf_global *gl = &cfg->global;
+	struct ticket_ring ring;
+	struct stat st;
+	char err[512];
+
+	(void)fd;
+	(void)what;
+	if (gl->ticket_keys == NULL) {
+		/* Keep enough old keys to decrypt every ticket that may still
+		 * be resumed: they live session_timeout. */
+		size_t keep = 1 + (size_t)((gl->session_timeout_ms +
+		    gl->ticket_rotation_ms - 1) / gl->ticket_rotation_ms);
+
+		if (tickets_rotate(keep > 16 ? 16 : keep) == 0)
+			log_msg(LOGL_INFO, "session tickets: rotated to a new key "
+			    "(%zu kept for decryption)", tickets_num());
+		return;
+	}
+	if (stat(gl->ticket_keys, &st) != 0 ||
+	    (st.st_mtim.tv_sec == d->tickets_st.st_mtim.tv_sec &&
+	    st.st_mtim.tv_nsec == d->tickets_st.st_mtim.tv_nsec &&
+	    st.st_ctim.tv_sec == d->tickets_st.st_ctim.tv_sec &&
+	    st.st_ctim.tv_nsec == d->tickets_st.st_ctim.tv_nsec &&
+	    st.st_size == d->tickets_st.st_size &&
+	    st.st_ino == d->tickets_st.st_ino))
+		return;
+	d->tickets_st = st;
+	if (tickets_load_file(gl->ticket_keys, &ring, err, sizeof(err)) != 0) {
+		log_msg(LOGL_ERROR, "%s: key 'ticket_keys': %s; keeping the "
+		    "keys in use", cfg->path, err);
+		return;
+	}
+	log_msg(LOGL_INFO, "session tickets: %zu keys from '%s'", ring.num,
+	    gl->ticket_keys);
+	tickets_install(&ring, 1);
+}
+
+/* daemon_tickets_arm (re)starts the ticket timer for the published
+ * configuration: rotation without a file, change polling with one. */
+static void
+daemon_tickets_arm(struct daemon *d)
+{
+	const struct conf_global *gl = &generation_peek()->cfg->global;
+	uint64_t ms = gl->ticket_keys != NULL ? DAEMON_TICKETS_POLL_MS :
+	    gl->ticket_rotation_ms;
+	struct timeval tv = { (time_t)(ms / 1000),
+		(suseconds_t)(ms % 1000) * 1000 };
+
+	if (d->tickets_ev == NULL)
+		d->tickets_ev = event_new(d->base, -1, EV_PERSIST,
+		    daemon_tickets_cb, d);
+	if (d->tickets_ev == NULL)
+		return;
+	event_del(d->tickets_ev);
+	if (gl->ticket_keys != NULL)
+		stat(gl->ticket_keys, &d->tickets_st);
+	if (gl->session_tickets)
+		event_add(d->tickets_ev, &tv);
 }
 
 static void
@@ -181,7 +250,9 @@ daemon_reload(struct daemon *d)
 		return;
 	}
 	daemon_apply_logging(d, g->cfg);
+	generation_activate(g);
 	generation_publish(g);
+	daemon_tickets_arm(d);
 	d->old_socks = d->socks;
 	d->socks = next;
 	d->swapping = 1;
@@ -331,6 +402,8 @@ daemon_free(struct daemon *d)
 		event_free(d->drain_ev);
 	if (d->watchdog_ev != NULL)
 		event_free(d->watchdog_ev);
+	if (d->tickets_ev != NULL)
+		event_free(d->tickets_ev);
 	if (d->notify_fd >= 0)
 		close(d->notify_fd);
 	listener_set_close_unused(&d->old_socks, &d->socks);
@@ -429,6 +502,7 @@ daemon_run(const char *config_path, struct generation *gen)
 		generation_unref(gen);
 		return 1;
 	}
+	generation_activate(gen);
 	generation_publish(gen);
 	listener_set_inherit(&d.old_socks);
 	if (listener_set_open(&d.socks, &d.old_socks, cfg, &d.listeners, n,
@@ -467,6 +541,7 @@ daemon_run(const char *config_path, struct generation *gen)
 		log_msg(LOGL_ERROR, "cannot start %d workers", n);
 		goto out;
 	}
+	daemon_tickets_arm(&d);
 	if (daemon_watchdog_start(&d) != 0)
 		log_msg(LOGL_WARNING, "cannot arm the systemd watchdog");
 	log_msg(LOGL_INFO, "tlsproxy %s ready: %zu listeners, %zu sockets, "

@@ -5,6 +5,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "listener.h"
 
@@ -37,6 +38,9 @@ struct daemon {
 	/* systemd watchdog: a ping goes to every worker each half period; the
 	 * daemon reports alive only if all answered the previous one. */
 	struct event *watchdog_ev;
+	/* Ticket keys: rotation of automatic keys, or watching the file. */
+	struct event *tickets_ev;
+	struct stat tickets_st;
 	atomic_uint ping;
 	int stopping;
 	/* Reload bookkeeping, for logs and the systemd status line. */

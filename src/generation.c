@@ -11,6 +11,7 @@
 #include "config.h"
 #include "conn.h"
 #include "log.h"
+#include "session_cache.h"
 #include "sni.h"
 
 static atomic_ulong generation_next_id = 1;
@@ -39,6 +40,7 @@ generation_free(struct generation *g)
 		free(l->own);
 	}
 	ctx_set_release(&g->shared);
+	tickets_ring_free(&g->tickets);
 	for (size_t i = 0; i < g->num_backends; i++)
 		backend_release(&g->backends[i]);
 	free(g->listeners);
@@ -267,6 +269,16 @@ generation_build(struct config *cfg)
 		failed = 1;
 	if (ctx_set_build(&g->shared, g, cfg, NULL) != 0)
 		failed = 1;
+	if (cfg->global.ticket_keys != NULL) {
+		char err[512];
+
+		if (tickets_load_file(cfg->global.ticket_keys, &g->tickets, err,
+		    sizeof(err)) != 0) {
+			config_error(cfg, config_key_line(&cfg->global.h,
+			    "ticket_keys"), "ticket_keys", "%s", err);
+			failed = 1;
+		}
+	}
 	if (config_version(cfg->global.tls.min_version) != 0 &&
 	    config_version(cfg->global.tls.min_version) < 0x0303)
 		log_msg(LOGL_WARNING, "%s: min_version %s allows protocol "
@@ -337,6 +349,25 @@ generation_route(const struct listener_conf *lc, const struct tls_ctx *t,
 		b = generation_route_alpn(lc->routes, lc->num_routes, alpn,
 		    alpn_len);
 	return b != NULL ? b : lc->backend;
+}
+
+void
+generation_activate(struct generation *g)
+{
+	const struct conf_global *gl = &g->cfg->global;
+
+	session_cache_configure((size_t)gl->session_cache_size,
+	    gl->session_timeout_ms);
+	if (g->tickets.num > 0) {
+		tickets_install(&g->tickets, 1);
+	} else if (tickets_num() == 0 || tickets_from_file()) {
+		/* Automatic keys start fresh; later reloads keep them, so
+		 * tickets stay valid. */
+		struct ticket_ring ring;
+
+		if (tickets_generate(&ring, 1) == 0)
+			tickets_install(&ring, 0);
+	}
 }
 
 const struct listener_conf *

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "tickets.h"
 #include "tls_ctx.h"
 
 struct config;
@@ -51,6 +52,9 @@ struct generation {
 	uint64_t idle_timeout_ms;
 	uint64_t buffer_size;
 	uint64_t busy_poll_ms;
+	/* Keys read from ticket_keys, installed when this generation is
+	 * activated; empty without a file. */
+	struct ticket_ring tickets;
 };
 
 /* generation_build turns |cfg| into a generation, taking ownership of
@@ -82,6 +86,11 @@ const struct listener_conf *generation_listener_by_addr(
 const struct listener_conf *generation_listener(const struct generation *g,
     const char *name);
 
+
+/* generation_activate applies what |g| configures process-wide: the
+ * session cache bounds and, with a ticket_keys file, its keys. Called just
+ * before generation_publish. */
+void generation_activate(struct generation *g);
 
 /* generation_publish makes |g| the generation new connections use, taking
  * over the caller's reference; the previous one is released (and freed

@@ -10,6 +10,7 @@
 #include "daemon.h"
 #include "generation.h"
 #include "log.h"
+#include "tickets.h"
 #include "tls_ctx.h"
 
 #define DEFAULT_CONFIG "/etc/tlsproxy/tlsproxy.conf"
@@ -25,7 +26,8 @@ usage(FILE *f)
 	    "  -h, --help         this text\n"
 	    "      --list-keys    print every configuration key with its default\n"
 	    "      --list-ciphers print the cipher suites BoringSSL supports\n"
-	    "      --list-curves  print the key-exchange groups BoringSSL supports\n");
+	    "      --list-curves  print the key-exchange groups BoringSSL supports\n"
+	    "      --new-ticket-key  print a fresh session-ticket key (base64 line)\n");
 }
 
 /* load builds the generation the daemon or -t needs, printing every
@@ -63,6 +65,7 @@ main(int argc, char **argv)
 		{ "list-keys", no_argument, NULL, 'K' },
 		{ "list-ciphers", no_argument, NULL, 'C' },
 		{ "list-curves", no_argument, NULL, 'G' },
+		{ "new-ticket-key", no_argument, NULL, 'N' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *path = DEFAULT_CONFIG;
@@ -94,6 +97,14 @@ main(int argc, char **argv)
 		case 'G':
 			tls_ctx_list_curves();
 			return 0;
+		case 'N': {
+			char line[128];
+
+			if (tickets_new_key_line(line, sizeof(line)) != 0)
+				return 1;
+			printf("%s\n", line);
+			return 0;
+		}
 		default:
 			usage(stderr);
 			return 2;

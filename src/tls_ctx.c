@@ -22,6 +22,8 @@
 
 #include "config.h"
 #include "log.h"
+#include "session_cache.h"
+#include "tickets.h"
 
 #define TLS_DEFAULT_GROUPS "X25519:P-256:P-384"
 
@@ -557,10 +559,27 @@ tls_ctx_client_auth(struct config *cfg, const struct conf_context *cc,
 	return 0;
 }
 
+/* tls_ctx_hash_file adds a file's contents (not its name: a replaced CA
+ * file must change the result) to |sha|. */
+static void
+tls_ctx_hash_file(SHA256_CTX *sha, const char *path)
+{
+	uint8_t buf[4096];
+	size_t n;
+	FILE *f = fopen(path, "rbe");
+
+	if (f == NULL)
+		return;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		SHA256_Update(sha, buf, n);
+	fclose(f);
+}
+
 /* tls_ctx_sid_ctx derives the session ID context: sessions resume only
- * under the same value. It covers what decides whether a client is let in,
- * so a session made before the rules changed (or under another context)
- * never skips them; it is stable across instances loading the same file. */
+ * under the same value. It covers what decides whether a client is let in
+ * (certificates, CAs, CRLs, verification settings), so a session made
+ * before those changed, or under another context, never skips them; it is
+ * stable across reloads and across instances loading the same files. */
 static void
 tls_ctx_sid_ctx(const struct conf_context *cc, uint8_t out[SHA256_DIGEST_LENGTH])
 {
@@ -580,9 +599,13 @@ tls_ctx_sid_ctx(const struct conf_context *cc, uint8_t out[SHA256_DIGEST_LENGTH]
 	    (int)cc->verify_depth);
 	SHA256_Update(&sha, flags, strlen(flags) + 1);
 	if (cc->ca != NULL)
-		SHA256_Update(&sha, cc->ca, strlen(cc->ca) + 1);
+		tls_ctx_hash_file(&sha, cc->ca);
 	for (size_t i = 0; i < cc->crl.num; i++)
-		SHA256_Update(&sha, cc->crl.v[i], strlen(cc->crl.v[i]) + 1);
+		tls_ctx_hash_file(&sha, cc->crl.v[i]);
+	for (size_t i = 0; i < cc->cert.num; i++)
+		tls_ctx_hash_file(&sha, cc->cert.v[i]);
+	if (cc->pfx != NULL)
+		tls_ctx_hash_file(&sha, cc->pfx);
 	SHA256_Final(out, &sha);
 }
 
@@ -690,7 +713,14 @@ tls_ctx_build_one(struct tls_ctx *t, struct config *cfg,
 	 * partial writes; the buffer may move between retries. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+	session_cache_attach(ctx);
+	SSL_CTX_set_timeout(ctx, (uint32_t)(cfg->global.session_timeout_ms / 1000));
+	SSL_CTX_set_session_psk_dhe_timeout(ctx,
+	    (uint32_t)(cfg->global.session_timeout_ms / 1000));
+	if (cfg->global.session_tickets)
+		SSL_CTX_set_tlsext_ticket_key_cb(ctx, tickets_key_cb);
+	else
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
 	SSL_CTX_set_max_send_fragment(ctx, t->max_send_fragment);
 	SSL_CTX_set_verify(ctx, t->verify_mode, t->reject_unauthorized ? NULL :
 	    tls_ctx_verify_any);

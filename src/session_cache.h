@@ -1,0 +1,25 @@
+/* session_cache.h: the server-side session cache for TLS 1.2 session IDs.
+ * One cache for the whole process: every context and listener of every
+ * generation uses it, so sessions survive reloads; a session still only
+ * resumes where its session ID context matches. Bounded in size and age. */
+#ifndef TLSPROXY_SESSION_CACHE_H
+#define TLSPROXY_SESSION_CACHE_H
+
+#include <openssl/ssl.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* session_cache_configure sets the capacity (0: no cache) and lifetime;
+ * entries beyond the new capacity are dropped. */
+void session_cache_configure(size_t capacity, uint64_t timeout_ms);
+
+/* session_cache_attach makes |ctx| store and find sessions here. */
+void session_cache_attach(SSL_CTX *ctx);
+
+/* session_cache_count returns the number of cached sessions. */
+size_t session_cache_count(void);
+
+/* session_cache_clear drops every session. */
+void session_cache_clear(void);
+
+#endif

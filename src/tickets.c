@@ -1,0 +1,298 @@
+/* tickets.c: the ticket-key ring, its file format and rotation. */
+#include "tickets.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/base64.h>
+#include <openssl/cipher.h>
+#include <openssl/digest.h>
+#include <openssl/hmac.h>
+#include <openssl/mem.h>
+#include <openssl/rand.h>
+
+/* Handshakes only read the ring; the control thread replaces it. */
+static pthread_rwlock_t tickets_lock = PTHREAD_RWLOCK_INITIALIZER;
+static struct ticket_ring tickets_current;
+static int tickets_current_from_file;
+
+static int
+tickets_push(struct ticket_ring *r, const uint8_t *key)
+{
+	struct ticket_key *n = realloc(r->keys, (r->num + 1) * sizeof(*n));
+
+	if (n == NULL)
+		return -1;
+	r->keys = n;
+	memcpy(&r->keys[r->num++], key, TICKET_KEY_LEN);
+	return 0;
+}
+
+static int
+tickets_is_text(const uint8_t *data, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		uint8_t c = data[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		    (c >= '0' && c <= '9') || c == '+' || c == '/' || c == '=' ||
+		    c == '\n' || c == '\r' || c == ' ' || c == '\t' || c == '#'))
+			return 0;
+	}
+	return 1;
+}
+
+static int
+tickets_parse_lines(const uint8_t *data, size_t len, struct ticket_ring *out,
+    char *err, size_t err_len)
+{
+	size_t pos = 0;
+	int line = 0;
+
+	while (pos < len) {
+		const uint8_t *start = data + pos, *nl = memchr(start, '\n',
+		    len - pos);
+		size_t n = nl != NULL ? (size_t)(nl - start) : len - pos;
+		uint8_t key[TICKET_KEY_LEN + 3];
+		size_t klen;
+		char text[128];
+
+		pos += n + (nl != NULL);
+		line++;
+		while (n > 0 && (start[n - 1] == '\r' || start[n - 1] == ' ' ||
+		    start[n - 1] == '\t'))
+			n--;
+		while (n > 0 && (*start == ' ' || *start == '\t')) {
+			start++;
+			n--;
+		}
+		if (n == 0 || *start == '#')
+			continue;
+		if (n >= sizeof(text) || (memcpy(text, start, n), text[n] = '\0',
+		    EVP_DecodeBase64(key, &klen, sizeof(key), (const uint8_t *)text,
+		    n) != 1) || klen != TICKET_KEY_LEN) {
+			snprintf(err, err_len, "line %d: expected a 48-byte key in "
+			    "base64 (64 characters)", line);
+			return -1;
+		}
+		if (tickets_push(out, key) != 0) {
+			snprintf(err, err_len, "out of memory");
+			return -1;
+		}
+		OPENSSL_cleanse(key, sizeof(key));
+	}
+	return 0;
+}
+
+int
+tickets_parse(const uint8_t *data, size_t len, struct ticket_ring *out,
+    char *err, size_t err_len)
+{
+	memset(out, 0, sizeof(*out));
+	if (len > 0 && tickets_is_text(data, len)) {
+		if (tickets_parse_lines(data, len, out, err, err_len) != 0) {
+			tickets_ring_free(out);
+			return -1;
+		}
+	} else if (len % TICKET_KEY_LEN != 0) {
+		snprintf(err, err_len, "%zu bytes is not a whole number of "
+		    "48-byte keys (raw keys, or one base64 key per line)", len);
+		return -1;
+	} else {
+		for (size_t i = 0; i < len; i += TICKET_KEY_LEN) {
+			if (tickets_push(out, data + i) != 0) {
+				tickets_ring_free(out);
+				snprintf(err, err_len, "out of memory");
+				return -1;
+			}
+		}
+	}
+	if (out->num == 0) {
+		snprintf(err, err_len, "no key in the file");
+		return -1;
+	}
+	return 0;
+}
+
+int
+tickets_load_file(const char *path, struct ticket_ring *out, char *err,
+    size_t err_len)
+{
+	uint8_t buf[48 * 64 + 1];
+	struct stat st;
+	size_t len;
+	FILE *f;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((f = fopen(path, "rbe")) == NULL) {
+		snprintf(err, err_len, "cannot open '%s': %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	if (fstat(fileno(f), &st) != 0 || (st.st_mode & S_IROTH) != 0) {
+		snprintf(err, err_len, "'%s' is readable by every user; ticket "
+		    "keys decrypt every session: chmod o-r it", path);
+		fclose(f);
+		return -1;
+	}
+	len = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	if (len == sizeof(buf)) {
+		snprintf(err, err_len, "'%s' holds more than 64 keys", path);
+		OPENSSL_cleanse(buf, sizeof(buf));
+		return -1;
+	}
+	rc = tickets_parse(buf, len, out, err, err_len);
+	OPENSSL_cleanse(buf, sizeof(buf));
+	if (rc != 0) {
+		char reason[128];
+
+		snprintf(reason, sizeof(reason), "%s", err);
+		snprintf(err, err_len, "'%s': %s", path, reason);
+	}
+	return rc;
+}
+
+int
+tickets_generate(struct ticket_ring *out, size_t num)
+{
+	uint8_t key[TICKET_KEY_LEN];
+
+	memset(out, 0, sizeof(*out));
+	for (size_t i = 0; i < num; i++) {
+		RAND_bytes(key, sizeof(key));
+		if (tickets_push(out, key) != 0) {
+			tickets_ring_free(out);
+			return -1;
+		}
+	}
+	OPENSSL_cleanse(key, sizeof(key));
+	return 0;
+}
+
+void
+tickets_ring_free(struct ticket_ring *r)
+{
+	if (r->keys != NULL)
+		OPENSSL_cleanse(r->keys, r->num * sizeof(*r->keys));
+	free(r->keys);
+	r->keys = NULL;
+	r->num = 0;
+}
+
+int
+tickets_new_key_line(char *out, size_t out_len)
+{
+	uint8_t key[TICKET_KEY_LEN];
+	size_t need;
+
+	if (EVP_EncodedLength(&need, sizeof(key)) != 1 || need > out_len)
+		return -1;
+	RAND_bytes(key, sizeof(key));
+	EVP_EncodeBlock((uint8_t *)out, key, sizeof(key));
+	OPENSSL_cleanse(key, sizeof(key));
+	return 0;
+}
+
+void
+tickets_install(struct ticket_ring *r, int from_file)
+{
+	struct ticket_ring old;
+
+	pthread_rwlock_wrlock(&tickets_lock);
+	old = tickets_current;
+	tickets_current = *r;
+	tickets_current_from_file = from_file;
+	pthread_rwlock_unlock(&tickets_lock);
+	memset(r, 0, sizeof(*r));
+	tickets_ring_free(&old);
+}
+
+int
+tickets_rotate(size_t keep)
+{
+	struct ticket_ring next;
+	uint8_t key[TICKET_KEY_LEN];
+	int rc = 0;
+
+	memset(&next, 0, sizeof(next));
+	RAND_bytes(key, sizeof(key));
+	pthread_rwlock_rdlock(&tickets_lock);
+	rc |= tickets_push(&next, key);
+	for (size_t i = 0; i < tickets_current.num && next.num < keep; i++)
+		rc |= tickets_push(&next, (const uint8_t *)&tickets_current.keys[i]);
+	pthread_rwlock_unlock(&tickets_lock);
+	OPENSSL_cleanse(key, sizeof(key));
+	if (rc != 0) {
+		tickets_ring_free(&next);
+		return -1;
+	}
+	tickets_install(&next, 0);
+	return 0;
+}
+
+int
+tickets_from_file(void)
+{
+	int v;
+
+	pthread_rwlock_rdlock(&tickets_lock);
+	v = tickets_current_from_file;
+	pthread_rwlock_unlock(&tickets_lock);
+	return v;
+}
+
+size_t
+tickets_num(void)
+{
+	size_t n;
+
+	pthread_rwlock_rdlock(&tickets_lock);
+	n = tickets_current.num;
+	pthread_rwlock_unlock(&tickets_lock);
+	return n;
+}
+
+int
+tickets_key_cb(SSL *ssl, uint8_t *key_name, uint8_t *iv, EVP_CIPHER_CTX *ctx,
+    HMAC_CTX *hmac_ctx, int encrypt)
+{
+	struct ticket_key k;
+	int rc = 0;
+
+	(void)ssl;
+	pthread_rwlock_rdlock(&tickets_lock);
+	if (encrypt) {
+		if (tickets_current.num > 0) {
+			k = tickets_current.keys[0];
+			rc = 1;
+		}
+	} else {
+		for (size_t i = 0; i < tickets_current.num; i++) {
+			if (memcmp(tickets_current.keys[i].name, key_name, 16) == 0) {
+				k = tickets_current.keys[i];
+				/* 2: valid, but renew it under the first key. */
+				rc = i == 0 ? 1 : 2;
+				break;
+			}
+		}
+	}
+	pthread_rwlock_unlock(&tickets_lock);
+	if (rc == 0)
+		return encrypt ? -1 : 0;
+	if (encrypt) {
+		memcpy(key_name, k.name, 16);
+		RAND_bytes(iv, 16);
+	}
+	if (!(encrypt ? EVP_EncryptInit_ex(ctx, EVP_aes_128_cbc(), NULL, k.aes,
+	    iv) : EVP_DecryptInit_ex(ctx, EVP_aes_128_cbc(), NULL, k.aes, iv)) ||
+	    !HMAC_Init_ex(hmac_ctx, k.hmac, 16, EVP_sha256(), NULL))
+		rc = -1;
+	OPENSSL_cleanse(&k, sizeof(k));
+	return rc;
+}
