@@ -1,0 +1,297 @@
+/* Session resumption: session IDs and tickets, ticket keys shared by two
+ * instances through a file and rotated, and what a reload keeps. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../check_run.h"
+#include "harness.h"
+
+static const char *
+conf(int port, int bport, const char *global, const char *leaf)
+{
+	static char text[2048];
+
+	snprintf(text, sizeof(text),
+	    "[global]\nworkers = 2\nlog_level = debug\n%s\n"
+	    "[listener t]\nbind = 127.0.0.1:%d\ncontext = c\nbackend = b\n"
+	    "[backend b]\naddress = 127.0.0.1:%d\n"
+	    "[context c]\ncert = %s/%s.pem\nkey = %s/%s.key\n",
+	    global ? global : "", port, bport, h_dir(), leaf, h_dir(), leaf);
+	return text;
+}
+
+/* handshake runs one s_client request to |port|, saving the session to
+ * |out| and/or offering |in|; returns "New" or "Reused". */
+static const char *
+handshake(int port, const char *args, const char *in, const char *out)
+{
+	static char verdict[16];
+	char sess[600] = "";
+	char *res;
+
+	if (in != NULL)
+		snprintf(sess + strlen(sess), sizeof(sess) - strlen(sess),
+		    " -sess_in %s/%s", h_dir(), in);
+	if (out != NULL)
+		snprintf(sess + strlen(sess), sizeof(sess) - strlen(sess),
+		    " -sess_out %s/%s", h_dir(), out);
+	/* Sending a request and waiting for the answer lets TLS 1.3 tickets
+	 * arrive before the session is saved. */
+	res = h_run(NULL, "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 10 "
+	    "openssl s_client -connect 127.0.0.1:%d %s %s -ign_eof 2>&1 | "
+	    "grep -Eo '^(New|Reused),' | head -n 1 | tr -d ,", port,
+	    args ? args : "", sess);
+	snprintf(verdict, sizeof(verdict), "%s", res);
+	verdict[strcspn(verdict, "\n")] = '\0';
+	free(res);
+	return verdict;
+}
+
+static void
+write_keys(const char *name, const char *lines)
+{
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s.tmp", name);
+	h_write(path, lines);
+	/* Replace atomically, as an operator's deploy tool would. */
+	free(h_run(NULL, "cd %s && chmod 600 %s.tmp && mv %s.tmp %s", h_dir(),
+	    name, name, name));
+}
+
+static char *
+new_key(void)
+{
+	char *k = h_run(NULL, "%s --new-ticket-key", h_bin("tlsproxy"));
+
+	ck_assert_uint_eq(strlen(k), 65);
+	return k;
+}
+
+START_TEST(session_ids_and_tickets_resume)
+{
+	struct h_daemon d;
+	pid_t bpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+
+	ck_assert_int_eq(h_daemon_start(&d, "basic", conf(port, bport, NULL,
+	    "leaf")), 0);
+	ck_assert_str_eq(handshake(port, "-tls1_2 -no_ticket", NULL, "id12"),
+	    "New");
+	ck_assert_str_eq(handshake(port, "-tls1_2 -no_ticket", "id12", NULL),
+	    "Reused");
+	ck_assert_str_eq(handshake(port, "-tls1_2", NULL, "t12"), "New");
+	ck_assert_str_eq(handshake(port, "-tls1_2", "t12", NULL), "Reused");
+	ck_assert_str_eq(handshake(port, "-tls1_3", NULL, "t13"), "New");
+	ck_assert_str_eq(handshake(port, "-tls1_3", "t13", NULL), "Reused");
+	ck_assert(h_log_contains(&d, "resumed=yes", 2000));
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
+START_TEST(node_sees_resumption)
+{
+	struct h_daemon d;
+	pid_t bpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+	char *out;
+	int st;
+
+	ck_assert_int_eq(h_daemon_start(&d, "node", conf(port, bport, NULL,
+	    "leaf")), 0);
+	out = h_run(&st, "node -e \""
+	    "const tls = require('tls'); const fs = require('fs');"
+	    "const ca = fs.readFileSync('%s/ca.pem');"
+	    "function go(session, n) {"
+	    " const s = tls.connect({ port: %d, host: '127.0.0.1',"
+	    "  servername: 'localhost', ca, session }, () => {"
+	    "  s.write('GET / HTTP/1.0\\\\r\\\\n\\\\r\\\\n'); });"
+	    " let saved; s.on('session', (x) => { saved = x; });"
+	    " s.on('data', () => {});"
+	    " s.on('end', () => { console.log('reused=' + s.isSessionReused());"
+	    "  s.end(); if (n > 0) go(saved, n - 1); });"
+	    "}"
+	    "go(undefined, 1);\" 2>&1", h_dir(), port);
+	ck_assert_msg(st == 0, "%s", out);
+	ck_assert_msg(strcmp(out, "reused=false\nreused=true\n") == 0, "%s",
+	    out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
+START_TEST(fleet_shares_and_rotates_ticket_keys)
+{
+	struct h_daemon d1, d2;
+	pid_t bpid;
+	int bport = h_backend("http", NULL, &bpid);
+	int p1 = h_free_port(), p2 = h_free_port();
+	char global[600], lines[600], *k1 = new_key(), *k2 = new_key();
+
+	write_keys("fleet.keys", k1);
+	snprintf(global, sizeof(global), "ticket_keys = %s/fleet.keys",
+	    h_dir());
+	ck_assert_int_eq(h_daemon_start(&d1, "fleet1", conf(p1, bport, global,
+	    "leaf")), 0);
+	ck_assert_int_eq(h_daemon_start(&d2, "fleet2", conf(p2, bport, global,
+	    "leaf")), 0);
+	/* A ticket from one instance resumes on the other, both versions. */
+	ck_assert_str_eq(handshake(p1, "-tls1_3", NULL, "f13"), "New");
+	ck_assert_str_eq(handshake(p2, "-tls1_3", "f13", NULL), "Reused");
+	ck_assert_str_eq(handshake(p1, "-tls1_2", NULL, "f12"), "New");
+	ck_assert_str_eq(handshake(p2, "-tls1_2", "f12", NULL), "Reused");
+	/* Rotation, step 1 and 2 at once here: a new first key; tickets
+	 * under the old one still resume (and are renewed). */
+	snprintf(lines, sizeof(lines), "%s%s", k2, k1);
+	write_keys("fleet.keys", lines);
+	ck_assert(h_log_contains(&d2, "session tickets: 2 keys from", 3000));
+	ck_assert(h_log_contains(&d1, "session tickets: 2 keys from", 3000));
+	ck_assert_str_eq(handshake(p2, "-tls1_3", "f13", "f13b"), "Reused");
+	ck_assert_str_eq(handshake(p1, "-tls1_2", "f12", NULL), "Reused");
+	/* Step 3: the old key is removed; its tickets get a full handshake,
+	 * the renewed ones still resume. */
+	write_keys("fleet.keys", k2);
+	ck_assert(h_log_contains(&d1, "session tickets: 1 keys from", 3000));
+	ck_assert(h_log_contains(&d2, "session tickets: 1 keys from", 3000));
+	ck_assert_str_eq(handshake(p1, "-tls1_3", "f13", NULL), "New");
+	ck_assert_str_eq(handshake(p1, "-tls1_3", "f13b", NULL), "Reused");
+	/* A world-readable file is refused, and the keys in use stay. */
+	free(h_run(NULL, "chmod 644 %s/fleet.keys", h_dir()));
+	ck_assert(h_log_contains(&d1, "is readable by every user", 3000));
+	ck_assert_str_eq(handshake(p1, "-tls1_3", "f13b", NULL), "Reused");
+	ck_assert_int_eq(h_daemon_stop(&d1, 5000), 0);
+	ck_assert_int_eq(h_daemon_stop(&d2, 5000), 0);
+	free(k1);
+	free(k2);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
+START_TEST(tickets_off_and_bad_key_files)
+{
+	struct h_daemon d;
+	pid_t bpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+	char global[600], *out;
+	int st;
+
+	ck_assert_int_eq(h_daemon_start(&d, "notickets", conf(port, bport,
+	    "session_tickets = no", "leaf")), 0);
+	/* TLS 1.3 resumes only with tickets; TLS 1.2 falls back to IDs. */
+	ck_assert_str_eq(handshake(port, "-tls1_3", NULL, "n13"), "New");
+	{
+		/* Without a ticket the client may have nothing to save. */
+		char path[512];
+		struct stat st;
+
+		snprintf(path, sizeof(path), "%s/n13", h_dir());
+		if (stat(path, &st) == 0 && st.st_size > 0)
+			ck_assert_str_eq(handshake(port, "-tls1_3", "n13", NULL),
+			    "New");
+	}
+	ck_assert_str_eq(handshake(port, "-tls1_2", NULL, "n12"), "New");
+	ck_assert_str_eq(handshake(port, "-tls1_2", "n12", NULL), "Reused");
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	/* Bad key files are configuration errors with the key's line. */
+	h_write("open.keys", "QUJD\n");
+	free(h_run(NULL, "chmod 644 %s/open.keys", h_dir()));
+	snprintf(global, sizeof(global), "ticket_keys = %s/open.keys", h_dir());
+	out = h_run(&st, "%s -t -c %s 2>&1", h_bin("tlsproxy"),
+	    h_write("badkeys.conf", conf(port, bport, global, "leaf")));
+	ck_assert_int_eq(st, 1);
+	ck_assert_msg(strstr(out, "badkeys.conf:4: key 'ticket_keys': '") &&
+	    strstr(out, "open.keys' is readable by every user"), "%s", out);
+	free(out);
+	free(h_run(NULL, "chmod 600 %s/open.keys", h_dir()));
+	out = h_run(&st, "%s -t -c %s/badkeys.conf 2>&1", h_bin("tlsproxy"),
+	    h_dir());
+	ck_assert_int_eq(st, 1);
+	ck_assert_msg(strstr(out, "open.keys': line 1: expected a 48-byte key "
+	    "in base64 (64 characters)") != NULL, "%s", out);
+	free(out);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
+START_TEST(reload_keeps_sessions_unless_the_context_changed)
+{
+	struct h_daemon d;
+	pid_t bpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+	FILE *f;
+
+	free(h_run(NULL, "cd '%s' && openssl req -x509 -newkey ec -pkeyopt "
+	    "ec_paramgen_curve:P-256 -nodes -keyout other-leaf.key -out "
+	    "other-leaf.pem -days 2 -subj /CN=localhost 2>&1", h_dir()));
+	ck_assert_int_eq(h_daemon_start(&d, "keep", conf(port, bport, NULL,
+	    "leaf")), 0);
+	ck_assert_str_eq(handshake(port, "-tls1_2 -no_ticket", NULL, "k12"),
+	    "New");
+	ck_assert_str_eq(handshake(port, "-tls1_3", NULL, "k13"), "New");
+	/* An unchanged context: both kinds survive a reload. */
+	kill(d.pid, SIGHUP);
+	ck_assert(h_log_contains(&d, "generation 2 published", 3000));
+	ck_assert_str_eq(handshake(port, "-tls1_2 -no_ticket", "k12", NULL),
+	    "Reused");
+	ck_assert_str_eq(handshake(port, "-tls1_3", "k13", NULL), "Reused");
+	/* A new certificate changes the context: no resumption across. */
+	f = fopen(d.conf, "w");
+	fputs(conf(port, bport, NULL, "other-leaf"), f);
+	fclose(f);
+	kill(d.pid, SIGHUP);
+	ck_assert(h_log_contains(&d, "generation 3 published", 3000));
+	ck_assert_str_eq(handshake(port, "-tls1_2 -no_ticket", "k12", NULL),
+	    "New");
+	ck_assert_str_eq(handshake(port, "-tls1_3", "k13", NULL), "New");
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
+START_TEST(automatic_keys_rotate)
+{
+	struct h_daemon d;
+	pid_t bpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+
+	/* Rotate every second, sessions live 2s: 1 + 2 keys are kept. */
+	ck_assert_int_eq(h_daemon_start(&d, "rotate", conf(port, bport,
+	    "ticket_rotation = 1s\nsession_timeout = 2s", "leaf")), 0);
+	ck_assert_str_eq(handshake(port, "-tls1_3", NULL, "r13"), "New");
+	ck_assert(h_log_contains(&d, "rotated to a new key (2 kept", 3000));
+	/* One rotation later the ticket still decrypts... */
+	ck_assert_str_eq(handshake(port, "-tls1_3", "r13", NULL), "Reused");
+	ck_assert(h_log_contains(&d, "rotated to a new key (3 kept", 3000));
+	/* ...and once its key is gone (and it has expired), it does not. */
+	sleep(3);
+	ck_assert_str_eq(handshake(port, "-tls1_3", "r13", NULL), "New");
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
+int
+main(void)
+{
+	Suite *s = suite_create("sessions");
+	TCase *tc = tcase_create("resumption");
+
+	h_setup("sessions");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, session_ids_and_tickets_resume);
+	tcase_add_test(tc, node_sees_resumption);
+	tcase_add_test(tc, fleet_shares_and_rotates_ticket_keys);
+	tcase_add_test(tc, tickets_off_and_bad_key_files);
+	tcase_add_test(tc, reload_keeps_sessions_unless_the_context_changed);
+	tcase_add_test(tc, automatic_keys_rotate);
+	suite_add_tcase(s, tc);
+	return check_run(s);
+}
