@@ -15,6 +15,9 @@
 #include <openssl/mem.h>
 #include <openssl/rand.h>
 
+/* Enough for any rotation scheme; a ring is searched per resumption. */
+#define TICKETS_MAX_KEYS 64
+
 /* Handshakes only read the ring; the control thread replaces it. */
 static pthread_rwlock_t tickets_lock = PTHREAD_RWLOCK_INITIALIZER;
 static struct ticket_ring tickets_current;
@@ -32,15 +35,16 @@ tickets_push(struct ticket_ring *r, const uint8_t *key)
 	return 0;
 }
 
+/* tickets_is_text tells base64 lines from raw keys: random key bytes are
+ * all printable with a probability too small to matter. */
 static int
 tickets_is_text(const uint8_t *data, size_t len)
 {
 	for (size_t i = 0; i < len; i++) {
 		uint8_t c = data[i];
 
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-		    (c >= '0' && c <= '9') || c == '+' || c == '/' || c == '=' ||
-		    c == '\n' || c == '\r' || c == ' ' || c == '\t' || c == '#'))
+		if (!((c >= 0x20 && c < 0x7f) || c == '\n' || c == '\r' ||
+		    c == '\t'))
 			return 0;
 	}
 	return 1;
@@ -122,7 +126,7 @@ int
 tickets_load_file(const char *path, struct ticket_ring *out, char *err,
     size_t err_len)
 {
-	uint8_t buf[48 * 64 + 1];
+	uint8_t buf[16384 + 1];
 	struct stat st;
 	size_t len;
 	FILE *f;
@@ -143,12 +147,19 @@ tickets_load_file(const char *path, struct ticket_ring *out, char *err,
 	len = fread(buf, 1, sizeof(buf), f);
 	fclose(f);
 	if (len == sizeof(buf)) {
-		snprintf(err, err_len, "'%s' holds more than 64 keys", path);
+		snprintf(err, err_len, "'%s' is larger than 16 KiB; a key file "
+		    "holds at most %d keys", path, TICKETS_MAX_KEYS);
 		OPENSSL_cleanse(buf, sizeof(buf));
 		return -1;
 	}
 	rc = tickets_parse(buf, len, out, err, err_len);
 	OPENSSL_cleanse(buf, sizeof(buf));
+	if (rc == 0 && out->num > TICKETS_MAX_KEYS) {
+		snprintf(err, err_len, "holds %zu keys; at most %d are used",
+		    out->num, TICKETS_MAX_KEYS);
+		tickets_ring_free(out);
+		rc = -1;
+	}
 	if (rc != 0) {
 		char reason[128];
 

@@ -73,7 +73,8 @@ START_TEST(base64_lines)
 
 	b64_key(0x11, a);
 	b64_key(0x22, b);
-	snprintf(text, sizeof(text), "# fleet keys\n%s\r\n\n  %s  \n", a, b);
+	snprintf(text, sizeof(text), "# fleet keys, added 2026-11-27: next\n"
+	    "%s\r\n\n  %s  \n", a, b);
 	r = parse_ok(text, strlen(text));
 	ck_assert_uint_eq(r.num, 2);
 	ck_assert_uint_eq(r.keys[0].name[0], 0x11);
