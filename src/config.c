@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "confval.h"
+#include "session_store.h"
 
 enum conf_section {
 	SEC_GLOBAL,
@@ -124,6 +125,15 @@ static const struct conf_key keys[] = {
 	{ SEC_GLOBAL, "ticket_rotation", T_DURATION, G(ticket_rotation_ms),
 	  "12h", 0, 1000, 2592000000,
 	  "without ticket_keys: how often a new key takes over" },
+	{ SEC_GLOBAL, "session_store", T_STRING, G(session_store), NULL, 0, 0,
+	  0, "shared session cache: redis://[:PASSWORD@]HOST:PORT[/DB] or "
+	  "unix:/PATH" },
+	{ SEC_GLOBAL, "session_store_timeout", T_DURATION,
+	  G(session_store_timeout_ms), "20ms", 0, 1, 10000,
+	  "longest a handshake waits for the store before going on without it" },
+	{ SEC_GLOBAL, "session_store_prefix", T_STRING, G(session_store_prefix),
+	  "tlsproxy:session:", 0, 0, 0,
+	  "prefix of the store's keys, to share one Redis database" },
 	{ SEC_GLOBAL, "busy_poll", T_DURATION, G(busy_poll_ms), "0", 0, 0,
 	  1000, "after activity, poll without sleeping this long (0 = off); "
 	  "trades CPU for latency" },
@@ -961,6 +971,14 @@ config_check(struct config *cfg)
 	if (cfg->global.group != NULL && cfg->global.user == NULL)
 		config_error(cfg, config_key_line(&cfg->global.h, "group"),
 		    "group", "needs 'user' as well");
+	if (cfg->global.session_store != NULL) {
+		char err[256];
+
+		if (session_store_parse(cfg->global.session_store, err,
+		    sizeof(err)) != 0)
+			config_error(cfg, config_key_line(&cfg->global.h,
+			    "session_store"), "session_store", "%s", err);
+	}
 	if (al != NULL && confval_bool(al, &b) != 0 && al[0] != '/')
 		config_error(cfg, config_key_line(&cfg->global.h, "access_log"),
 		    "access_log", "expected yes, no or an absolute file path, "

@@ -59,6 +59,9 @@ struct conf_global {
 	int64_t session_tickets;
 	char *ticket_keys;
 	uint64_t ticket_rotation_ms;
+	char *session_store;
+	uint64_t session_store_timeout_ms;
+	char *session_store_prefix;
 };
 
 struct conf_listener {

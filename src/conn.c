@@ -20,6 +20,7 @@
 #include "listener.h"
 #include "log.h"
 #include "relay.h"
+#include "session_store.h"
 #include "sni.h"
 #include "tls_bio.h"
 #include "worker.h"
@@ -48,6 +49,10 @@ struct conn {
 	struct event ev[2];
 	uint8_t hs_want; /* RELAY_WANT_* the handshake waits for */
 	uint8_t sni_refused; /* sni_strict and no context for the name */
+	/* A session-store lookup the handshake waits for, and its result. */
+	struct store_lookup *lookup;
+	SSL_SESSION *looked_up;
+	uint8_t lookup_done;
 	struct event timer;
 	struct relay relay;
 	struct sockaddr_storage peer;
@@ -165,6 +170,8 @@ conn_close(struct conn *c, const char *reason)
 			event_del(&c->ev[s]);
 	}
 	evtimer_del(&c->timer);
+	session_store_cancel(c->lookup);
+	SSL_SESSION_free(c->looked_up);
 	relay_release(&c->relay);
 	SSL_free(c->ssl);
 	close(c->cfd);
@@ -333,6 +340,11 @@ conn_handshake(struct conn *c)
 	case SSL_ERROR_WANT_WRITE:
 		c->hs_want = RELAY_WANT_WRITE;
 		return;
+	case SSL_ERROR_PENDING_SESSION:
+		/* The session store answers (or times out) and calls
+		 * conn_store_done, which resumes the handshake. */
+		c->hs_want = 0;
+		return;
 	case SSL_ERROR_SYSCALL:
 		ERR_clear_error();
 		conn_handshake_failed(c, ret == 0 || saved_errno == 0 ?
@@ -470,6 +482,46 @@ conn_select_cert(const SSL_CLIENT_HELLO *hello)
 	if (tls_ctx_apply(t, c->lc->context, hello) != 0)
 		return ssl_select_cert_error;
 	return ssl_select_cert_success;
+}
+
+static void
+conn_store_done(SSL_SESSION *session, void *arg)
+{
+	struct conn *c = arg;
+
+	c->lookup = NULL;
+	c->looked_up = session;
+	c->lookup_done = 1;
+	conn_handshake(c);
+}
+
+void
+conn_store_put(SSL *ssl, SSL_SESSION *session)
+{
+	struct conn *c = SSL_get_app_data(ssl);
+
+	if (c != NULL)
+		session_store_put(c->w->store, session);
+}
+
+SSL_SESSION *
+conn_store_get(SSL *ssl, const uint8_t *id, size_t id_len)
+{
+	struct conn *c = SSL_get_app_data(ssl);
+	SSL_SESSION *session;
+
+	if (c == NULL || c->w->store == NULL)
+		return NULL;
+	if (c->lookup_done) {
+		/* BoringSSL asks again once the lookup finished. */
+		session = c->looked_up;
+		c->looked_up = NULL;
+		c->lookup_done = 0;
+		return session;
+	}
+	c->lookup = session_store_lookup(c->w->store, SSL_get_SSL_CTX(ssl), id,
+	    id_len, conn_store_done, c);
+	return c->lookup != NULL ? SSL_magic_pending_session_ptr() : NULL;
 }
 
 int

@@ -28,6 +28,11 @@ void conn_close_all(struct worker *w, const char *reason);
  * table names for it. */
 enum ssl_select_cert_result_t conn_select_cert(const SSL_CLIENT_HELLO *hello);
 
+/* conn_store_put and conn_store_get connect the session cache to the
+ * worker's session store (see session_cache_set_external). */
+void conn_store_put(SSL *ssl, SSL_SESSION *session);
+SSL_SESSION *conn_store_get(SSL *ssl, const uint8_t *id, size_t id_len);
+
 /* conn_servername is the server-name callback of every context: it sends
  * the unrecognized_name alert when conn_select_cert refused the name on a
  * listener with sni_strict. */

@@ -297,6 +297,7 @@ generation_build(struct config *cfg)
 	g->idle_timeout_ms = cfg->global.idle_timeout_ms;
 	g->buffer_size = cfg->global.buffer_size;
 	g->busy_poll_ms = cfg->global.busy_poll_ms;
+	g->session_store = cfg->global.session_store;
 	g->id = atomic_fetch_add(&generation_next_id, 1);
 	atomic_init(&g->refs, 1);
 	return g;
@@ -358,6 +359,10 @@ generation_activate(struct generation *g)
 
 	session_cache_configure((size_t)gl->session_cache_size,
 	    gl->session_timeout_ms);
+	if (gl->session_store != NULL)
+		session_cache_set_external(conn_store_put, conn_store_get);
+	else
+		session_cache_set_external(NULL, NULL);
 	if (g->tickets.num > 0) {
 		tickets_install(&g->tickets, 1);
 	} else if (tickets_num() == 0 || tickets_from_file()) {

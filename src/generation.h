@@ -52,6 +52,7 @@ struct generation {
 	uint64_t idle_timeout_ms;
 	uint64_t buffer_size;
 	uint64_t busy_poll_ms;
+	const char *session_store; /* URL, or NULL */
 	/* Keys read from ticket_keys, installed when this generation is
 	 * activated; empty without a file. */
 	struct ticket_ring tickets;

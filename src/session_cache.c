@@ -4,6 +4,7 @@
 #include "session_cache.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -25,6 +26,19 @@ static struct entry **buckets;
 static size_t num_buckets, count, capacity;
 static uint64_t timeout_ms = 300000;
 static struct entry *lru_head, *lru_tail; /* head: most recent */
+typedef void (*external_put_fn)(SSL *, SSL_SESSION *);
+typedef SSL_SESSION *(*external_get_fn)(SSL *, const uint8_t *, size_t);
+/* Set by the control thread on reload while workers read them. */
+static _Atomic(external_put_fn) external_put;
+static _Atomic(external_get_fn) external_get;
+
+void
+session_cache_set_external(void (*put)(SSL *ssl, SSL_SESSION *session),
+    SSL_SESSION *(*get)(SSL *ssl, const uint8_t *id, size_t id_len))
+{
+	atomic_store(&external_put, put);
+	atomic_store(&external_get, get);
+}
 
 static uint64_t
 cache_now_ms(void)
@@ -130,11 +144,15 @@ cache_new_cb(SSL *ssl, SSL_SESSION *session)
 	size_t der_len;
 	struct entry *e, **slot;
 
-	(void)ssl;
 	/* TLS 1.3 resumes with tickets only: nothing to look up by ID. */
 	if (id_len == 0 || id_len > SSL_MAX_SSL_SESSION_ID_LENGTH ||
-	    SSL_SESSION_get_protocol_version(session) >= TLS1_3_VERSION ||
-	    SSL_SESSION_to_bytes(session, &der, &der_len) != 1)
+	    SSL_SESSION_get_protocol_version(session) >= TLS1_3_VERSION)
+		return 0;
+	external_put_fn put = atomic_load(&external_put);
+
+	if (put != NULL)
+		put(ssl, session);
+	if (SSL_SESSION_to_bytes(session, &der, &der_len) != 1)
 		return 0;
 	e = malloc(sizeof(*e) + der_len);
 	if (e == NULL) {
@@ -192,6 +210,12 @@ cache_get_cb(SSL *ssl, const uint8_t *id, int id_len, int *out_copy)
 		}
 	}
 	pthread_mutex_unlock(&cache_lock);
+	if (session == NULL) {
+		external_get_fn get = atomic_load(&external_get);
+
+		if (get != NULL)
+			session = get(ssl, id, (size_t)id_len);
+	}
 	return session;
 }
 

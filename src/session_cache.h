@@ -16,6 +16,12 @@ void session_cache_configure(size_t capacity, uint64_t timeout_ms);
 /* session_cache_attach makes |ctx| store and find sessions here. */
 void session_cache_attach(SSL_CTX *ctx);
 
+/* session_cache_set_external adds an external store behind the cache:
+ * |put| sees every new session; |get| is asked on a local miss and may
+ * return SSL_magic_pending_session_ptr() to make the handshake wait. */
+void session_cache_set_external(void (*put)(SSL *ssl, SSL_SESSION *session),
+    SSL_SESSION *(*get)(SSL *ssl, const uint8_t *id, size_t id_len));
+
 /* session_cache_count returns the number of cached sessions. */
 size_t session_cache_count(void);
 

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "bufpool.h"
 #include "relay.h"
+#include "session_store.h"
 
 /* Accepts per readiness event, so one busy listener cannot starve the
  * connections already open. */
@@ -177,6 +178,23 @@ worker_maybe_exit(struct worker *w)
 
 static int worker_attach(struct worker *w, const struct listener_set *set);
 
+/* worker_store_update connects this worker to the published generation's
+ * session store, keeping the link when it did not change. */
+static void
+worker_store_update(struct worker *w)
+{
+	const struct generation *g = worker_generation(w);
+	const struct conf_global *gl = &g->cfg->global;
+
+	if (session_store_same(w->store, gl->session_store,
+	    gl->session_store_prefix))
+		return;
+	session_store_free(w->store);
+	w->store = session_store_new(w->base, gl->session_store,
+	    gl->session_store_prefix, gl->session_store_timeout_ms,
+	    gl->session_timeout_ms);
+}
+
 /* worker_notify_control wakes the control thread to look at the
  * workers' state (sockets taken over, loop ended). */
 static void
@@ -203,6 +221,8 @@ worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 	cmd = atomic_exchange(&w->cmd, 0);
 	if ((cmd & WORKER_SOCKETS) && !w->stopping) {
 		unsigned version = atomic_load(&w->d->socks_version);
+
+		worker_store_update(w);
 
 		if (worker_attach(w, &w->d->socks) != 0)
 			log_msg(LOGL_ERROR, "worker %d: out of memory taking the "
@@ -284,6 +304,7 @@ worker_init(struct worker *w, struct daemon *d, int id)
 		return -1;
 	event_add(w->wake_ev, NULL);
 	atomic_store(&w->socks_version, atomic_load(&d->socks_version));
+	worker_store_update(w);
 	return worker_attach(w, &d->socks);
 }
 
@@ -394,6 +415,9 @@ worker_join(struct worker *w)
 		event_free(w->wake_ev);
 	if (w->pause_ev != NULL)
 		event_free(w->pause_ev);
+	/* The store's events live on this base: free it first. */
+	session_store_free(w->store);
+	w->store = NULL;
 	if (w->base != NULL)
 		event_base_free(w->base);
 	if (w->wake_fd >= 0)

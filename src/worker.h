@@ -32,6 +32,7 @@ struct worker {
 	pthread_t thread;
 	struct event_base *base;
 	struct bufpool *pool;
+	struct session_store *store; /* this worker's link to it, or NULL */
 	struct generation *gen; /* newest generation this worker has seen */
 
 	struct worker_accept *accepts;

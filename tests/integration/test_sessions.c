@@ -278,6 +278,94 @@ START_TEST(automatic_keys_rotate)
 }
 END_TEST
 
+/* start_redis runs a throwaway redis-server on |port| (no persistence);
+ * it dies with the test. */
+static pid_t
+start_redis(int port)
+{
+	char portstr[16];
+	pid_t pid = fork();
+
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	if (pid == 0) {
+		if (freopen("/dev/null", "w", stdout) == NULL)
+			_exit(126);
+		execlp("redis-server", "redis-server", "--port", portstr,
+		    "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		    (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 100; i++) {
+		char *out = h_run(NULL, "redis-cli -p %d ping 2>/dev/null", port);
+		int up = strncmp(out, "PONG", 4) == 0;
+
+		free(out);
+		if (up)
+			return pid;
+		usleep(50000);
+	}
+	ck_abort_msg("redis-server did not start");
+	return -1;
+}
+
+static void
+stop_redis(pid_t pid)
+{
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
+}
+
+START_TEST(redis_store_shared_by_two_instances)
+{
+	struct h_daemon d1, d2;
+	pid_t bpid, rpid;
+	int bport = h_backend("http", NULL, &bpid);
+	int p1 = h_free_port(), p2 = h_free_port(), rport = h_free_port();
+	char global[300];
+	long long t0;
+
+	rpid = start_redis(rport);
+	snprintf(global, sizeof(global), "session_store = redis://127.0.0.1:%d/3"
+	    "\nsession_tickets = no", rport);
+	ck_assert_int_eq(h_daemon_start(&d1, "redis1", conf(p1, bport, global,
+	    "leaf")), 0);
+	ck_assert_int_eq(h_daemon_start(&d2, "redis2", conf(p2, bport, global,
+	    "leaf")), 0);
+	/* A session made on one instance resumes on the other. */
+	ck_assert_str_eq(handshake(p1, "-tls1_2", NULL, "rs1"), "New");
+	ck_assert_str_eq(handshake(p2, "-tls1_2", "rs1", NULL), "Reused");
+	/* Redis gone: handshakes keep working, as full ones. */
+	stop_redis(rpid);
+	ck_assert(h_log_contains(&d1, "unavailable", 3000));
+	ck_assert_str_eq(handshake(p2, "-tls1_2", NULL, "rs2"), "New");
+	ck_assert_str_eq(handshake(p1, "-tls1_2", "rs2", NULL), "New");
+	/* Back again: the instances reconnect and share sessions again. */
+	rpid = start_redis(rport);
+	ck_assert(h_log_contains(&d1, "session store redis://127.0.0.1", 0));
+	for (int i = 0; i < 100 && !h_log_contains(&d2, "connected", 0); i++)
+		usleep(100000);
+	for (int i = 0; i < 100 && !h_log_contains(&d1, "connected", 0); i++)
+		usleep(100000);
+	usleep(300000); /* every worker of both */
+	ck_assert_str_eq(handshake(p1, "-tls1_2", NULL, "rs3"), "New");
+	ck_assert_str_eq(handshake(p2, "-tls1_2", "rs3", NULL), "Reused");
+	/* A store too slow to answer costs session_store_timeout, then the
+	 * handshake goes on as a full one. The session is only in the store
+	 * (made on the other instance), so the lookup must wait for it. */
+	ck_assert_str_eq(handshake(p2, "-tls1_2", NULL, "rs4"), "New");
+	kill(rpid, SIGSTOP); /* connected, but answers nothing */
+	t0 = h_now_ms();
+	ck_assert_str_eq(handshake(p1, "-tls1_2", "rs4", NULL), "New");
+	ck_assert_msg(h_now_ms() - t0 < 2000, "slow store stalled the "
+	    "handshake for %lldms", h_now_ms() - t0);
+	kill(rpid, SIGCONT);
+	ck_assert_int_eq(h_daemon_stop(&d1, 5000), 0);
+	ck_assert_int_eq(h_daemon_stop(&d2, 5000), 0);
+	stop_redis(rpid);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -292,6 +380,7 @@ main(void)
 	tcase_add_test(tc, tickets_off_and_bad_key_files);
 	tcase_add_test(tc, reload_keeps_sessions_unless_the_context_changed);
 	tcase_add_test(tc, automatic_keys_rotate);
+	tcase_add_test(tc, redis_store_shared_by_two_instances);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

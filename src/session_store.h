@@ -1,0 +1,51 @@
+/* session_store.h: a session cache shared by several tlsproxy instances,
+ * in Redis (Node's 'newSession'/'resumeSession'). Each worker has its own
+ * connection on its own event loop; lookups are asynchronous, bounded by
+ * session_store_timeout, and a store that is down only turns resumptions
+ * into full handshakes. */
+#ifndef TLSPROXY_SESSION_STORE_H
+#define TLSPROXY_SESSION_STORE_H
+
+#include <openssl/ssl.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct session_store;
+struct store_lookup;
+
+/* session_store_parse checks a "redis://[:PASSWORD@]HOST:PORT[/DB]" or
+ * "unix:/PATH" URL; returns 0, or -1 with the reason in |err|. */
+int session_store_parse(const char *url, char *err, size_t err_len);
+
+/* session_store_new connects to |url| from |base| (reconnecting with
+ * backoff when it goes away). NULL |url|: no store. */
+struct session_store *session_store_new(struct event_base *base,
+    const char *url, const char *prefix, uint64_t timeout_ms,
+    uint64_t ttl_ms);
+
+/* session_store_free disconnects; pending lookups complete as misses. */
+void session_store_free(struct session_store *s);
+
+/* session_store_same returns whether |s| already talks to |url| with
+ * |prefix|, so a reload can keep the connection. */
+int session_store_same(const struct session_store *s, const char *url,
+    const char *prefix);
+
+/* session_store_put stores |session| under its ID, with the TTL;
+ * fire-and-forget. */
+void session_store_put(struct session_store *s, SSL_SESSION *session);
+
+/* session_store_lookup starts an asynchronous lookup of |id|. |done| is
+ * called exactly once, on the store's event loop, with the session found
+ * (a new reference, or NULL on a miss, an error or the timeout) and
+ * |arg|. Returns a handle for session_store_cancel, or NULL when the
+ * store is down (then |done| is not called). */
+struct store_lookup *session_store_lookup(struct session_store *s,
+    SSL_CTX *ctx, const uint8_t *id, size_t id_len,
+    void (*done)(SSL_SESSION *session, void *arg), void *arg);
+
+/* session_store_cancel stops |done| from being called for |l|. */
+void session_store_cancel(struct store_lookup *l);
+
+#endif
