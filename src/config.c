@@ -120,8 +120,9 @@ static const struct conf_key keys[] = {
 	{ SEC_GLOBAL, "session_tickets", T_BOOL, G(session_tickets), "yes", 0,
 	  0, 0, "resume with session tickets (TLS 1.2 and 1.3)" },
 	{ SEC_GLOBAL, "ticket_keys", T_STRING, G(ticket_keys), NULL, 0, 0, 0,
-	  "file of 48-byte ticket keys (first encrypts, all decrypt); "
-	  "unset = keys made in memory and rotated" },
+	  "file of 48-byte ticket keys (first encrypts, all decrypt), or "
+	  "redis (shared through session_store); unset = keys made in memory "
+	  "and rotated" },
 	{ SEC_GLOBAL, "ticket_rotation", T_DURATION, G(ticket_rotation_ms),
 	  "12h", 0, 1000, 2592000000,
 	  "without ticket_keys: how often a new key takes over" },
@@ -722,6 +723,14 @@ config_handler(void *user, const char *section, const char *name,
 	return 1;
 }
 
+const char *
+config_ticket_keys_file(const struct conf_global *g)
+{
+	if (g->ticket_keys == NULL || strcmp(g->ticket_keys, "redis") == 0)
+		return NULL;
+	return g->ticket_keys;
+}
+
 const struct conf_context *
 config_find_context(const struct config *cfg, const char *name)
 {
@@ -971,6 +980,12 @@ config_check(struct config *cfg)
 	if (cfg->global.group != NULL && cfg->global.user == NULL)
 		config_error(cfg, config_key_line(&cfg->global.h, "group"),
 		    "group", "needs 'user' as well");
+	if (cfg->global.ticket_keys != NULL &&
+	    strcmp(cfg->global.ticket_keys, "redis") == 0 &&
+	    cfg->global.session_store == NULL)
+		config_error(cfg, config_key_line(&cfg->global.h, "ticket_keys"),
+		    "ticket_keys", "'redis' keeps the keys in session_store, "
+		    "which is not set");
 	if (cfg->global.session_store != NULL) {
 		char err[256];
 

@@ -161,6 +161,10 @@ int config_version(const char *s);
 int config_tls_line(const struct config *cfg, const struct conf_listener *cl,
     const struct conf_context *cc, const char *key);
 
+/* config_ticket_keys_file returns the ticket_keys file of |g|, or NULL
+ * when there is none ("redis" or unset). */
+const char *config_ticket_keys_file(const struct conf_global *g);
+
 /* config_find_* return the named section or NULL. */
 const struct conf_context *config_find_context(const struct config *cfg,
     const char *name);

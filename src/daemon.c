@@ -20,6 +20,7 @@
 #include "confval.h"
 #include "generation.h"
 #include "log.h"
+#include "ticket_sync.h"
 #include "tickets.h"
 #include "worker.h"
 
@@ -86,7 +87,7 @@ daemon_tickets_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (gl->ticket_keys == NULL) {
+	if (config_ticket_keys_file(gl) == NULL) {
 		/* Keep enough old keys to decrypt every ticket that may still
 		 * be resumed: they live session_timeout. */
 		size_t keep = 1 + (size_t)((gl->session_timeout_ms +
@@ -122,7 +123,9 @@ static void
 daemon_tickets_arm(struct daemon *d)
 {
 	const struct conf_global *gl = &generation_peek()->cfg->global;
-	uint64_t ms = gl->ticket_keys != NULL ? DAEMON_TICKETS_POLL_MS :
+	const char *file = config_ticket_keys_file(gl);
+	int shared = gl->ticket_keys != NULL && file == NULL;
+	uint64_t ms = file != NULL ? DAEMON_TICKETS_POLL_MS :
 	    gl->ticket_rotation_ms;
 	struct timeval tv = { (time_t)(ms / 1000),
 		(suseconds_t)(ms % 1000) * 1000 };
@@ -133,8 +136,17 @@ daemon_tickets_arm(struct daemon *d)
 	if (d->tickets_ev == NULL)
 		return;
 	event_del(d->tickets_ev);
-	if (gl->ticket_keys != NULL)
-		stat(gl->ticket_keys, &d->tickets_st);
+	/* Keys shared through the store: the sync polls and rotates them. */
+	ticket_sync_free(d->ticket_sync);
+	d->ticket_sync = NULL;
+	if (shared && gl->session_tickets) {
+		d->ticket_sync = ticket_sync_new(d->base, gl->session_store,
+		    gl->session_store_prefix, gl->ticket_rotation_ms,
+		    gl->session_timeout_ms);
+		return;
+	}
+	if (file != NULL)
+		stat(file, &d->tickets_st);
 	if (gl->session_tickets)
 		event_add(d->tickets_ev, &tv);
 }
@@ -404,6 +416,7 @@ daemon_free(struct daemon *d)
 		event_free(d->watchdog_ev);
 	if (d->tickets_ev != NULL)
 		event_free(d->tickets_ev);
+	ticket_sync_free(d->ticket_sync);
 	if (d->notify_fd >= 0)
 		close(d->notify_fd);
 	listener_set_close_unused(&d->old_socks, &d->socks);

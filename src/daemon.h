@@ -12,6 +12,7 @@
 struct event;
 struct event_base;
 struct generation;
+struct ticket_sync;
 struct worker;
 
 struct daemon {
@@ -41,6 +42,7 @@ struct daemon {
 	/* Ticket keys: rotation of automatic keys, or watching the file. */
 	struct event *tickets_ev;
 	struct stat tickets_st;
+	struct ticket_sync *ticket_sync; /* ticket_keys = redis */
 	atomic_uint ping;
 	int stopping;
 	/* Reload bookkeeping, for logs and the systemd status line. */

@@ -269,7 +269,7 @@ generation_build(struct config *cfg)
 		failed = 1;
 	if (ctx_set_build(&g->shared, g, cfg, NULL) != 0)
 		failed = 1;
-	if (cfg->global.ticket_keys != NULL) {
+	if (config_ticket_keys_file(&cfg->global) != NULL) {
 		char err[512];
 
 		if (tickets_load_file(cfg->global.ticket_keys, &g->tickets, err,
@@ -365,7 +365,9 @@ generation_activate(struct generation *g)
 		session_cache_set_external(NULL, NULL);
 	if (g->tickets.num > 0) {
 		tickets_install(&g->tickets, 1);
-	} else if (tickets_num() == 0 || tickets_from_file()) {
+	} else if (tickets_num() == 0 || (tickets_from_file() &&
+	    gl->ticket_keys == NULL)) {
+		/* Shared keys from the store replace these once it answers. */
 		/* Automatic keys start fresh; later reloads keep them, so
 		 * tickets stay valid. */
 		struct ticket_ring ring;

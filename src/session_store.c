@@ -420,3 +420,52 @@ session_store_cancel(struct store_lookup *l)
 		evtimer_del(l->timer);
 	store_lookup_release(l);
 }
+
+struct store_call {
+	void (*done)(int, const char *, size_t, long long, void *);
+	void *arg;
+};
+
+static void
+store_call_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct store_call *call = priv;
+	redisReply *reply = r;
+
+	(void)ac;
+	if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
+		call->done(-1, NULL, 0, 0, call->arg);
+	else if (reply->type == REDIS_REPLY_STRING)
+		call->done(0, reply->str, reply->len, 0, call->arg);
+	else if (reply->type == REDIS_REPLY_INTEGER)
+		call->done(0, NULL, 0, reply->integer, call->arg);
+	else
+		call->done(0, NULL, 0, 0, call->arg); /* nil and the rest */
+	free(call);
+}
+
+int
+session_store_call(struct session_store *s, int argc, const char **argv,
+    const size_t *argv_len,
+    void (*done)(int status, const char *data, size_t len, long long num,
+    void *arg), void *arg)
+{
+	struct store_call *call;
+
+	if (s == NULL || !s->up || (call = malloc(sizeof(*call))) == NULL)
+		return -1;
+	call->done = done;
+	call->arg = arg;
+	if (redisAsyncCommandArgv(s->ac, store_call_cb, call, argc, argv,
+	    argv_len) != REDIS_OK) {
+		free(call);
+		return -1;
+	}
+	return 0;
+}
+
+const char *
+session_store_key_prefix(const struct session_store *s)
+{
+	return s->prefix;
+}

@@ -45,6 +45,19 @@ struct store_lookup *session_store_lookup(struct session_store *s,
     SSL_CTX *ctx, const uint8_t *id, size_t id_len,
     void (*done)(SSL_SESSION *session, void *arg), void *arg);
 
+/* session_store_call sends one command (|argc| binary-safe arguments);
+ * |done| gets the reply on the store's loop: a string (|data|, |len|), an
+ * integer (|num|), or |status| -1 for an error, no reply or a store that
+ * is down. Returns 0 if sent; -1 if the store is down (|done| not
+ * called). */
+int session_store_call(struct session_store *s, int argc, const char **argv,
+    const size_t *argv_len,
+    void (*done)(int status, const char *data, size_t len, long long num,
+    void *arg), void *arg);
+
+/* session_store_prefix returns the key prefix of |s|. */
+const char *session_store_key_prefix(const struct session_store *s);
+
 /* session_store_cancel stops |done| from being called for |l|. */
 void session_store_cancel(struct store_lookup *l);
 

@@ -366,6 +366,50 @@ START_TEST(redis_store_shared_by_two_instances)
 }
 END_TEST
 
+START_TEST(ticket_keys_shared_and_rotated_through_redis)
+{
+	struct h_daemon d1, d2;
+	pid_t bpid, rpid;
+	int bport = h_backend("http", NULL, &bpid);
+	int p1 = h_free_port(), p2 = h_free_port(), rport = h_free_port();
+	char global[400], *out;
+
+	rpid = start_redis(rport);
+	snprintf(global, sizeof(global), "session_store = redis://127.0.0.1:%d"
+	    "\nticket_keys = redis\nticket_rotation = 2s\n"
+	    "session_timeout = 10s", rport);
+	ck_assert_int_eq(h_daemon_start(&d1, "tk1", conf(p1, bport, global,
+	    "leaf")), 0);
+	ck_assert_int_eq(h_daemon_start(&d2, "tk2", conf(p2, bport, global,
+	    "leaf")), 0);
+	/* Both instances take the keys from the store (one of them made
+	 * them); a ticket from either resumes on the other. */
+	ck_assert(h_log_contains(&d1, "keys from the session store", 3000));
+	ck_assert(h_log_contains(&d2, "keys from the session store", 3000));
+	ck_assert_str_eq(handshake(p1, "-tls1_3", NULL, "x13"), "New");
+	ck_assert_str_eq(handshake(p2, "-tls1_3", "x13", NULL), "Reused");
+	/* After a rotation, old tickets still resume on both. */
+	sleep(3);
+	ck_assert_str_eq(handshake(p2, "-tls1_3", "x13", NULL), "Reused");
+	ck_assert_str_eq(handshake(p1, "-tls1_3", "x13", NULL), "Reused");
+	/* Exactly one instance rotated each time: the store holds one key
+	 * list, and the log lines add up to the number of rotations. */
+	out = h_run(NULL, "grep -h 'rotated the shared key' %s %s | wc -l",
+	    d1.log, d2.log);
+	ck_assert_int_ge(atoi(out), 2);
+	free(out);
+	out = h_run(NULL, "redis-cli -p %d strlen tlsproxy:session:ticket-keys",
+	    rport);
+	ck_assert_int_ge(atoi(out), 8 + 2 * 48);
+	ck_assert_int_eq((atoi(out) - 8) % 48, 0);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&d1, 5000), 0);
+	ck_assert_int_eq(h_daemon_stop(&d2, 5000), 0);
+	stop_redis(rpid);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -381,6 +425,7 @@ main(void)
 	tcase_add_test(tc, reload_keeps_sessions_unless_the_context_changed);
 	tcase_add_test(tc, automatic_keys_rotate);
 	tcase_add_test(tc, redis_store_shared_by_two_instances);
+	tcase_add_test(tc, ticket_keys_shared_and_rotated_through_redis);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

@@ -1,0 +1,20 @@
+/* ticket_sync.h: ticket keys shared through the session store
+ * (ticket_keys = redis), run by the control thread. */
+#ifndef TLSPROXY_TICKET_SYNC_H
+#define TLSPROXY_TICKET_SYNC_H
+
+#include <stdint.h>
+
+struct event_base;
+struct ticket_sync;
+
+/* ticket_sync_new polls the store at |url| from |base| and installs its
+ * keys, rotating them when the first is older than |rotation_ms| and
+ * keeping enough to decrypt tickets for |session_timeout_ms|. */
+struct ticket_sync *ticket_sync_new(struct event_base *base, const char *url,
+    const char *prefix, uint64_t rotation_ms, uint64_t session_timeout_ms);
+
+/* ticket_sync_free stops it (the keys in use stay). NULL is fine. */
+void ticket_sync_free(struct ticket_sync *ts);
+
+#endif
