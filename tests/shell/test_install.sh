@@ -19,7 +19,8 @@ prefix=$(meson introspect "$build" --buildoptions |
 	python3 -c 'import json,sys; print([o["value"] for o in json.load(sys.stdin) if o["name"] == "prefix"][0])')
 for f in sbin/tlsproxy bin/tlsproxy-backend share/man/man8/tlsproxy.8 \
     share/man/man5/tlsproxy.conf.5 share/doc/tlsproxy/tlsproxy.conf \
-    lib/systemd/system/tlsproxy.service lib/systemd/system/tlsproxy.socket; do
+    lib/systemd/system/tlsproxy.service lib/systemd/system/tlsproxy.socket \
+    lib/sysusers.d/tlsproxy.conf; do
 	if [ -f "$dest$prefix/$f" ]; then
 		ok "installs $f"
 	else
@@ -33,7 +34,7 @@ else
 fi
 extra=$(cd "$dest$prefix" && find . -type f | sort | grep -v -e '^./sbin/tlsproxy$' \
 	-e '^./bin/tlsproxy-backend$' -e '^./share/man/' -e '^./share/doc/tlsproxy/' \
-	-e '^./lib/systemd/system/tlsproxy\.')
+	-e '^./lib/systemd/system/tlsproxy\.' -e '^./lib/sysusers.d/tlsproxy\.conf$')
 if [ -z "$extra" ]; then
 	ok "no unexpected files"
 else
