@@ -1,0 +1,257 @@
+/* OCSP encoding and verification against responses made by `openssl ocsp`
+ * at test time. */
+#include <check.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/mem.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "../check_run.h"
+#include "ocsp.h"
+
+static char dir[512];
+
+static void
+sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void
+sh(const char *fmt, ...)
+{
+	char cmd[2048], full[2700];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	snprintf(full, sizeof(full), "cd '%s' && (%s) >>log 2>&1", dir, cmd);
+	ck_assert_msg(system(full) == 0, "failed: %s (see %s/log)", cmd, dir);
+}
+
+static X509 *
+load_cert(const char *name)
+{
+	char path[600];
+	FILE *f;
+	X509 *x;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	x = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	ck_assert_ptr_nonnull(x);
+	return x;
+}
+
+static uint8_t *
+load_file(const char *name, size_t *len)
+{
+	char path[600];
+	uint8_t *buf = malloc(65536);
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "rb");
+	ck_assert_ptr_nonnull(f);
+	*len = fread(buf, 1, 65536, f);
+	fclose(f);
+	return buf;
+}
+
+static void
+write_request(const char *leaf, const char *out)
+{
+	X509 *l = load_cert(leaf), *ca = load_cert("ca.pem");
+	char path[600];
+	uint8_t *der;
+	size_t len;
+	FILE *f;
+
+	ck_assert_int_eq(ocsp_request(l, ca, &der, &len), 0);
+	snprintf(path, sizeof(path), "%s/%s", dir, out);
+	f = fopen(path, "wb");
+	fwrite(der, 1, len, f);
+	fclose(f);
+	OPENSSL_free(der);
+	X509_free(l);
+	X509_free(ca);
+}
+
+/* respond has openssl answer our request for |leaf| as |signer|. */
+static void
+respond(const char *leaf, const char *signer, const char *out)
+{
+	write_request(leaf, "req.der");
+	sh("openssl ocsp -index index.txt -CA ca.pem -rsigner %s.pem -rkey "
+	    "%s.key -reqin req.der -respout %s -ndays 1", signer, signer, out);
+}
+
+static int
+check(const char *resp, const char *leaf, int64_t now, struct ocsp_result *r,
+    char *err, size_t err_len)
+{
+	X509 *l = load_cert(leaf), *ca = load_cert("ca.pem");
+	size_t len;
+	uint8_t *der = load_file(resp, &len);
+	int rc = ocsp_check(der, len, l, ca, now, r, err, err_len);
+
+	free(der);
+	X509_free(l);
+	X509_free(ca);
+	return rc;
+}
+
+START_TEST(request_matches_openssl)
+{
+	size_t a_len, b_len;
+	uint8_t *a, *b;
+
+	write_request("leaf.pem", "ours.der");
+	sh("openssl ocsp -issuer ca.pem -cert leaf.pem -no_nonce -reqout "
+	    "theirs.der");
+	a = load_file("ours.der", &a_len);
+	b = load_file("theirs.der", &b_len);
+	ck_assert_uint_eq(a_len, b_len);
+	ck_assert_mem_eq(a, b, a_len);
+	free(a);
+	free(b);
+}
+END_TEST
+
+START_TEST(good_revoked_unknown)
+{
+	struct ocsp_result r;
+	char err[256] = "";
+	int64_t now = time(NULL);
+
+	respond("leaf.pem", "ca", "good.der");
+	ck_assert_msg(check("good.der", "leaf.pem", now, &r, err,
+	    sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(r.status, OCSP_GOOD);
+	ck_assert_int_le(r.this_update, now + 5);
+	ck_assert_int_gt(r.next_update, now + 3600);
+	respond("revoked.pem", "ca", "revoked.der");
+	ck_assert_msg(check("revoked.der", "revoked.pem", now, &r, err,
+	    sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(r.status, OCSP_REVOKED);
+	ck_assert_int_gt(r.revoked_at, 0);
+	respond("stranger.pem", "ca", "unknown.der");
+	ck_assert_msg(check("unknown.der", "stranger.pem", now, &r, err,
+	    sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(r.status, OCSP_UNKNOWN);
+}
+END_TEST
+
+START_TEST(delegated_responders)
+{
+	struct ocsp_result r;
+	char err[256] = "";
+
+	respond("leaf.pem", "responder", "delegated.der");
+	ck_assert_msg(check("delegated.der", "leaf.pem", time(NULL), &r, err,
+	    sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(r.status, OCSP_GOOD);
+	respond("leaf.pem", "noeku", "noeku.der");
+	ck_assert_int_eq(check("noeku.der", "leaf.pem", time(NULL), &r, err,
+	    sizeof(err)), -1);
+	ck_assert_str_eq(err, "signed by a responder certificate without the "
+	    "OCSP-signing extended key usage");
+	respond("leaf.pem", "rogue", "rogue.der");
+	ck_assert_int_eq(check("rogue.der", "leaf.pem", time(NULL), &r, err,
+	    sizeof(err)), -1);
+	ck_assert_str_eq(err, "not signed by the issuer or a responder it "
+	    "authorized");
+}
+END_TEST
+
+START_TEST(wrong_certificate_expired_and_garbage)
+{
+	struct ocsp_result r;
+	char err[256] = "";
+	uint8_t junk[] = { 0x30, 0x03, 0x0a, 0x01, 0x00 };
+	X509 *l = load_cert("leaf.pem"), *ca = load_cert("ca.pem");
+
+	respond("revoked.pem", "ca", "other.der");
+	ck_assert_int_eq(check("other.der", "leaf.pem", time(NULL), &r, err,
+	    sizeof(err)), -1);
+	ck_assert_str_eq(err, "no response for this certificate (issuer name, "
+	    "issuer key or serial differ)");
+	respond("leaf.pem", "ca", "good2.der");
+	ck_assert_int_eq(check("good2.der", "leaf.pem", time(NULL) + 2 * 86400,
+	    &r, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "expired (nextUpdate has passed)");
+	ck_assert_int_eq(check("good2.der", "leaf.pem", time(NULL) - 3600, &r,
+	    err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "thisUpdate is in the future");
+	ck_assert_int_eq(ocsp_check((const uint8_t *)"hello", 5, l, ca,
+	    time(NULL), &r, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "not an OCSP response");
+	/* A successful status without a body, and an error status. */
+	ck_assert_int_eq(ocsp_check(junk, sizeof(junk), l, ca, time(NULL), &r,
+	    err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "malformed response");
+	junk[4] = 3;
+	ck_assert_int_eq(ocsp_check(junk, sizeof(junk), l, ca, time(NULL), &r,
+	    err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "responder answered tryLater");
+	X509_free(l);
+	X509_free(ca);
+}
+END_TEST
+
+static const char setup_script[] =
+    "set -e\n"
+    "ec() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
+    "-out $1.key; }\n"
+    "ec ca; openssl req -x509 -new -key ca.key -out ca.pem -days 2 "
+    "-subj '/CN=ocsp test CA'\n"
+    "issue() {\n"
+    "  ec $1; openssl req -new -key $1.key -out $1.csr -subj \"/CN=$1\"\n"
+    "  printf \"$3\" > $1.ext\n"
+    "  openssl x509 -req -in $1.csr -CA ca.pem -CAkey ca.key -set_serial $2 "
+    "-days 2 -extfile $1.ext -out $1.pem\n"
+    "}\n"
+    "issue leaf 4097 'basicConstraints=CA:FALSE\\n'\n"
+    "issue revoked 4098 'basicConstraints=CA:FALSE\\n'\n"
+    "issue stranger 4099 'basicConstraints=CA:FALSE\\n'\n"
+    "issue responder 4100 'extendedKeyUsage=OCSPSigning\\n'\n"
+    "issue noeku 4101 'extendedKeyUsage=serverAuth\\n'\n"
+    "ec rogue; openssl req -x509 -new -key rogue.key -out rogue.pem -days 2 "
+    "-subj '/CN=rogue'\n"
+    /* The responder's database: leaf valid, one revoked; 'stranger' is
+     * absent, so its status is unknown. */
+    "printf 'V\\t301231235959Z\\t\\t1001\\tunknown\\t/CN=leaf\\n"
+    "R\\t301231235959Z\\t240101000000Z\\t1002\\tunknown\\t/CN=revoked\\n' "
+    "> index.txt\n";
+
+int
+main(void)
+{
+	Suite *s = suite_create("ocsp");
+	TCase *tc = tcase_create("der");
+	const char *base = getenv("TLSPROXY_TEST_TMP");
+	char cmd[5000];
+
+	snprintf(dir, sizeof(dir), "%s/ocsp.%d", base ? base : "/tmp",
+	    (int)getpid());
+	snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && cd '%s' && (%s) >log 2>&1",
+	    dir, dir, setup_script);
+	if (system(cmd) != 0) {
+		fprintf(stderr, "making the OCSP fixtures failed; see %s/log\n",
+		    dir);
+		return 1;
+	}
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, request_matches_openssl);
+	tcase_add_test(tc, good_revoked_unknown);
+	tcase_add_test(tc, delegated_responders);
+	tcase_add_test(tc, wrong_certificate_expired_and_garbage);
+	suite_add_tcase(s, tc);
+	return check_run(s);
+}
