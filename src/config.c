@@ -201,6 +201,9 @@ static const struct conf_key keys[] = {
 	  "route this context's connections to this [backend]" },
 	{ SEC_CONTEXT, "alpn_backend", T_LIST, C(alpn_backend), NULL, 0, 0, 0,
 	  "route by negotiated ALPN protocol: proto:backend, ..." },
+	{ SEC_CONTEXT, "ocsp", T_STRING, C(ocsp), "off", 0, 0, 0,
+	  "off, or a DER OCSP response file to staple (checked, re-read on "
+	  "reload)" },
 	{ SEC_CONTEXT, "dhparam", T_STRING, C(dhparam), NULL, 0, 0, 0,
 	  "not supported: BoringSSL has no DHE; ECDHE always gives forward "
 	  "secrecy" },

@@ -103,6 +103,7 @@ struct conf_context {
 	char *backend;
 	struct strlist alpn_backend;
 	char *dhparam;
+	char *ocsp; /* "off" or a DER response file */
 };
 
 struct config {

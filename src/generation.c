@@ -359,6 +359,8 @@ generation_activate(struct generation *g)
 
 	session_cache_configure((size_t)gl->session_cache_size,
 	    gl->session_timeout_ms);
+	for (size_t i = 0; i < g->shared.num_contexts; i++)
+		tls_ctx_activate(&g->shared.contexts[i]);
 	if (gl->session_store != NULL)
 		session_cache_set_external(conn_store_put, conn_store_get);
 	else

@@ -22,6 +22,8 @@
 
 #include "config.h"
 #include "log.h"
+#include "ocsp.h"
+#include "staple.h"
 #include "session_cache.h"
 #include "tickets.h"
 
@@ -764,6 +766,81 @@ tls_ctx_ecdsa_params(struct tls_ctx *t, EVP_PKEY *pkey)
 	}
 }
 
+/* tls_ctx_slot returns the staple slot of the chain's leaf. */
+static struct staple_slot *
+tls_ctx_slot(STACK_OF(X509) *chain)
+{
+	uint8_t hash[32];
+	unsigned len;
+
+	if (X509_digest(sk_X509_value(chain, 0), EVP_sha256(), hash, &len) != 1)
+		return NULL;
+	return staple_slot_get(hash);
+}
+
+/* tls_ctx_ocsp_file reads a DER OCSP response maintained elsewhere and
+ * keeps it for the certificate it answers for, once it has been checked
+ * like a fetched one. */
+static int
+tls_ctx_ocsp_file(struct tls_ctx *t, struct config *cfg,
+    const struct conf_context *cc, struct tls_pair pairs[TLS_KEY_NUM])
+{
+	int line = config_key_line(&cc->h, "ocsp");
+	char err[256], first[256] = "";
+	uint8_t *der;
+	size_t len;
+
+	if (tls_ctx_read_file(cfg, line, "ocsp", cc->ocsp, &der, &len) != 0)
+		return -1;
+	for (int k = 0; k < TLS_KEY_NUM; k++) {
+		struct ocsp_result r;
+
+		if (pairs[k].chain == NULL)
+			continue;
+		if (sk_X509_num(pairs[k].chain) < 2) {
+			snprintf(first, sizeof(first), "the certificate's issuer "
+			    "must follow it in 'cert' to check the response");
+			continue;
+		}
+		if (ocsp_check(der, len, sk_X509_value(pairs[k].chain, 0),
+		    sk_X509_value(pairs[k].chain, 1), (int64_t)time(NULL), &r,
+		    err, sizeof(err)) != 0) {
+			if (first[0] == '\0')
+				snprintf(first, sizeof(first), "%s", err);
+			continue;
+		}
+		if (r.status != OCSP_GOOD)
+			log_msg(LOGL_ERROR, "context '%s': OCSP response '%s' says "
+			    "the certificate is %s", cc->h.name, cc->ocsp,
+			    r.status == OCSP_REVOKED ? "REVOKED" : "unknown");
+		if (r.status == OCSP_UNKNOWN)
+			break;
+		t->ocsp_der[k] = der;
+		t->ocsp_len[k] = len;
+		t->ocsp_expires[k] = r.next_update != 0 ? r.next_update :
+		    r.this_update + OCSP_NO_NEXT_UPDATE_VALIDITY;
+		return 0;
+	}
+	free(der);
+	config_error(cfg, line, "ocsp", "'%s' cannot be stapled: %s", cc->ocsp,
+	    first[0] != '\0' ? first : "status unknown");
+	return -1;
+}
+
+void
+tls_ctx_activate(struct tls_ctx *t)
+{
+	for (int k = 0; k < TLS_KEY_NUM; k++) {
+		if (t->staple[k] == NULL)
+			continue;
+		if (t->ocsp_der[k] != NULL)
+			staple_set(t->staple[k], t->ocsp_der[k], t->ocsp_len[k],
+			    t->ocsp_expires[k]);
+		else if (t->cc->ocsp == NULL || strcmp(t->cc->ocsp, "off") == 0)
+			staple_set(t->staple[k], NULL, 0, 0);
+	}
+}
+
 int
 tls_ctx_init(struct tls_ctx *t, struct config *cfg,
     const struct conf_listener *cl, const struct conf_context *cc)
@@ -797,7 +874,13 @@ tls_ctx_init(struct tls_ctx *t, struct config *cfg,
 			rc = -1;
 		else if (k == TLS_KEY_ECDSA)
 			tls_ctx_ecdsa_params(t, pairs[k].pkey);
+		if (t->ctx[k] != NULL &&
+		    (t->staple[k] = tls_ctx_slot(pairs[k].chain)) == NULL)
+			rc = -1;
 	}
+	if (rc == 0 && cc->ocsp != NULL && strcmp(cc->ocsp, "off") != 0 &&
+	    tls_ctx_ocsp_file(t, cfg, cc, pairs) != 0)
+		rc = -1;
 	for (int k = 0; k < TLS_KEY_NUM; k++)
 		tls_pair_free(&pairs[k]);
 	free(sct);
@@ -813,6 +896,8 @@ tls_ctx_release(struct tls_ctx *t)
 		SSL_CTX_free(t->ctx[k]);
 		t->ctx[k] = NULL;
 	}
+	for (int k = 0; k < TLS_KEY_NUM; k++)
+		free(t->ocsp_der[k]);
 	for (size_t i = 0; i < t->num_routes; i++)
 		free(t->routes[i].protocol);
 	free(t->routes);
@@ -914,13 +999,20 @@ tls_ctx_apply(const struct tls_ctx *t, const struct tls_ctx *from,
     const SSL_CLIENT_HELLO *hello)
 {
 	SSL *ssl = hello->ssl;
-	SSL_CTX *ctx = t->ctx[TLS_KEY_RSA];
+	enum tls_key_type kt = TLS_KEY_RSA;
+	const uint8_t *ext;
+	size_t ext_len;
 
-	if (ctx == NULL || (t->ctx[TLS_KEY_ECDSA] != NULL &&
+	if (t->ctx[TLS_KEY_RSA] == NULL || (t->ctx[TLS_KEY_ECDSA] != NULL &&
 	    tls_ctx_wants_ecdsa(t, hello)))
-		ctx = t->ctx[TLS_KEY_ECDSA];
-	if (SSL_get_SSL_CTX(ssl) != ctx && SSL_set_SSL_CTX(ssl, ctx) == NULL)
+		kt = TLS_KEY_ECDSA;
+	if (SSL_get_SSL_CTX(ssl) != t->ctx[kt] &&
+	    SSL_set_SSL_CTX(ssl, t->ctx[kt]) == NULL)
 		return -1;
+	/* Copied only for clients that ask (status_request). */
+	if (SSL_early_callback_ctx_extension_get(hello,
+	    TLSEXT_TYPE_status_request, &ext, &ext_len))
+		staple_apply(t->staple[kt], ssl);
 	/* Both SSL_CTXs of a context carry the same settings, which SSL_new
 	 * already copied: the common case (no SNI, or the default context)
 	 * costs nothing more. */

@@ -12,6 +12,7 @@ struct backend;
 struct config;
 struct conf_context;
 struct conf_listener;
+struct staple_slot;
 
 enum tls_key_type {
 	TLS_KEY_RSA,
@@ -45,6 +46,12 @@ struct tls_ctx {
 	int alpn_strict;
 	uint8_t *npn;
 	size_t npn_len;
+	/* OCSP: the staple slot of each certificate, and a response read
+	 * from an ocsp file, installed when the generation is activated. */
+	struct staple_slot *staple[TLS_KEY_NUM];
+	uint8_t *ocsp_der[TLS_KEY_NUM];
+	size_t ocsp_len[TLS_KEY_NUM];
+	int64_t ocsp_expires[TLS_KEY_NUM];
 	/* Routing: resolved by generation.c once backends exist. */
 	struct backend *backend;
 	struct tls_route *routes;
@@ -67,6 +74,10 @@ void tls_ctx_release(struct tls_ctx *t);
 void tls_ctx_set_callbacks(struct tls_ctx *t,
     enum ssl_select_cert_result_t (*select)(const SSL_CLIENT_HELLO *),
     int (*servername)(SSL *, int *, void *));
+
+/* tls_ctx_activate installs the responses read from ocsp files into the
+ * staple slots (or clears them with ocsp = off). */
+void tls_ctx_activate(struct tls_ctx *t);
 
 /* tls_ctx_default returns the SSL_CTX new connections start with. */
 SSL_CTX *tls_ctx_default(const struct tls_ctx *t);

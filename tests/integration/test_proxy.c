@@ -713,6 +713,58 @@ START_TEST(listener_tls_settings_override_global)
 }
 END_TEST
 
+START_TEST(static_ocsp_response_is_stapled)
+{
+	struct h_daemon d;
+	pid_t bpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+	char conf[4096], *out;
+	int st;
+
+	/* A response from openssl's own responder code, for our leaf. */
+	out = h_run(&st, "cd %s && s=$(openssl x509 -in leaf-only.pem -noout "
+	    "-serial | cut -d= -f2) && printf 'V\\t301231235959Z\\t\\t%%s"
+	    "\\tunknown\\t/CN=localhost\\n' $s > ocsp-index.txt && "
+	    "openssl ocsp -issuer ca.pem -cert leaf-only.pem -no_nonce -reqout "
+	    "ocsp-req.der && openssl ocsp -index ocsp-index.txt -CA ca.pem "
+	    "-rsigner ca.pem -rkey ca.key -reqin ocsp-req.der -respout "
+	    "ocsp.der -ndays 1 2>&1", h_dir());
+	ck_assert_msg(st == 0, "%s", out);
+	free(out);
+	snprintf(conf, sizeof(conf), "%s", h_simple_conf(port, bport, NULL));
+	snprintf(conf + strlen(conf), sizeof(conf) - strlen(conf),
+	    "ocsp = %s/ocsp.der\n", h_dir());
+	ck_assert_int_eq(h_daemon_start(&d, "ocsp", conf), 0);
+	out = h_run(&st, "openssl s_client -connect 127.0.0.1:%d -status "
+	    "</dev/null 2>&1", port);
+	ck_assert_msg(strstr(out, "OCSP Response Status: successful") != NULL &&
+	    strstr(out, "Cert Status: good") != NULL, "%s", out);
+	free(out);
+	/* Clients that do not ask get no staple. */
+	out = h_run(&st, "openssl s_client -connect 127.0.0.1:%d </dev/null "
+	    "2>&1", port);
+	ck_assert_ptr_null(strstr(out, "OCSP Response Status"));
+	free(out);
+	d.port = port;
+	finish(&d, bpid);
+	/* A response for another certificate is refused at load. */
+	snprintf(conf, sizeof(conf), "%s", h_simple_conf(port, bport, NULL));
+	snprintf(conf + strlen(conf), sizeof(conf) - strlen(conf),
+	    "cert = %s/rsa.pem\nkey = %s/rsa.key\nocsp = %s/ocsp.der\n",
+	    h_dir(), h_dir(), h_dir());
+	/* Replace the context's pair with the self-signed RSA one. */
+	*strstr(conf, "cert = ") = '#';
+	*strstr(conf, "key = ") = '#';
+	out = h_run(&st, "%s -t -c %s 2>&1", h_bin("tlsproxy"),
+	    h_write("ocsp-bad.conf", conf));
+	ck_assert_int_eq(st, 1);
+	ck_assert_msg(strstr(out, "key 'ocsp': '") != NULL &&
+	    strstr(out, "cannot be stapled: the certificate's issuer must "
+	    "follow it in 'cert'") != NULL, "%s", out);
+	free(out);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -744,6 +796,7 @@ main(void)
 	tcase_add_test(tc, busy_poll_serves_and_stops);
 	tcase_add_test(tc, max_connections_refuses_extra_at_accept);
 	tcase_add_test(tc, listener_tls_settings_override_global);
+	tcase_add_test(tc, static_ocsp_response_is_stapled);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
