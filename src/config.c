@@ -135,6 +135,13 @@ static const struct conf_key keys[] = {
 	{ SEC_GLOBAL, "session_store_prefix", T_STRING, G(session_store_prefix),
 	  "tlsproxy:session:", 0, 0, 0,
 	  "prefix of the store's keys, to share one Redis database" },
+	{ SEC_GLOBAL, "ocsp_cache_dir", T_STRING, G(ocsp_cache_dir), NULL, 0,
+	  0, 0, "directory where fetched OCSP responses persist across "
+	  "restarts" },
+	{ SEC_GLOBAL, "ocsp_timeout", T_DURATION, G(ocsp_timeout_ms), "10s", 0,
+	  1000, 300000, "time allowed for one OCSP fetch" },
+	{ SEC_GLOBAL, "ocsp_staple_revoked", T_BOOL, G(ocsp_staple_revoked),
+	  "yes", 0, 0, 0, "staple a response that says revoked" },
 	{ SEC_GLOBAL, "busy_poll", T_DURATION, G(busy_poll_ms), "0", 0, 0,
 	  1000, "after activity, poll without sleeping this long (0 = off); "
 	  "trades CPU for latency" },
@@ -201,9 +208,13 @@ static const struct conf_key keys[] = {
 	  "route this context's connections to this [backend]" },
 	{ SEC_CONTEXT, "alpn_backend", T_LIST, C(alpn_backend), NULL, 0, 0, 0,
 	  "route by negotiated ALPN protocol: proto:backend, ..." },
-	{ SEC_CONTEXT, "ocsp", T_STRING, C(ocsp), "off", 0, 0, 0,
-	  "off, or a DER OCSP response file to staple (checked, re-read on "
-	  "reload)" },
+	{ SEC_CONTEXT, "ocsp", T_STRING, C(ocsp), "auto", 0, 0, 0,
+	  "auto (fetch from the certificate's responder), off, or a DER OCSP "
+	  "response file kept up to date elsewhere" },
+	{ SEC_CONTEXT, "ocsp_responder", T_STRING, C(ocsp_responder), NULL, 0,
+	  0, 0, "responder URL, instead of the one in the certificate" },
+	{ SEC_CONTEXT, "ocsp_issuer", T_STRING, C(ocsp_issuer), NULL, 0, 0, 0,
+	  "PEM issuer certificate, when it does not follow the leaf in cert" },
 	{ SEC_CONTEXT, "dhparam", T_STRING, C(dhparam), NULL, 0, 0, 0,
 	  "not supported: BoringSSL has no DHE; ECDHE always gives forward "
 	  "secrecy" },

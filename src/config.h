@@ -62,6 +62,9 @@ struct conf_global {
 	char *session_store;
 	uint64_t session_store_timeout_ms;
 	char *session_store_prefix;
+	char *ocsp_cache_dir;
+	uint64_t ocsp_timeout_ms;
+	int64_t ocsp_staple_revoked;
 };
 
 struct conf_listener {
@@ -103,7 +106,9 @@ struct conf_context {
 	char *backend;
 	struct strlist alpn_backend;
 	char *dhparam;
-	char *ocsp; /* "off" or a DER response file */
+	char *ocsp; /* "auto", "off" or a DER response file */
+	char *ocsp_responder;
+	char *ocsp_issuer;
 };
 
 struct config {

@@ -20,6 +20,7 @@
 #include "confval.h"
 #include "generation.h"
 #include "log.h"
+#include "ocsp_fetch.h"
 #include "ticket_sync.h"
 #include "tickets.h"
 #include "worker.h"
@@ -265,6 +266,7 @@ daemon_reload(struct daemon *d)
 	generation_activate(g);
 	generation_publish(g);
 	daemon_tickets_arm(d);
+	ocsp_fetcher_sync(d->ocsp, g);
 	d->old_socks = d->socks;
 	d->socks = next;
 	d->swapping = 1;
@@ -417,6 +419,7 @@ daemon_free(struct daemon *d)
 	if (d->tickets_ev != NULL)
 		event_free(d->tickets_ev);
 	ticket_sync_free(d->ticket_sync);
+	ocsp_fetcher_free(d->ocsp);
 	if (d->notify_fd >= 0)
 		close(d->notify_fd);
 	listener_set_close_unused(&d->old_socks, &d->socks);
@@ -555,6 +558,8 @@ daemon_run(const char *config_path, struct generation *gen)
 		goto out;
 	}
 	daemon_tickets_arm(&d);
+	d.ocsp = ocsp_fetcher_new(d.base);
+	ocsp_fetcher_sync(d.ocsp, generation_peek());
 	if (daemon_watchdog_start(&d) != 0)
 		log_msg(LOGL_WARNING, "cannot arm the systemd watchdog");
 	log_msg(LOGL_INFO, "tlsproxy %s ready: %zu listeners, %zu sockets, "

@@ -12,6 +12,7 @@
 struct event;
 struct event_base;
 struct generation;
+struct ocsp_fetcher;
 struct ticket_sync;
 struct worker;
 
@@ -43,6 +44,7 @@ struct daemon {
 	struct event *tickets_ev;
 	struct stat tickets_st;
 	struct ticket_sync *ticket_sync; /* ticket_keys = redis */
+	struct ocsp_fetcher *ocsp;
 	atomic_uint ping;
 	int stopping;
 	/* Reload bookkeeping, for logs and the systemd status line. */

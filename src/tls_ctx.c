@@ -827,6 +827,90 @@ tls_ctx_ocsp_file(struct tls_ctx *t, struct config *cfg,
 	return -1;
 }
 
+/* tls_ctx_aia_ocsp returns the OCSP responder URL of |leaf|'s Authority
+ * Information Access extension (malloc'd), or NULL. */
+static char *
+tls_ctx_aia_ocsp(X509 *leaf)
+{
+	AUTHORITY_INFO_ACCESS *aia = X509_get_ext_d2i(leaf, NID_info_access,
+	    NULL, NULL);
+	char *url = NULL;
+
+	for (size_t i = 0; aia != NULL && i < sk_ACCESS_DESCRIPTION_num(aia);
+	    i++) {
+		ACCESS_DESCRIPTION *ad = sk_ACCESS_DESCRIPTION_value(aia, i);
+
+		if (OBJ_obj2nid(ad->method) == NID_ad_OCSP &&
+		    ad->location->type == GEN_URI) {
+			const ASN1_STRING *u = ad->location->d.uniformResourceIdentifier;
+
+			url = strndup((const char *)ASN1_STRING_get0_data(u),
+			    (size_t)ASN1_STRING_length(u));
+			break;
+		}
+	}
+	AUTHORITY_INFO_ACCESS_free(aia);
+	return url;
+}
+
+/* tls_ctx_ocsp_auto prepares what the fetcher needs for each certificate:
+ * the leaf, its issuer and the responder URL. A certificate without a URL
+ * simply has nothing to staple. */
+static int
+tls_ctx_ocsp_auto(struct tls_ctx *t, struct config *cfg,
+    const struct conf_context *cc, struct tls_pair pairs[TLS_KEY_NUM])
+{
+	X509 *issuer_file = NULL;
+
+	if (cc->ocsp_issuer != NULL) {
+		int line = config_key_line(&cc->h, "ocsp_issuer");
+		BIO *bio = tls_ctx_open(cfg, line, "ocsp_issuer", cc->ocsp_issuer);
+
+		if (bio == NULL)
+			return -1;
+		issuer_file = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+		BIO_free(bio);
+		if (issuer_file == NULL) {
+			ERR_clear_error();
+			config_error(cfg, line, "ocsp_issuer", "'%s' holds no PEM "
+			    "certificate", cc->ocsp_issuer);
+			return -1;
+		}
+	}
+	for (int k = 0; k < TLS_KEY_NUM; k++) {
+		X509 *leaf, *issuer;
+
+		if (pairs[k].chain == NULL)
+			continue;
+		leaf = sk_X509_value(pairs[k].chain, 0);
+		issuer = issuer_file != NULL ? issuer_file :
+		    sk_X509_num(pairs[k].chain) > 1 ?
+		    sk_X509_value(pairs[k].chain, 1) : NULL;
+		t->ocsp_url[k] = cc->ocsp_responder != NULL ?
+		    strdup(cc->ocsp_responder) : tls_ctx_aia_ocsp(leaf);
+		if (t->ocsp_url[k] == NULL) {
+			log_msg(LOGL_INFO, "context '%s': the certificate names no "
+			    "OCSP responder: nothing to staple", cc->h.name);
+			continue;
+		}
+		if (issuer == NULL) {
+			log_msg(LOGL_WARNING, "context '%s': no issuer certificate "
+			    "to check OCSP responses with (add it after the leaf "
+			    "in cert, or set ocsp_issuer): not stapling",
+			    cc->h.name);
+			free(t->ocsp_url[k]);
+			t->ocsp_url[k] = NULL;
+			continue;
+		}
+		X509_up_ref(leaf);
+		X509_up_ref(issuer);
+		t->leaf[k] = leaf;
+		t->issuer[k] = issuer;
+	}
+	X509_free(issuer_file);
+	return 0;
+}
+
 void
 tls_ctx_activate(struct tls_ctx *t)
 {
@@ -878,7 +962,11 @@ tls_ctx_init(struct tls_ctx *t, struct config *cfg,
 		    (t->staple[k] = tls_ctx_slot(pairs[k].chain)) == NULL)
 			rc = -1;
 	}
-	if (rc == 0 && cc->ocsp != NULL && strcmp(cc->ocsp, "off") != 0 &&
+	if (rc == 0 && cc->ocsp != NULL && strcmp(cc->ocsp, "auto") == 0 &&
+	    tls_ctx_ocsp_auto(t, cfg, cc, pairs) != 0)
+		rc = -1;
+	else if (rc == 0 && cc->ocsp != NULL && strcmp(cc->ocsp, "off") != 0 &&
+	    strcmp(cc->ocsp, "auto") != 0 &&
 	    tls_ctx_ocsp_file(t, cfg, cc, pairs) != 0)
 		rc = -1;
 	for (int k = 0; k < TLS_KEY_NUM; k++)
@@ -896,8 +984,12 @@ tls_ctx_release(struct tls_ctx *t)
 		SSL_CTX_free(t->ctx[k]);
 		t->ctx[k] = NULL;
 	}
-	for (int k = 0; k < TLS_KEY_NUM; k++)
+	for (int k = 0; k < TLS_KEY_NUM; k++) {
 		free(t->ocsp_der[k]);
+		free(t->ocsp_url[k]);
+		X509_free(t->leaf[k]);
+		X509_free(t->issuer[k]);
+	}
 	for (size_t i = 0; i < t->num_routes; i++)
 		free(t->routes[i].protocol);
 	free(t->routes);

@@ -52,6 +52,10 @@ struct tls_ctx {
 	uint8_t *ocsp_der[TLS_KEY_NUM];
 	size_t ocsp_len[TLS_KEY_NUM];
 	int64_t ocsp_expires[TLS_KEY_NUM];
+	/* ocsp = auto: what the fetcher needs (NULL url: nothing to do). */
+	X509 *leaf[TLS_KEY_NUM];
+	X509 *issuer[TLS_KEY_NUM];
+	char *ocsp_url[TLS_KEY_NUM];
 	/* Routing: resolved by generation.c once backends exist. */
 	struct backend *backend;
 	struct tls_route *routes;

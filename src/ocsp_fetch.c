@@ -1,0 +1,399 @@
+/* ocsp_fetch.c: one task per stapled certificate: fetch over HTTP with
+ * evhttp (GET for short requests, POST otherwise), verify, staple, persist,
+ * and refresh at about half the validity window. */
+#include "ocsp_fetch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <openssl/base64.h>
+#include <openssl/mem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+#include "config.h"
+#include "generation.h"
+#include "log.h"
+#include "ocsp.h"
+#include "staple.h"
+#include "tls_ctx.h"
+
+/* Retry delays after a failed fetch. */
+#define FETCH_BACKOFF_MIN_S 30
+#define FETCH_BACKOFF_MAX_S 3600
+/* The most a response may be; larger ones are refused. */
+#define FETCH_MAX_RESPONSE 65536
+
+struct task {
+	struct task *next;
+	struct ocsp_fetcher *f;
+	struct staple_slot *slot;
+	X509 *leaf, *issuer;
+	char *url;
+	char name[160];        /* for logs: context and key type */
+	char cache_path[600];  /* "" without a cache dir */
+	uint64_t timeout_ms;
+	int staple_revoked;
+	struct event *timer;
+	struct evhttp_connection *conn;
+	int64_t valid_until;   /* of the response stapled, 0 if none */
+	int backoff_s;
+	int seen;              /* still wanted after the last sync */
+};
+
+struct ocsp_fetcher {
+	struct event_base *base;
+	struct task *tasks;
+};
+
+static void task_fetch(struct task *t);
+
+static void
+task_schedule(struct task *t, int64_t delay_s)
+{
+	struct timeval tv = { (time_t)(delay_s < 0 ? 0 : delay_s), 0 };
+
+	evtimer_add(t->timer, &tv);
+}
+
+static void
+task_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	task_fetch(arg);
+}
+
+/* task_accept staples a verified response and plans the refresh: at half
+ * the validity window, with jitter so a fleet does not fetch in step. */
+static void
+task_accept(struct task *t, const uint8_t *der, size_t len,
+    const struct ocsp_result *r, const char *source)
+{
+	int64_t now = (int64_t)time(NULL);
+	int64_t until = r->next_update != 0 ? r->next_update :
+	    r->this_update + OCSP_NO_NEXT_UPDATE_VALIDITY;
+	int64_t half = (until - now) / 2;
+	uint32_t jitter;
+
+	if (r->status == OCSP_UNKNOWN) {
+		log_msg(LOGL_WARNING, "ocsp %s: responder does not know the "
+		    "certificate; not stapling", t->name);
+		return;
+	}
+	if (r->status == OCSP_REVOKED)
+		log_msg(LOGL_ERROR, "ocsp %s: the certificate is REVOKED%s",
+		    t->name, t->staple_revoked ? "; stapling it anyway" :
+		    "; not stapling (ocsp_staple_revoked = no)");
+	if (r->status == OCSP_GOOD || t->staple_revoked) {
+		staple_set(t->slot, der, len, until);
+		t->valid_until = until;
+	}
+	RAND_bytes((uint8_t *)&jitter, sizeof(jitter));
+	if (half > 10)
+		half -= (int64_t)(jitter % (uint32_t)(half / 10 + 1));
+	log_msg(LOGL_INFO, "ocsp %s: %s response from %s, valid until %lld; "
+	    "next refresh in %llds", t->name, r->status == OCSP_GOOD ? "good" :
+	    r->status == OCSP_REVOKED ? "revoked" : "unknown", source,
+	    (long long)until, (long long)half);
+	t->backoff_s = 0;
+	task_schedule(t, half);
+}
+
+/* task_persist writes the response next to the others, atomically, so a
+ * restart can staple at once even with the responder down. */
+static void
+task_persist(struct task *t, const uint8_t *der, size_t len)
+{
+	char tmp[640];
+	int fd;
+
+	if (t->cache_path[0] == '\0')
+		return;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", t->cache_path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (fd < 0 || write(fd, der, len) != (ssize_t)len || fsync(fd) != 0 ||
+	    close(fd) != 0 || rename(tmp, t->cache_path) != 0) {
+		log_msg(LOGL_WARNING, "ocsp %s: cannot write '%s': %s", t->name,
+		    t->cache_path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		unlink(tmp);
+	}
+}
+
+static void
+task_failed(struct task *t, const char *why)
+{
+	int64_t now = (int64_t)time(NULL);
+	int64_t delay;
+
+	t->backoff_s = t->backoff_s == 0 ? FETCH_BACKOFF_MIN_S :
+	    t->backoff_s * 2;
+	if (t->backoff_s > FETCH_BACKOFF_MAX_S)
+		t->backoff_s = FETCH_BACKOFF_MAX_S;
+	delay = t->backoff_s;
+	/* Retry before the stapled response runs out, not after. */
+	if (t->valid_until > now && t->valid_until - now < delay)
+		delay = (t->valid_until - now) / 2;
+	log_msg(LOGL_WARNING, "ocsp %s: %s; %s; retrying in %llds", t->name, why,
+	    t->valid_until > now ? "keeping the response stapled until it "
+	    "expires" : "nothing stapled", (long long)delay);
+	task_schedule(t, delay);
+}
+
+static void
+task_response_cb(struct evhttp_request *req, void *arg)
+{
+	struct task *t = arg;
+	struct evbuffer *body;
+	struct ocsp_result r;
+	char err[256], why[300];
+	uint8_t *der;
+	size_t len;
+
+	if (req == NULL || evhttp_request_get_response_code(req) == 0) {
+		task_failed(t, "no answer from the responder");
+		return;
+	}
+	if (evhttp_request_get_response_code(req) != 200) {
+		snprintf(why, sizeof(why), "responder answered HTTP %d",
+		    evhttp_request_get_response_code(req));
+		task_failed(t, why);
+		return;
+	}
+	body = evhttp_request_get_input_buffer(req);
+	len = evbuffer_get_length(body);
+	if (len == 0 || len > FETCH_MAX_RESPONSE) {
+		task_failed(t, "empty or oversized response");
+		return;
+	}
+	der = evbuffer_pullup(body, (ssize_t)len);
+	if (ocsp_check(der, len, t->leaf, t->issuer, (int64_t)time(NULL), &r,
+	    err, sizeof(err)) != 0) {
+		snprintf(why, sizeof(why), "response rejected: %s", err);
+		task_failed(t, why);
+		return;
+	}
+	task_persist(t, der, len);
+	task_accept(t, der, len, &r, t->url);
+}
+
+/* task_fetch sends the request: GET with the request in the path when it
+ * is short (RFC 6960, appendix A), else POST. */
+static void
+task_fetch(struct task *t)
+{
+	struct evhttp_uri *uri = evhttp_uri_parse(t->url);
+	struct evhttp_request *req;
+	char target[1024], b64[512];
+	const char *host, *path;
+	uint8_t *der = NULL;
+	size_t der_len, b64_len;
+	int port;
+
+	if (uri == NULL || (host = evhttp_uri_get_host(uri)) == NULL ||
+	    ocsp_request(t->leaf, t->issuer, &der, &der_len) != 0) {
+		if (uri != NULL)
+			evhttp_uri_free(uri);
+		task_failed(t, "bad responder URL");
+		return;
+	}
+	port = evhttp_uri_get_port(uri) > 0 ? evhttp_uri_get_port(uri) : 80;
+	path = evhttp_uri_get_path(uri);
+	if (path == NULL || path[0] == '\0')
+		path = "/";
+	if (t->conn != NULL)
+		evhttp_connection_free(t->conn);
+	t->conn = evhttp_connection_base_new(t->f->base, NULL, host,
+	    (unsigned short)port);
+	req = evhttp_request_new(task_response_cb, t);
+	if (t->conn == NULL || req == NULL) {
+		evhttp_uri_free(uri);
+		OPENSSL_free(der);
+		task_failed(t, "out of memory");
+		return;
+	}
+	evhttp_connection_set_timeout(t->conn, (int)((t->timeout_ms + 999) /
+	    1000));
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Host", host);
+	EVP_EncodedLength(&b64_len, der_len);
+	if (b64_len < 255 && b64_len <= sizeof(b64)) {
+		char *p, *q;
+
+		EVP_EncodeBlock((uint8_t *)b64, der, der_len);
+		/* URL-encode the base64 characters that need it. */
+		p = target + snprintf(target, sizeof(target), "%s%s", path,
+		    path[strlen(path) - 1] == '/' ? "" : "/");
+		for (q = b64; *q != '\0' && p < target + sizeof(target) - 4; q++)
+			p += *q == '+' ? sprintf(p, "%%2B") : *q == '/' ?
+			    sprintf(p, "%%2F") : *q == '=' ? sprintf(p, "%%3D") :
+			    sprintf(p, "%c", *q);
+		evhttp_make_request(t->conn, req, EVHTTP_REQ_GET, target);
+	} else {
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Content-Type", "application/ocsp-request");
+		evbuffer_add(evhttp_request_get_output_buffer(req), der, der_len);
+		evhttp_make_request(t->conn, req, EVHTTP_REQ_POST, path);
+	}
+	OPENSSL_free(der);
+	evhttp_uri_free(uri);
+}
+
+/* task_load_cache staples a persisted response that is still valid. */
+static int
+task_load_cache(struct task *t)
+{
+	uint8_t buf[FETCH_MAX_RESPONSE];
+	struct ocsp_result r;
+	char err[256];
+	ssize_t n;
+	int fd;
+
+	if (t->cache_path[0] == '\0' ||
+	    (fd = open(t->cache_path, O_RDONLY | O_CLOEXEC)) < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	if (n <= 0 || ocsp_check(buf, (size_t)n, t->leaf, t->issuer,
+	    (int64_t)time(NULL), &r, err, sizeof(err)) != 0)
+		return -1;
+	task_accept(t, buf, (size_t)n, &r, "the cache");
+	return 0;
+}
+
+static void
+task_free(struct task *t)
+{
+	if (t->timer != NULL)
+		event_free(t->timer);
+	if (t->conn != NULL)
+		evhttp_connection_free(t->conn);
+	X509_free(t->leaf);
+	X509_free(t->issuer);
+	free(t->url);
+	free(t);
+}
+
+static struct task *
+fetcher_find(struct ocsp_fetcher *f, struct staple_slot *slot,
+    const char *url)
+{
+	for (struct task *t = f->tasks; t != NULL; t = t->next) {
+		if (t->slot == slot && strcmp(t->url, url) == 0)
+			return t;
+	}
+	return NULL;
+}
+
+static void
+fetcher_want(struct ocsp_fetcher *f, const struct tls_ctx *tc, int k,
+    const struct conf_global *gl)
+{
+	struct task *t = fetcher_find(f, tc->staple[k], tc->ocsp_url[k]);
+	char hex[65];
+	uint8_t hash[32];
+	unsigned hlen;
+
+	if (t != NULL) {
+		t->seen = 1;
+		t->staple_revoked = (int)gl->ocsp_staple_revoked;
+		t->timeout_ms = gl->ocsp_timeout_ms;
+		/* A reload is a good moment to retry what has nothing
+		 * stapled, instead of waiting out the backoff. */
+		if (t->valid_until <= (int64_t)time(NULL)) {
+			t->backoff_s = 0;
+			task_schedule(t, 0);
+		}
+		return;
+	}
+	if ((t = calloc(1, sizeof(*t))) == NULL ||
+	    (t->url = strdup(tc->ocsp_url[k])) == NULL) {
+		free(t);
+		return;
+	}
+	t->f = f;
+	t->slot = tc->staple[k];
+	t->leaf = X509_up_ref(tc->leaf[k]) ? tc->leaf[k] : NULL;
+	t->issuer = X509_up_ref(tc->issuer[k]) ? tc->issuer[k] : NULL;
+	t->staple_revoked = (int)gl->ocsp_staple_revoked;
+	t->timeout_ms = gl->ocsp_timeout_ms;
+	t->seen = 1;
+	snprintf(t->name, sizeof(t->name), "context '%s' (%s certificate)",
+	    tc->name, k == TLS_KEY_RSA ? "RSA" : "ECDSA");
+	if (gl->ocsp_cache_dir != NULL &&
+	    X509_digest(t->leaf, EVP_sha256(), hash, &hlen) == 1) {
+		for (int i = 0; i < 32; i++)
+			snprintf(hex + 2 * i, 3, "%02x", hash[i]);
+		snprintf(t->cache_path, sizeof(t->cache_path), "%s/%s.der",
+		    gl->ocsp_cache_dir, hex);
+	}
+	t->timer = evtimer_new(f->base, task_timer_cb, t);
+	t->next = f->tasks;
+	f->tasks = t;
+	if (task_load_cache(t) != 0)
+		task_schedule(t, 0);
+}
+
+struct ocsp_fetcher *
+ocsp_fetcher_new(struct event_base *base)
+{
+	struct ocsp_fetcher *f = calloc(1, sizeof(*f));
+
+	if (f != NULL)
+		f->base = base;
+	return f;
+}
+
+void
+ocsp_fetcher_sync(struct ocsp_fetcher *f, const struct generation *g)
+{
+	const struct conf_global *gl = &g->cfg->global;
+	struct task **p;
+
+	if (f == NULL)
+		return;
+	for (struct task *t = f->tasks; t != NULL; t = t->next)
+		t->seen = 0;
+	for (size_t i = 0; i < g->shared.num_contexts; i++) {
+		const struct tls_ctx *tc = &g->shared.contexts[i];
+
+		for (int k = 0; k < TLS_KEY_NUM; k++) {
+			if (tc->ocsp_url[k] != NULL && tc->issuer[k] != NULL)
+				fetcher_want(f, tc, k, gl);
+		}
+	}
+	for (p = &f->tasks; *p != NULL;) {
+		struct task *t = *p;
+
+		if (t->seen) {
+			p = &t->next;
+			continue;
+		}
+		*p = t->next;
+		task_free(t);
+	}
+}
+
+void
+ocsp_fetcher_free(struct ocsp_fetcher *f)
+{
+	if (f == NULL)
+		return;
+	while (f->tasks != NULL) {
+		struct task *t = f->tasks;
+
+		f->tasks = t->next;
+		task_free(t);
+	}
+	free(f);
+}

@@ -1,0 +1,204 @@
+/* OCSP stapling with ocsp = auto: a real responder (openssl's responder
+ * code behind a loopback HTTP server), s_client -status and Node's
+ * requestOCSP, revocation, the cache across a restart with the responder
+ * down. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../check_run.h"
+#include "harness.h"
+
+static int responder_port;
+
+/* make_pki issues, under the harness CA, leaves whose AIA points at the
+ * responder: "good" and "bad" (revoked in the index). */
+static void
+make_pki(void)
+{
+	int st;
+	char *out;
+
+	responder_port = h_free_port();
+	out = h_run(&st, "cd %s && set -e; for n in good bad; do "
+	    "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
+	    "-out $n.key; openssl req -new -key $n.key -out $n.csr "
+	    "-subj /CN=$n.ocsp.test; printf \"subjectAltName=DNS:$n.ocsp.test\\n"
+	    "authorityInfoAccess=OCSP;URI:http://127.0.0.1:%d/ocsp\\n\" > $n.ext; "
+	    "openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key "
+	    "-CAcreateserial -days 2 -extfile $n.ext -out $n-only.pem; "
+	    "cat $n-only.pem ca.pem > $n.pem; done; "
+	    "g=$(openssl x509 -in good-only.pem -noout -serial | cut -d= -f2); "
+	    "b=$(openssl x509 -in bad-only.pem -noout -serial | cut -d= -f2); "
+	    "printf 'V\\t301231235959Z\\t\\t%%s\\tunknown\\t/CN=good.ocsp.test\\n"
+	    "R\\t301231235959Z\\t240101000000Z\\t%%s\\tunknown\\t/CN=bad.ocsp."
+	    "test\\n' $g $b > index.txt; mkdir -p ocsp-cache 2>&1",
+	    h_dir(), responder_port);
+	ck_assert_msg(st == 0, "%s", out);
+	free(out);
+}
+
+static pid_t
+start_responder(void)
+{
+	char cmd[1024], line[64] = "";
+	FILE *p;
+	pid_t pid;
+	int fds[2];
+
+	snprintf(cmd, sizeof(cmd), "%s/ocsp_responder.py", getenv(
+	    "TLSPROXY_TEST_SRC"));
+	ck_assert_int_eq(pipe(fds), 0);
+	pid = fork();
+	if (pid == 0) {
+		char port[16], idx[600], ca[600], key[600];
+
+		dup2(fds[1], 1);
+		close(fds[0]);
+		snprintf(port, sizeof(port), "%d", responder_port);
+		snprintf(idx, sizeof(idx), "%s/index.txt", h_dir());
+		snprintf(ca, sizeof(ca), "%s/ca.pem", h_dir());
+		snprintf(key, sizeof(key), "%s/ca.key", h_dir());
+		execlp("python3", "python3", cmd, port, idx, ca, ca, key,
+		    (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	p = fdopen(fds[0], "r");
+	if (fgets(line, sizeof(line), p) == NULL)
+		line[0] = '\0';
+	fclose(p);
+	ck_assert_msg(strncmp(line, "listening", 9) == 0, "responder: %s",
+	    line);
+	return pid;
+}
+
+static const char *
+conf(int port, int bport)
+{
+	static char text[4096];
+
+	snprintf(text, sizeof(text),
+	    "[global]\nworkers = 2\nlog_level = debug\n"
+	    "ocsp_cache_dir = %s/ocsp-cache\nocsp_timeout = 2s\n"
+	    "[listener t]\nbind = 127.0.0.1:%d\ncontext = good\nbackend = b\n"
+	    "[backend b]\naddress = 127.0.0.1:%d\n"
+	    "[context good]\ncert = %s/good.pem\nkey = %s/good.key\n"
+	    "[context bad]\nservername = bad.ocsp.test\ncert = %s/bad.pem\n"
+	    "key = %s/bad.key\n"
+	    "[context plain]\nservername = localhost\ncert = %s/leaf.pem\n"
+	    "key = %s/leaf.key\n",
+	    h_dir(), port, bport, h_dir(), h_dir(), h_dir(), h_dir(), h_dir(),
+	    h_dir());
+	return text;
+}
+
+static char *
+status(int port, const char *sni)
+{
+	return h_run(NULL, "openssl s_client -connect 127.0.0.1:%d "
+	    "-servername %s -status </dev/null 2>&1 | grep -E 'OCSP Response "
+	    "Status|Cert Status|no response sent'", port, sni);
+}
+
+START_TEST(fetched_stapled_and_cached)
+{
+	struct h_daemon d;
+	pid_t bpid, rpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+	char *out;
+	int st;
+
+	make_pki();
+	rpid = start_responder();
+	ck_assert_int_eq(h_daemon_start(&d, "auto", conf(port, bport)), 0);
+	ck_assert(h_log_contains(&d, "ocsp context 'good' (ECDSA certificate): "
+	    "good response from http://127.0.0.1:", 5000));
+	ck_assert(h_log_contains(&d, "ocsp context 'bad' (ECDSA certificate): "
+	    "the certificate is REVOKED; stapling it anyway", 5000));
+	ck_assert(h_log_contains(&d, "context 'plain': the certificate names no "
+	    "OCSP responder: nothing to staple", 0));
+	out = status(port, "good.ocsp.test");
+	ck_assert_msg(strstr(out, "OCSP Response Status: successful") &&
+	    strstr(out, "Cert Status: good"), "%s", out);
+	free(out);
+	out = status(port, "bad.ocsp.test");
+	ck_assert_msg(strstr(out, "Cert Status: revoked"), "%s", out);
+	free(out);
+	out = status(port, "localhost");
+	ck_assert_msg(strstr(out, "OCSP response: no response sent"), "%s",
+	    out);
+	free(out);
+	/* Node asks for it too. */
+	out = h_run(&st, "node -e \"const tls = require('tls');"
+	    "const s = tls.connect({ port: %d, host: '127.0.0.1', servername: "
+	    "'good.ocsp.test', requestOCSP: true, rejectUnauthorized: false });"
+	    "s.on('OCSPResponse', (r) => { console.log('ocsp=' + r.length); "
+	    "s.end(); }); s.on('error', (e) => console.log(e.message));\" 2>&1",
+	    port);
+	ck_assert_msg(strncmp(out, "ocsp=", 5) == 0 && atoi(out + 5) > 100,
+	    "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	/* The responder goes away; a restart staples from the cache. */
+	kill(rpid, SIGTERM);
+	waitpid(rpid, NULL, 0);
+	ck_assert_int_eq(h_daemon_start(&d, "cached", conf(port, bport)), 0);
+	ck_assert(h_log_contains(&d, "good response from the cache", 3000));
+	out = status(port, "good.ocsp.test");
+	ck_assert_msg(strstr(out, "Cert Status: good"), "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
+START_TEST(responder_down_at_start)
+{
+	struct h_daemon d;
+	pid_t bpid, rpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+	char text[4096], *out;
+
+	make_pki();
+	/* No cache dir this time, and nobody answers at first. */
+	snprintf(text, sizeof(text), "%s", conf(port, bport));
+	*strstr(text, "ocsp_cache_dir") = '#';
+	ck_assert_int_eq(h_daemon_start(&d, "down", text), 0);
+	ck_assert(h_log_contains(&d, "no answer from the responder; nothing "
+	    "stapled; retrying in 30s", 5000));
+	out = status(port, "good.ocsp.test");
+	ck_assert_msg(strstr(out, "no response sent"), "%s", out);
+	free(out);
+	/* It comes up; a reload retries at once what has nothing stapled. */
+	rpid = start_responder();
+	kill(d.pid, SIGHUP);
+	ck_assert(h_log_contains(&d, "generation 2 published", 3000));
+	ck_assert(h_log_contains(&d, "good response from http://", 5000));
+	out = status(port, "good.ocsp.test");
+	ck_assert_msg(strstr(out, "Cert Status: good"), "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(rpid, SIGTERM);
+	waitpid(rpid, NULL, 0);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
+int
+main(void)
+{
+	Suite *s = suite_create("stapling");
+	TCase *tc = tcase_create("stapling");
+
+	h_setup("stapling");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, fetched_stapled_and_cached);
+	tcase_add_test(tc, responder_down_at_start);
+	suite_add_tcase(s, tc);
+	return check_run(s);
+}
