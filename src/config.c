@@ -142,6 +142,10 @@ static const struct conf_key keys[] = {
 	  1000, 300000, "time allowed for one OCSP fetch" },
 	{ SEC_GLOBAL, "ocsp_staple_revoked", T_BOOL, G(ocsp_staple_revoked),
 	  "yes", 0, 0, 0, "staple a response that says revoked" },
+	{ SEC_GLOBAL, "ocsp_must_staple_strict", T_BOOL,
+	  G(ocsp_must_staple_strict), "no", 0, 0, 0,
+	  "a must-staple certificate without a valid response is an error "
+	  "in the log, not a warning" },
 	{ SEC_GLOBAL, "busy_poll", T_DURATION, G(busy_poll_ms), "0", 0, 0,
 	  1000, "after activity, poll without sleeping this long (0 = off); "
 	  "trades CPU for latency" },

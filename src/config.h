@@ -65,6 +65,7 @@ struct conf_global {
 	char *ocsp_cache_dir;
 	uint64_t ocsp_timeout_ms;
 	int64_t ocsp_staple_revoked;
+	int64_t ocsp_must_staple_strict;
 };
 
 struct conf_listener {

@@ -9,6 +9,7 @@
 #include <openssl/digest.h>
 #include <openssl/evp.h>
 #include <openssl/mem.h>
+#include <openssl/obj.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -386,6 +387,39 @@ ocsp_check(const uint8_t *der, size_t der_len, X509 *leaf, X509 *issuer,
 	    now >= out->this_update + OCSP_NO_NEXT_UPDATE_VALIDITY)) {
 		snprintf(err, err_len, "expired (nextUpdate has passed)");
 		return -1;
+	}
+	return 0;
+}
+
+int
+ocsp_must_staple(X509 *cert)
+{
+	/* id-pe-tlsfeature, 1.3.6.1.5.5.7.1.24, has no NID in BoringSSL. */
+	static const uint8_t oid_tlsfeature[] = { 0x2b, 0x06, 0x01, 0x05, 0x05,
+		0x07, 0x01, 0x18 };
+
+	for (int i = 0; i < X509_get_ext_count(cert); i++) {
+		X509_EXTENSION *ext = X509_get_ext(cert, i);
+		const ASN1_OBJECT *obj = X509_EXTENSION_get_object(ext);
+		const ASN1_OCTET_STRING *value = X509_EXTENSION_get_data(ext);
+		CBS cbs, features;
+
+		if (OBJ_length(obj) != sizeof(oid_tlsfeature) ||
+		    memcmp(OBJ_get0_data(obj), oid_tlsfeature,
+		    sizeof(oid_tlsfeature)) != 0)
+			continue;
+		CBS_init(&cbs, ASN1_STRING_get0_data(value),
+		    (size_t)ASN1_STRING_length(value));
+		if (!CBS_get_asn1(&cbs, &features, CBS_ASN1_SEQUENCE))
+			return 0;
+		while (CBS_len(&features) > 0) {
+			uint64_t feature;
+
+			if (!CBS_get_asn1_uint64(&features, &feature))
+				return 0;
+			if (feature == 5) /* status_request */
+				return 1;
+		}
 	}
 	return 0;
 }

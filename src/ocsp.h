@@ -32,6 +32,10 @@ struct ocsp_result {
  * OPENSSL_free, or -1. */
 int ocsp_request(X509 *leaf, X509 *issuer, uint8_t **out, size_t *out_len);
 
+/* ocsp_must_staple returns whether |cert| carries the TLS feature
+ * extension asking for status_request (RFC 7633, "must-staple"). */
+int ocsp_must_staple(X509 *cert);
+
 /* ocsp_check parses a DER OCSPResponse and accepts it for |leaf| only if
  * it is successful and basic, signed by |issuer| or by a responder
  * certificate |issuer| signed that carries the OCSP-signing EKU, holds a

@@ -47,6 +47,8 @@ struct task {
 	struct evhttp_connection *conn;
 	int64_t valid_until;   /* of the response stapled, 0 if none */
 	int backoff_s;
+	int must_staple;       /* the certificate asks for a staple */
+	int must_staple_strict;
 	int seen;              /* still wanted after the last sync */
 };
 
@@ -148,6 +150,11 @@ task_failed(struct task *t, const char *why)
 	log_msg(LOGL_WARNING, "ocsp %s: %s; %s; retrying in %llds", t->name, why,
 	    t->valid_until > now ? "keeping the response stapled until it "
 	    "expires" : "nothing stapled", (long long)delay);
+	if (t->must_staple && t->valid_until <= now)
+		log_msg(t->must_staple_strict ? LOGL_ERROR : LOGL_WARNING,
+		    "ocsp %s: the certificate is must-staple and has no valid "
+		    "response: clients that enforce it refuse the handshake",
+		    t->name);
 	task_schedule(t, delay);
 }
 
@@ -327,6 +334,8 @@ fetcher_want(struct ocsp_fetcher *f, const struct tls_ctx *tc, int k,
 	t->issuer = X509_up_ref(tc->issuer[k]) ? tc->issuer[k] : NULL;
 	t->staple_revoked = (int)gl->ocsp_staple_revoked;
 	t->timeout_ms = gl->ocsp_timeout_ms;
+	t->must_staple = t->leaf != NULL && ocsp_must_staple(t->leaf);
+	t->must_staple_strict = (int)gl->ocsp_must_staple_strict;
 	t->seen = 1;
 	snprintf(t->name, sizeof(t->name), "context '%s' (%s certificate)",
 	    tc->name, k == TLS_KEY_RSA ? "RSA" : "ECDSA");

@@ -222,6 +222,7 @@ static const char setup_script[] =
     "issue stranger 4099 'basicConstraints=CA:FALSE\\n'\n"
     "issue responder 4100 'extendedKeyUsage=OCSPSigning\\n'\n"
     "issue noeku 4101 'extendedKeyUsage=serverAuth\\n'\n"
+    "issue muststaple 4102 'tlsfeature=status_request\\n'\n"
     "ec rogue; openssl req -x509 -new -key rogue.key -out rogue.pem -days 2 "
     "-subj '/CN=rogue'\n"
     /* The responder's database: leaf valid, one revoked; 'stranger' is
@@ -229,6 +230,17 @@ static const char setup_script[] =
     "printf 'V\\t301231235959Z\\t\\t1001\\tunknown\\t/CN=leaf\\n"
     "R\\t301231235959Z\\t240101000000Z\\t1002\\tunknown\\t/CN=revoked\\n' "
     "> index.txt\n";
+
+START_TEST(must_staple_detected)
+{
+	X509 *m = load_cert("muststaple.pem"), *l = load_cert("leaf.pem");
+
+	ck_assert_int_eq(ocsp_must_staple(m), 1);
+	ck_assert_int_eq(ocsp_must_staple(l), 0);
+	X509_free(m);
+	X509_free(l);
+}
+END_TEST
 
 int
 main(void)
@@ -252,6 +264,7 @@ main(void)
 	tcase_add_test(tc, good_revoked_unknown);
 	tcase_add_test(tc, delegated_responders);
 	tcase_add_test(tc, wrong_certificate_expired_and_garbage);
+	tcase_add_test(tc, must_staple_detected);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
