@@ -15,6 +15,7 @@
 #include <openssl/x509.h>
 
 #include "backend.h"
+#include "clock.h"
 #include "daemon.h"
 #include "generation.h"
 #include "listener.h"
@@ -63,15 +64,6 @@ struct conn {
 	uint64_t start_ns, handshake_ns, last_active_ns;
 };
 
-static uint64_t
-conn_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 static struct timeval
 conn_tv(uint64_t ms)
 {
@@ -111,7 +103,7 @@ conn_access_log(struct conn *c, const char *reason)
 	unsigned alpn_len = 0;
 	const char *version = "-";
 	int hs_done = c->state != CONN_HANDSHAKE;
-	uint64_t now = conn_now_ns();
+	uint64_t now = clock_mono_ns();
 	int n;
 
 	if (!d->access_log)
@@ -199,7 +191,7 @@ conn_relay(struct conn *c)
 		return;
 	}
 	if (c->relay.progress)
-		c->last_active_ns = conn_now_ns();
+		c->last_active_ns = clock_mono_ns();
 }
 
 static void
@@ -207,7 +199,7 @@ conn_relay_start(struct conn *c)
 {
 	c->state = CONN_RELAYING;
 	relay_init(&c->relay, c->w->pool, c->cfd, c->ssl, c->bfd);
-	c->last_active_ns = conn_now_ns();
+	c->last_active_ns = clock_mono_ns();
 	conn_timer(c, c->gen->idle_timeout_ms);
 	conn_relay(c);
 }
@@ -324,7 +316,7 @@ conn_handshake(struct conn *c)
 		const uint8_t *alpn = NULL;
 		unsigned alpn_len = 0;
 
-		c->handshake_ns = conn_now_ns();
+		c->handshake_ns = clock_mono_ns();
 		c->state = CONN_CONNECTING;
 		c->hs_want = 0;
 		evtimer_del(&c->timer);
@@ -413,7 +405,7 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	case CONN_RELAYING:
 		/* Activity only stamps |last_active_ns|; the timer checks it
 		 * instead of being re-armed on every read. */
-		idle_ms = (conn_now_ns() - c->last_active_ns) / 1000000;
+		idle_ms = (clock_mono_ns() - c->last_active_ns) / 1000000;
 		if (idle_ms >= c->gen->idle_timeout_ms) {
 			conn_close(c, "idle timeout");
 			return;
@@ -563,7 +555,7 @@ conn_start(struct worker *w, struct listener *l, struct generation *gen,
 	c->state = CONN_HANDSHAKE;
 	c->cfd = fd;
 	c->bfd = -1;
-	c->start_ns = conn_now_ns();
+	c->start_ns = clock_mono_ns();
 	memcpy(&c->peer, peer, peer_len);
 	c->peer_len = peer_len;
 	atomic_fetch_add_explicit(&l->num_conns, 1, memory_order_relaxed);

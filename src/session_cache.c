@@ -3,6 +3,8 @@
  * do not pin the SSL_CTX (and so the generation) that made them. */
 #include "session_cache.h"
 
+#include "clock.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -38,15 +40,6 @@ session_cache_set_external(void (*put)(SSL *ssl, SSL_SESSION *session),
 {
 	atomic_store(&external_put, put);
 	atomic_store(&external_get, get);
-}
-
-static uint64_t
-cache_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static size_t
@@ -172,7 +165,7 @@ cache_new_cb(SSL *ssl, SSL_SESSION *session)
 		free(e);
 		return 0;
 	}
-	e->expires_ms = cache_now_ms() + timeout_ms;
+	e->expires_ms = clock_mono_ms() + timeout_ms;
 	slot = cache_find(id, id_len);
 	if (*slot != NULL)
 		cache_remove(slot);
@@ -200,7 +193,7 @@ cache_get_cb(SSL *ssl, const uint8_t *id, int id_len, int *out_copy)
 	if (capacity > 0 && *(slot = cache_find(id, (size_t)id_len)) != NULL) {
 		struct entry *e = *slot;
 
-		if (e->expires_ms <= cache_now_ms()) {
+		if (e->expires_ms <= clock_mono_ms()) {
 			cache_remove(slot);
 		} else {
 			session = SSL_SESSION_from_bytes(e->der, e->der_len,

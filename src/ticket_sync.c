@@ -16,6 +16,7 @@
 #include <openssl/mem.h>
 #include <openssl/rand.h>
 
+#include "clock.h"
 #include "log.h"
 #include "session_store.h"
 #include "tickets.h"
@@ -44,15 +45,6 @@ struct ticket_sync {
 	uint8_t next[SYNC_HEADER + SYNC_MAX_KEYS * TICKET_KEY_LEN];
 	size_t next_len;
 };
-
-static uint64_t
-sync_wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static uint64_t
 sync_get_time(const uint8_t *v)
@@ -118,7 +110,7 @@ sync_rotate(struct ticket_sync *ts)
 	size_t old_keys = ts->seen_len > SYNC_HEADER ?
 	    (ts->seen_len - SYNC_HEADER) / TICKET_KEY_LEN : 0;
 	size_t keep_old = ts->keep - 1 < old_keys ? ts->keep - 1 : old_keys;
-	uint64_t now = sync_wall_ms();
+	uint64_t now = clock_wall_ms();
 	const char *argv[6];
 	size_t argv_len[6];
 
@@ -159,7 +151,7 @@ sync_get_done(int status, const char *data, size_t len, long long num,
 		memcpy(ts->seen, v, len);
 		ts->seen_len = len;
 		sync_install(ts, v, len);
-		if (sync_wall_ms() < sync_get_time(v) + ts->rotation_ms) {
+		if (clock_wall_ms() < sync_get_time(v) + ts->rotation_ms) {
 			ts->busy = 0;
 			return;
 		}

@@ -11,6 +11,7 @@
 
 #include <event2/event.h>
 
+#include "clock.h"
 #include "config.h"
 #include "conn.h"
 #include "daemon.h"
@@ -308,15 +309,6 @@ worker_init(struct worker *w, struct daemon *d, int id)
 	return worker_attach(w, &d->socks);
 }
 
-static uint64_t
-worker_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 static int
 worker_loop_ended(struct worker *w)
 {
@@ -330,7 +322,7 @@ worker_loop_ended(struct worker *w)
 static int
 worker_spin(struct worker *w, uint64_t budget_ns)
 {
-	uint64_t deadline = worker_now_ns() + budget_ns;
+	uint64_t deadline = clock_mono_ns() + budget_ns;
 
 	for (;;) {
 		unsigned long before = w->activity;
@@ -339,7 +331,7 @@ worker_spin(struct worker *w, uint64_t budget_ns)
 		event_base_loop(w->base, EVLOOP_NONBLOCK);
 		if (worker_loop_ended(w))
 			return -1;
-		now = worker_now_ns();
+		now = clock_mono_ns();
 		if (w->activity != before)
 			deadline = now + budget_ns;
 		else if (now >= deadline)
