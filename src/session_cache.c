@@ -3,8 +3,6 @@
  * do not pin the SSL_CTX (and so the generation) that made them. */
 #include "session_cache.h"
 
-#include "clock.h"
-
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -12,6 +10,8 @@
 #include <time.h>
 
 #include <openssl/mem.h>
+
+#include "clock.h"
 
 struct entry {
 	struct entry *hnext;           /* hash chain */
