@@ -3,7 +3,8 @@
 request (POST body, or GET with the base64 request in the path) with
 `openssl ocsp` in responder mode over a CA index file.
 
-usage: ocsp_responder.py PORT INDEX CA SIGNER_CERT SIGNER_KEY [NDAYS]
+usage: ocsp_responder.py PORT INDEX CA SIGNER_CERT SIGNER_KEY [VALIDITY]
+VALIDITY: days (default 1), or "Nm" for N minutes.
 Prints "listening PORT" once it accepts connections."""
 import base64
 import http.server
@@ -13,7 +14,9 @@ import tempfile
 import urllib.parse
 
 port, index, ca, signer, key = sys.argv[1:6]
-ndays = sys.argv[6] if len(sys.argv) > 6 else "1"
+validity = sys.argv[6] if len(sys.argv) > 6 else "1"
+period = (["-nmin", validity[:-1]] if validity.endswith("m")
+          else ["-ndays", validity])
 
 
 def answer(request):
@@ -21,7 +24,7 @@ def answer(request):
         req.write(request)
         req.flush()
         subprocess.run(["openssl", "ocsp", "-index", index, "-CA", ca,
-                        "-rsigner", signer, "-rkey", key, "-ndays", ndays,
+                        "-rsigner", signer, "-rkey", key, *period,
                         "-reqin", req.name, "-respout", resp.name],
                        check=True, capture_output=True)
         return open(resp.name, "rb").read()

@@ -42,8 +42,16 @@ make_pki(void)
 	free(out);
 }
 
+static pid_t start_responder_for(const char *validity);
+
 static pid_t
 start_responder(void)
+{
+	return start_responder_for("1");
+}
+
+static pid_t
+start_responder_for(const char *validity)
 {
 	char cmd[1024], line[64] = "";
 	FILE *p;
@@ -64,7 +72,7 @@ start_responder(void)
 		snprintf(ca, sizeof(ca), "%s/ca.pem", h_dir());
 		snprintf(key, sizeof(key), "%s/ca.key", h_dir());
 		execlp("python3", "python3", cmd, port, idx, ca, ca, key,
-		    (char *)NULL);
+		    validity, (char *)NULL);
 		_exit(127);
 	}
 	close(fds[1]);
@@ -189,6 +197,30 @@ START_TEST(responder_down_at_start)
 }
 END_TEST
 
+START_TEST(responder_down_after_a_good_fetch)
+{
+	struct h_daemon d;
+	pid_t bpid, rpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+	char *out;
+
+	make_pki();
+	/* Responses valid one minute: the refresh comes after ~30s. */
+	rpid = start_responder_for("1m");
+	ck_assert_int_eq(h_daemon_start(&d, "keep", conf(port, bport)), 0);
+	ck_assert(h_log_contains(&d, "good response from http://", 5000));
+	kill(rpid, SIGTERM);
+	waitpid(rpid, NULL, 0);
+	ck_assert(h_log_contains(&d, "no answer from the responder; keeping "
+	    "the response stapled until it expires", 45000));
+	out = status(port, "good.ocsp.test");
+	ck_assert_msg(strstr(out, "Cert Status: good"), "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -199,6 +231,7 @@ main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, fetched_stapled_and_cached);
 	tcase_add_test(tc, responder_down_at_start);
+	tcase_add_test(tc, responder_down_after_a_good_fetch);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
