@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -38,7 +39,9 @@ struct task {
 	struct ocsp_fetcher *f;
 	struct staple_slot *slot;
 	X509 *leaf, *issuer;
-	char *url;
+	char *url;             /* fetched from here, or... */
+	char *file;            /* ...read from this file (ocsp = FILE) */
+	struct stat file_st;
 	char name[160];        /* for logs: context and key type */
 	char cache_path[600];  /* "" without a cache dir */
 	uint64_t timeout_ms;
@@ -67,12 +70,58 @@ task_schedule(struct task *t, int64_t delay_s)
 	evtimer_add(t->timer, &tv);
 }
 
+/* How often an ocsp file is checked for a new response. */
+#define FILE_POLL_S 1
+
+/* task_watch_file takes a changed ocsp file's response once it passes
+ * the same checks as at load; a bad one is logged and the staple kept. */
+static void
+task_watch_file(struct task *t)
+{
+	uint8_t buf[FETCH_MAX_RESPONSE];
+	struct ocsp_result r;
+	struct stat st;
+	char err[256];
+	ssize_t n = -1;
+	int fd;
+
+	task_schedule(t, FILE_POLL_S);
+	if (stat(t->file, &st) != 0 ||
+	    (st.st_mtim.tv_sec == t->file_st.st_mtim.tv_sec &&
+	    st.st_mtim.tv_nsec == t->file_st.st_mtim.tv_nsec &&
+	    st.st_size == t->file_st.st_size && st.st_ino == t->file_st.st_ino))
+		return;
+	t->file_st = st;
+	if ((fd = open(t->file, O_RDONLY | O_CLOEXEC)) >= 0) {
+		n = read(fd, buf, sizeof(buf));
+		close(fd);
+	}
+	if (n <= 0 || ocsp_check(buf, (size_t)n, t->leaf, t->issuer,
+	    (int64_t)time(NULL), &r, err, sizeof(err)) != 0) {
+		log_msg(LOGL_WARNING, "ocsp %s: '%s' changed but cannot be "
+		    "stapled (%s); keeping the response in use", t->name,
+		    t->file, n <= 0 ? "unreadable" : err);
+		return;
+	}
+	if (r.status == OCSP_UNKNOWN)
+		return;
+	if (r.status == OCSP_GOOD || t->staple_revoked)
+		staple_set(t->slot, buf, (size_t)n, r.next_update != 0 ?
+		    r.next_update : r.this_update + OCSP_NO_NEXT_UPDATE_VALIDITY);
+	log_msg(LOGL_INFO, "ocsp %s: new response from '%s'", t->name, t->file);
+}
+
 static void
 task_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct task *t = arg;
+
 	(void)fd;
 	(void)what;
-	task_fetch(arg);
+	if (t->file != NULL)
+		task_watch_file(t);
+	else
+		task_fetch(t);
 }
 
 /* task_accept staples a verified response and plans the refresh: at half
@@ -288,25 +337,66 @@ task_free(struct task *t)
 	X509_free(t->leaf);
 	X509_free(t->issuer);
 	free(t->url);
+	free(t->file);
 	free(t);
 }
 
 static struct task *
 fetcher_find(struct ocsp_fetcher *f, struct staple_slot *slot,
-    const char *url)
+    const char *url, const char *file)
 {
 	for (struct task *t = f->tasks; t != NULL; t = t->next) {
-		if (t->slot == slot && strcmp(t->url, url) == 0)
+		if (t->slot != slot)
+			continue;
+		if (url != NULL && t->url != NULL && strcmp(t->url, url) == 0)
+			return t;
+		if (file != NULL && t->file != NULL && strcmp(t->file, file) == 0)
 			return t;
 	}
 	return NULL;
+}
+
+/* fetcher_watch follows an ocsp file for one certificate. */
+static void
+fetcher_watch(struct ocsp_fetcher *f, const struct tls_ctx *tc, int k,
+    const struct conf_global *gl)
+{
+	const char *file = tc->cc->ocsp;
+	struct task *t = fetcher_find(f, tc->staple[k], NULL, file);
+
+	if (t != NULL) {
+		t->seen = 1;
+		/* The reload read the file already. */
+		stat(file, &t->file_st);
+		return;
+	}
+	if ((t = calloc(1, sizeof(*t))) == NULL ||
+	    (t->file = strdup(file)) == NULL) {
+		free(t);
+		return;
+	}
+	t->f = f;
+	t->slot = tc->staple[k];
+	X509_up_ref(tc->leaf[k]);
+	X509_up_ref(tc->issuer[k]);
+	t->leaf = tc->leaf[k];
+	t->issuer = tc->issuer[k];
+	t->staple_revoked = (int)gl->ocsp_staple_revoked;
+	t->seen = 1;
+	snprintf(t->name, sizeof(t->name), "context '%s' (%s certificate)",
+	    tc->name, k == TLS_KEY_RSA ? "RSA" : "ECDSA");
+	stat(file, &t->file_st);
+	t->timer = evtimer_new(f->base, task_timer_cb, t);
+	t->next = f->tasks;
+	f->tasks = t;
+	task_schedule(t, FILE_POLL_S);
 }
 
 static void
 fetcher_want(struct ocsp_fetcher *f, const struct tls_ctx *tc, int k,
     const struct conf_global *gl)
 {
-	struct task *t = fetcher_find(f, tc->staple[k], tc->ocsp_url[k]);
+	struct task *t = fetcher_find(f, tc->staple[k], tc->ocsp_url[k], NULL);
 	char hex[65];
 	uint8_t hash[32];
 	unsigned hlen;
@@ -379,6 +469,8 @@ ocsp_fetcher_sync(struct ocsp_fetcher *f, const struct generation *g)
 		for (int k = 0; k < TLS_KEY_NUM; k++) {
 			if (tc->ocsp_url[k] != NULL && tc->issuer[k] != NULL)
 				fetcher_want(f, tc, k, gl);
+			else if (tc->ocsp_der[k] != NULL && tc->issuer[k] != NULL)
+				fetcher_watch(f, tc, k, gl);
 		}
 	}
 	for (p = &f->tasks; *p != NULL;) {

@@ -819,6 +819,11 @@ tls_ctx_ocsp_file(struct tls_ctx *t, struct config *cfg,
 		t->ocsp_len[k] = len;
 		t->ocsp_expires[k] = r.next_update != 0 ? r.next_update :
 		    r.this_update + OCSP_NO_NEXT_UPDATE_VALIDITY;
+		/* The fetcher watches the file for this certificate. */
+		X509_up_ref(sk_X509_value(pairs[k].chain, 0));
+		X509_up_ref(sk_X509_value(pairs[k].chain, 1));
+		t->leaf[k] = sk_X509_value(pairs[k].chain, 0);
+		t->issuer[k] = sk_X509_value(pairs[k].chain, 1);
 		return 0;
 	}
 	free(der);

@@ -745,6 +745,20 @@ START_TEST(static_ocsp_response_is_stapled)
 	    "2>&1", port);
 	ck_assert_ptr_null(strstr(out, "OCSP Response Status"));
 	free(out);
+	/* The file is watched: a new response (now: revoked) is taken up
+	 * without a reload. */
+	out = h_run(&st, "cd %s && sed -i 's/^V\\t301231235959Z\\t\\t/R\\t"
+	    "301231235959Z\\t240101000000Z\\t/' ocsp-index.txt && openssl "
+	    "ocsp -index ocsp-index.txt -CA ca.pem -rsigner ca.pem -rkey ca.key "
+	    "-reqin ocsp-req.der -respout ocsp.new -ndays 1 && mv ocsp.new "
+	    "ocsp.der 2>&1", h_dir());
+	ck_assert_msg(st == 0, "%s", out);
+	free(out);
+	ck_assert(h_log_contains(&d, "new response from '", 5000));
+	out = h_run(&st, "openssl s_client -connect 127.0.0.1:%d -status "
+	    "</dev/null 2>&1", port);
+	ck_assert_msg(strstr(out, "Cert Status: revoked") != NULL, "%s", out);
+	free(out);
 	d.port = port;
 	finish(&d, bpid);
 	/* A response for another certificate is refused at load. */
