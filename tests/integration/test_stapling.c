@@ -36,22 +36,37 @@ make_pki(void)
 	    "b=$(openssl x509 -in bad-only.pem -noout -serial | cut -d= -f2); "
 	    "printf 'V\\t301231235959Z\\t\\t%%s\\tunknown\\t/CN=good.ocsp.test\\n"
 	    "R\\t301231235959Z\\t240101000000Z\\t%%s\\tunknown\\t/CN=bad.ocsp."
-	    "test\\n' $g $b > index.txt; mkdir -p ocsp-cache 2>&1",
+	    "test\\n' $g $b > index.txt; mkdir -p ocsp-cache; "
+	    /* A delegated responder, and a signer nobody authorized. */
+	    "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
+	    "-out delegate.key; openssl req -new -key delegate.key -out "
+	    "delegate.csr -subj /CN=delegate; printf 'extendedKeyUsage="
+	    "OCSPSigning\\n' > delegate.ext; openssl x509 -req -in delegate.csr "
+	    "-CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile "
+	    "delegate.ext -out delegate.pem; openssl genpkey -algorithm EC "
+	    "-pkeyopt ec_paramgen_curve:P-256 -out rogue.key; openssl req -x509 "
+	    "-new -key rogue.key -out rogue.pem -days 2 -subj /CN=rogue 2>&1",
 	    h_dir(), responder_port);
 	ck_assert_msg(st == 0, "%s", out);
 	free(out);
 }
 
-static pid_t start_responder_for(const char *validity);
+static pid_t start_responder_as(const char *signer, const char *validity);
 
 static pid_t
 start_responder(void)
 {
-	return start_responder_for("1");
+	return start_responder_as("ca", "1");
 }
 
 static pid_t
 start_responder_for(const char *validity)
+{
+	return start_responder_as("ca", validity);
+}
+
+static pid_t
+start_responder_as(const char *signer, const char *validity)
 {
 	char cmd[1024], line[64] = "";
 	FILE *p;
@@ -63,15 +78,16 @@ start_responder_for(const char *validity)
 	ck_assert_int_eq(pipe(fds), 0);
 	pid = fork();
 	if (pid == 0) {
-		char port[16], idx[600], ca[600], key[600];
+		char port[16], idx[600], ca[600], cert[600], key[600];
 
 		dup2(fds[1], 1);
 		close(fds[0]);
 		snprintf(port, sizeof(port), "%d", responder_port);
 		snprintf(idx, sizeof(idx), "%s/index.txt", h_dir());
 		snprintf(ca, sizeof(ca), "%s/ca.pem", h_dir());
-		snprintf(key, sizeof(key), "%s/ca.key", h_dir());
-		execlp("python3", "python3", cmd, port, idx, ca, ca, key,
+		snprintf(cert, sizeof(cert), "%s/%s.pem", h_dir(), signer);
+		snprintf(key, sizeof(key), "%s/%s.key", h_dir(), signer);
+		execlp("python3", "python3", cmd, port, idx, ca, cert, key,
 		    validity, (char *)NULL);
 		_exit(127);
 	}
@@ -221,6 +237,38 @@ START_TEST(responder_down_after_a_good_fetch)
 }
 END_TEST
 
+START_TEST(responses_checked_before_stapling)
+{
+	struct h_daemon d;
+	pid_t bpid, rpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+	char *out;
+
+	make_pki();
+	/* A responder the CA delegated to (EKU OCSPSigning): accepted. */
+	rpid = start_responder_as("delegate", "1");
+	ck_assert_int_eq(h_daemon_start(&d, "delegate", conf(port, bport)), 0);
+	ck_assert(h_log_contains(&d, "ocsp context 'good' (ECDSA certificate): "
+	    "good response from http://", 5000));
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(rpid, SIGTERM);
+	waitpid(rpid, NULL, 0);
+	/* A signer nobody authorized: rejected, nothing stapled. */
+	free(h_run(NULL, "rm -f %s/ocsp-cache/*", h_dir()));
+	rpid = start_responder_as("rogue", "1");
+	ck_assert_int_eq(h_daemon_start(&d, "rogue", conf(port, bport)), 0);
+	ck_assert(h_log_contains(&d, "response rejected: not signed by the "
+	    "issuer or a responder it authorized; nothing stapled", 5000));
+	out = status(port, "good.ocsp.test");
+	ck_assert_msg(strstr(out, "no response sent"), "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(rpid, SIGTERM);
+	waitpid(rpid, NULL, 0);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -232,6 +280,7 @@ main(void)
 	tcase_add_test(tc, fetched_stapled_and_cached);
 	tcase_add_test(tc, responder_down_at_start);
 	tcase_add_test(tc, responder_down_after_a_good_fetch);
+	tcase_add_test(tc, responses_checked_before_stapling);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
