@@ -346,9 +346,6 @@ ocsp_check(const uint8_t *der, size_t der_len, X509 *leaf, X509 *issuer,
 		snprintf(err, err_len, "unsupported signature algorithm");
 		return -1;
 	}
-	if (ocsp_signed_by(issuer, md, &tbs, &sig, &certs, has_certs, err,
-	    err_len) != 0)
-		return -1;
 	/* ResponseData: [0] version, responderID, producedAt, responses. */
 	data = tbs;
 	if (!CBS_get_asn1(&data, &data, CBS_ASN1_SEQUENCE) ||
@@ -378,6 +375,11 @@ ocsp_check(const uint8_t *der, size_t der_len, X509 *leaf, X509 *issuer,
 		    "(issuer name, issuer key or serial differ)");
 		return -1;
 	}
+	/* Parsed first (it is only parsing), verified before any of it is
+	 * believed. */
+	if (ocsp_signed_by(issuer, md, &tbs, &sig, &certs, has_certs, err,
+	    err_len) != 0)
+		return -1;
 	if (out->this_update > now + OCSP_CLOCK_SKEW) {
 		snprintf(err, err_len, "thisUpdate is in the future");
 		return -1;
