@@ -381,6 +381,10 @@ daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
 		if (!d->stopping)
 			daemon_reload(d);
 		break;
+	case SIGUSR1:
+		log_msg(LOGL_INFO, "SIGUSR1: fetching every OCSP response now");
+		ocsp_fetcher_refresh(d->ocsp);
+		break;
 	default:
 		break;
 	}
@@ -389,7 +393,7 @@ daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
 static int
 daemon_setup_signals(struct daemon *d)
 {
-	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
 
 	signal(SIGPIPE, SIG_IGN);
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {

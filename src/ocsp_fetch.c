@@ -50,6 +50,7 @@ struct task {
 	struct evhttp_connection *conn;
 	int64_t valid_until;   /* of the response stapled, 0 if none */
 	int backoff_s;
+	int busy;              /* a fetch is under way */
 	int must_staple;       /* the certificate asks for a staple */
 	int must_staple_strict;
 	int seen;              /* still wanted after the last sync */
@@ -188,6 +189,7 @@ task_failed(struct task *t, const char *why)
 	int64_t now = (int64_t)time(NULL);
 	int64_t delay;
 
+	t->busy = 0;
 	t->backoff_s = t->backoff_s == 0 ? FETCH_BACKOFF_MIN_S :
 	    t->backoff_s * 2;
 	if (t->backoff_s > FETCH_BACKOFF_MAX_S)
@@ -217,6 +219,7 @@ task_response_cb(struct evhttp_request *req, void *arg)
 	uint8_t *der;
 	size_t len;
 
+	t->busy = 0;
 	if (req == NULL || evhttp_request_get_response_code(req) == 0) {
 		task_failed(t, "no answer from the responder");
 		return;
@@ -257,6 +260,7 @@ task_fetch(struct task *t)
 	size_t der_len, b64_len;
 	int port;
 
+	t->busy = 1;
 	if (uri == NULL || (host = evhttp_uri_get_host(uri)) == NULL ||
 	    ocsp_request(t->leaf, t->issuer, &der, &der_len) != 0) {
 		if (uri != NULL)
@@ -482,6 +486,17 @@ ocsp_fetcher_sync(struct ocsp_fetcher *f, const struct generation *g)
 		}
 		*p = t->next;
 		task_free(t);
+	}
+}
+
+void
+ocsp_fetcher_refresh(struct ocsp_fetcher *f)
+{
+	if (f == NULL)
+		return;
+	for (struct task *t = f->tasks; t != NULL; t = t->next) {
+		if (t->url != NULL && !t->busy)
+			task_schedule(t, 0);
 	}
 }
 

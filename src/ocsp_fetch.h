@@ -17,6 +17,10 @@ struct ocsp_fetcher *ocsp_fetcher_new(struct event_base *base);
  * dropped. */
 void ocsp_fetcher_sync(struct ocsp_fetcher *f, const struct generation *g);
 
+/* ocsp_fetcher_refresh fetches every response again now (SIGUSR1),
+ * except those whose fetch is already under way. */
+void ocsp_fetcher_refresh(struct ocsp_fetcher *f);
+
 /* ocsp_fetcher_free stops every fetch. NULL is fine. */
 void ocsp_fetcher_free(struct ocsp_fetcher *f);
 

@@ -269,6 +269,50 @@ START_TEST(responses_checked_before_stapling)
 }
 END_TEST
 
+static int
+count_lines(const struct h_daemon *d, const char *needle)
+{
+	char *out = h_run(NULL, "grep -c '%s' '%s'", needle, d->log);
+	int n = atoi(out);
+
+	free(out);
+	return n;
+}
+
+START_TEST(refreshes_keep_memory_flat)
+{
+	struct h_daemon d;
+	pid_t bpid, rpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+	long rss_early = 0, rss_end;
+	int done = 0;
+
+	make_pki();
+	rpid = start_responder();
+	ck_assert_int_eq(h_daemon_start(&d, "cycles", conf(port, bport)), 0);
+	ck_assert(h_log_contains(&d, "good response from http://", 5000));
+	/* SIGUSR1 refetches every response: 1,000 fetch, verify, staple and
+	 * persist cycles per certificate. */
+	while (done < 1000) {
+		for (int i = 0; i < 25; i++) {
+			kill(d.pid, SIGUSR1);
+			usleep(20000);
+		}
+		/* Only the 'good' context's responses say "good". */
+		done = count_lines(&d, "good response from http://");
+		if (rss_early == 0 && done >= 100)
+			rss_early = h_rss_kib(d.pid);
+	}
+	rss_end = h_rss_kib(d.pid);
+	ck_assert_msg(rss_end - rss_early < 1024, "RSS grew from %ld KiB "
+	    "after 100 refreshes to %ld KiB after %d", rss_early, rss_end, done);
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(rpid, SIGTERM);
+	waitpid(rpid, NULL, 0);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -281,6 +325,7 @@ main(void)
 	tcase_add_test(tc, responder_down_at_start);
 	tcase_add_test(tc, responder_down_after_a_good_fetch);
 	tcase_add_test(tc, responses_checked_before_stapling);
+	tcase_add_test(tc, refreshes_keep_memory_flat);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
