@@ -4,30 +4,107 @@ request (POST body, or GET with the base64 request in the path) with
 `openssl ocsp` in responder mode over a CA index file.
 
 usage: ocsp_responder.py PORT INDEX CA SIGNER_CERT SIGNER_KEY [VALIDITY]
+                         [--answer-for CERT] [--expired]
 VALIDITY: days (default 1), or "Nm" for N minutes.
+--answer-for CERT answers every request as if it asked about CERT (a
+response for another certificate). --expired backdates every response by
+two days and re-signs it, so its nextUpdate has passed.
 Prints "listening PORT" once it accepts connections."""
+import argparse
 import base64
+import datetime
 import http.server
+import re
 import subprocess
 import sys
 import tempfile
 import urllib.parse
 
-port, index, ca, signer, key = sys.argv[1:6]
-validity = sys.argv[6] if len(sys.argv) > 6 else "1"
+ap = argparse.ArgumentParser()
+for name in ("port", "index", "ca", "signer", "key"):
+    ap.add_argument(name)
+ap.add_argument("validity", nargs="?", default="1")
+ap.add_argument("--answer-for")
+ap.add_argument("--expired", action="store_true")
+opt = ap.parse_args()
+port, index, ca, signer, key = opt.port, opt.index, opt.ca, opt.signer, opt.key
+validity, expired, answer_for = opt.validity, opt.expired, opt.answer_for
 period = (["-nmin", validity[:-1]] if validity.endswith("m")
           else ["-ndays", validity])
 
 
+def der_read(buf, pos):
+    """One DER element at pos: (tag, content start, end)."""
+    tag, n = buf[pos], buf[pos + 1]
+    pos += 2
+    if n & 0x80:
+        size = n & 0x7f
+        n = int.from_bytes(buf[pos:pos + size], "big")
+        pos += size
+    return tag, pos, pos + n
+
+
+def der(tag, content):
+    n = len(content)
+    if n < 0x80:
+        return bytes([tag, n]) + content
+    size = (n.bit_length() + 7) // 8
+    return bytes([tag, 0x80 | size]) + n.to_bytes(size, "big") + content
+
+
+def children(buf, start, end):
+    out = []
+    while start < end:
+        tag, cs, ce = der_read(buf, start)
+        out.append((tag, buf[start:ce], buf[cs:ce]))
+        start = ce
+    return out
+
+
+def backdate(resp):
+    """Moves every GeneralizedTime of the signed data two days back and
+    signs it again with the responder's key."""
+    _, s, e = der_read(resp, 0)
+    status, explicit = children(resp, s, e)
+    seq = children(explicit[2], 0, len(explicit[2]))[0][2]
+    oid, octets = children(seq, 0, len(seq))
+    basic = octets[2]
+    _, bs, be = der_read(basic, 0)
+    parts = children(basic, bs, be)
+    tbs = parts[0][1]
+
+    def shift(m):
+        t = datetime.datetime.strptime(m.group(1).decode(), "%Y%m%d%H%M%S")
+        t -= datetime.timedelta(days=2)
+        return b"\x18\x0f" + t.strftime("%Y%m%d%H%M%S").encode() + b"Z"
+    tbs = re.sub(rb"\x18\x0f(\d{14})Z", shift, tbs)
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(tbs)
+        f.flush()
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key,
+                              f.name], check=True,
+                             capture_output=True).stdout
+    basic = der(0x30, tbs + parts[1][1] + der(0x03, b"\x00" + sig) +
+                b"".join(p[1] for p in parts[3:]))
+    inner = der(0x30, oid[1] + der(0x04, basic))
+    return der(0x30, status[1] + der(0xa0, inner))
+
+
 def answer(request):
     with tempfile.NamedTemporaryFile() as req, tempfile.NamedTemporaryFile() as resp:
-        req.write(request)
-        req.flush()
+        if answer_for:
+            subprocess.run(["openssl", "ocsp", "-issuer", ca, "-cert",
+                            answer_for, "-no_nonce", "-reqout", req.name],
+                           check=True, capture_output=True)
+        else:
+            req.write(request)
+            req.flush()
         subprocess.run(["openssl", "ocsp", "-index", index, "-CA", ca,
                         "-rsigner", signer, "-rkey", key, *period,
                         "-reqin", req.name, "-respout", resp.name],
                        check=True, capture_output=True)
-        return open(resp.name, "rb").read()
+        body = open(resp.name, "rb").read()
+        return backdate(body) if expired else body
 
 
 class Handler(http.server.BaseHTTPRequestHandler):

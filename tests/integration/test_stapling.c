@@ -51,22 +51,32 @@ make_pki(void)
 	free(out);
 }
 
-static pid_t start_responder_as(const char *signer, const char *validity);
+static pid_t start_responder_with(const char *signer, const char *validity,
+    const char *flag, const char *flag_arg);
 
 static pid_t
 start_responder(void)
 {
-	return start_responder_as("ca", "1");
+	return start_responder_with("ca", "1", NULL, NULL);
 }
 
 static pid_t
 start_responder_for(const char *validity)
 {
-	return start_responder_as("ca", validity);
+	return start_responder_with("ca", validity, NULL, NULL);
 }
 
 static pid_t
-start_responder_as(const char *signer, const char *validity)
+start_responder_as(const char *signer)
+{
+	return start_responder_with(signer, "1", NULL, NULL);
+}
+
+/* start_responder_with runs ocsp_responder.py signing as signer, with an
+ * optional flag (and its argument) that makes it misbehave. */
+static pid_t
+start_responder_with(const char *signer, const char *validity,
+    const char *flag, const char *flag_arg)
 {
 	char cmd[1024], line[64] = "";
 	FILE *p;
@@ -88,7 +98,7 @@ start_responder_as(const char *signer, const char *validity)
 		snprintf(cert, sizeof(cert), "%s/%s.pem", h_dir(), signer);
 		snprintf(key, sizeof(key), "%s/%s.key", h_dir(), signer);
 		execlp("python3", "python3", cmd, port, idx, ca, cert, key,
-		    validity, (char *)NULL);
+		    validity, flag, flag_arg, (char *)NULL);
 		_exit(127);
 	}
 	close(fds[1]);
@@ -246,7 +256,7 @@ START_TEST(responses_checked_before_stapling)
 
 	make_pki();
 	/* A responder the CA delegated to (EKU OCSPSigning): accepted. */
-	rpid = start_responder_as("delegate", "1");
+	rpid = start_responder_as("delegate");
 	ck_assert_int_eq(h_daemon_start(&d, "delegate", conf(port, bport)), 0);
 	ck_assert(h_log_contains(&d, "ocsp context 'good' (ECDSA certificate): "
 	    "good response from http://", 5000));
@@ -255,7 +265,7 @@ START_TEST(responses_checked_before_stapling)
 	waitpid(rpid, NULL, 0);
 	/* A signer nobody authorized: rejected, nothing stapled. */
 	free(h_run(NULL, "rm -f %s/ocsp-cache/*", h_dir()));
-	rpid = start_responder_as("rogue", "1");
+	rpid = start_responder_as("rogue");
 	ck_assert_int_eq(h_daemon_start(&d, "rogue", conf(port, bport)), 0);
 	ck_assert(h_log_contains(&d, "response rejected: not signed by the "
 	    "issuer or a responder it authorized; nothing stapled", 5000));
@@ -265,6 +275,48 @@ START_TEST(responses_checked_before_stapling)
 	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
 	kill(rpid, SIGTERM);
 	waitpid(rpid, NULL, 0);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
+/* rejected_live runs the daemon against a responder started with flag and
+ * expects reason in the log and nothing stapled for 'good'. */
+static void
+rejected_live(int port, int bport, const char *flag, const char *flag_arg,
+    const char *reason)
+{
+	struct h_daemon d;
+	char want[256], *out;
+	pid_t rpid;
+
+	free(h_run(NULL, "rm -f %s/ocsp-cache/*", h_dir()));
+	rpid = start_responder_with("ca", "1", flag, flag_arg);
+	ck_assert_int_eq(h_daemon_start(&d, flag + 2, conf(port, bport)), 0);
+	snprintf(want, sizeof(want), "ocsp context 'good' (ECDSA certificate): "
+	    "response rejected: %s; nothing stapled", reason);
+	ck_assert(h_log_contains(&d, want, 5000));
+	out = status(port, "good.ocsp.test");
+	ck_assert_msg(strstr(out, "no response sent"), "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(rpid, SIGTERM);
+	waitpid(rpid, NULL, 0);
+}
+
+START_TEST(wrong_or_stale_responses_rejected)
+{
+	pid_t bpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+	char other[600];
+
+	make_pki();
+	/* The responder answers about the revoked certificate instead. */
+	snprintf(other, sizeof(other), "%s/bad-only.pem", h_dir());
+	rejected_live(port, bport, "--answer-for", other, "no response for "
+	    "this certificate (issuer name, issuer key or serial differ)");
+	/* Correctly signed, but its nextUpdate was yesterday. */
+	rejected_live(port, bport, "--expired", NULL, "expired (nextUpdate "
+	    "has passed)");
 	kill(bpid, SIGTERM);
 }
 END_TEST
@@ -332,6 +384,7 @@ main(void)
 	tcase_add_test(tc, responder_down_at_start);
 	tcase_add_test(tc, responder_down_after_a_good_fetch);
 	tcase_add_test(tc, responses_checked_before_stapling);
+	tcase_add_test(tc, wrong_or_stale_responses_rejected);
 	tcase_add_test(tc, refreshes_keep_memory_flat);
 	suite_add_tcase(s, tc);
 	return check_run(s);
