@@ -66,6 +66,7 @@ struct tlsclient_opts {
 	size_t alpn_len;
 	uint16_t version; /* 0: BoringSSL's default range */
 	const char *cafile;
+	bool status; /* send status_request, report the stapled response */
 	enum tlsclient_send send;
 	uint64_t send_bytes;
 	int file_fd;
@@ -114,6 +115,7 @@ struct tlsclient_conn {
 	char error[192];
 	const char *version, *cipher; /* static strings from BoringSSL */
 	char alpn[64];
+	size_t ocsp_len; /* stapled OCSP response, with --status */
 };
 
 struct tlsclient {
@@ -154,6 +156,7 @@ tlsclient_usage(FILE *f)
 	    "  --alpn LIST         offer ALPN protocols, comma separated\n"
 	    "  --tls12 | --tls13   pin the protocol version\n"
 	    "  --cafile FILE       verify the server chain against FILE (default: no verification)\n"
+	    "  --status            ask for a stapled OCSP response; report its size as ocsp=N\n"
 	    "  --send-bytes N      send N bytes of the xorshift64 stream (seed 1)\n"
 	    "  --send-file FILE    send FILE's contents\n"
 	    "  --request STRING    send STRING (\\r \\n \\t \\\\ \\xHH escapes)\n"
@@ -299,7 +302,7 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 		OPT_SERVERNAME = 256, OPT_ALPN, OPT_TLS12, OPT_TLS13, OPT_CAFILE,
 		OPT_SEND_BYTES, OPT_SEND_FILE, OPT_NO_HALF_CLOSE, OPT_CONNS,
 		OPT_EXPECT_SHA, OPT_EXPECT_BYTES, OPT_NO_READ, OPT_HOLD, OPT_SEND_RAW,
-		OPT_TIMEOUT, OPT_REQUEST, OPT_HELP,
+		OPT_TIMEOUT, OPT_REQUEST, OPT_STATUS, OPT_HELP,
 	};
 	static const struct option opts[] = {
 		{ "servername", required_argument, NULL, OPT_SERVERNAME },
@@ -318,6 +321,7 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 		{ "send-raw", required_argument, NULL, OPT_SEND_RAW },
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "request", required_argument, NULL, OPT_REQUEST },
+		{ "status", no_argument, NULL, OPT_STATUS },
 		{ "help", no_argument, NULL, OPT_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -339,6 +343,9 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 				fprintf(stderr, "tlsproxy-tlsclient: bad --alpn %s\n", optarg);
 				return -1;
 			}
+			break;
+		case OPT_STATUS:
+			o->status = true;
 			break;
 		case OPT_TLS12:
 			o->version = TLS1_2_VERSION;
@@ -965,6 +972,11 @@ tlsclient_conn_run(struct tlsclient *t, struct tlsclient_conn *c)
 				memcpy(c->alpn, alpn, alpn_len);
 				c->alpn[alpn_len] = '\0';
 			}
+			if (t->o.status) {
+				const uint8_t *resp;
+
+				SSL_get0_ocsp_response(c->ssl, &resp, &c->ocsp_len);
+			}
 			c->phase = PHASE_RUNNING;
 		}
 	}
@@ -989,6 +1001,8 @@ tlsclient_ctx(const struct tlsclient_opts *o)
 	/* Partial writes let SSL_write return after each record instead of
 	 * holding the whole chunk until the socket takes it. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE);
+	if (o->status)
+		SSL_CTX_enable_ocsp_stapling(ctx);
 	/* SSL_CTX_set_alpn_protos returns 0 on success, unlike the rest. */
 	if (o->alpn_len > 0 && SSL_CTX_set_alpn_protos(ctx, o->alpn, o->alpn_len) != 0)
 		goto err;
@@ -1029,9 +1043,12 @@ tlsclient_print(const struct tlsclient *t, const struct tlsclient_conn *c)
 	SHA256_Final(md, &copy);
 	tlsclient_hex(md, sizeof(md), recv_hex);
 	printf("conn=%u ok=1 version=%s cipher=%s alpn=%s sent=%" PRIu64
-	    " sent_sha256=%s received=%" PRIu64 " received_sha256=%s close_notify=%d\n",
+	    " sent_sha256=%s received=%" PRIu64 " received_sha256=%s close_notify=%d",
 	    c->idx, c->version, c->cipher, c->alpn, c->sent, sent_hex, c->received,
 	    recv_hex, c->close_notify ? 1 : 0);
+	if (t->o.status)
+		printf(" ocsp=%zu", c->ocsp_len);
+	putchar('\n');
 }
 
 static void

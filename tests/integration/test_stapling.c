@@ -32,11 +32,22 @@ make_pki(void)
 	    "openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key "
 	    "-CAcreateserial -days 2 -extfile $n.ext -out $n-only.pem; "
 	    "cat $n-only.pem ca.pem > $n.pem; done; "
+	    /* The same name with an RSA key, for the context's second
+	     * certificate. */
+	    "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 "
+	    "-out good-rsa.key 2>/dev/null; openssl req -new -key good-rsa.key "
+	    "-out good-rsa.csr -subj /CN=good.ocsp.test; openssl x509 -req -in "
+	    "good-rsa.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+	    "-extfile good.ext -out good-rsa-only.pem; "
+	    "cat good-rsa-only.pem ca.pem > good-rsa.pem; "
 	    "g=$(openssl x509 -in good-only.pem -noout -serial | cut -d= -f2); "
+	    "r=$(openssl x509 -in good-rsa-only.pem -noout -serial | cut -d= "
+	    "-f2); "
 	    "b=$(openssl x509 -in bad-only.pem -noout -serial | cut -d= -f2); "
 	    "printf 'V\\t301231235959Z\\t\\t%%s\\tunknown\\t/CN=good.ocsp.test\\n"
+	    "V\\t301231235959Z\\t\\t%%s\\tunknown\\t/CN=good.ocsp.test/O=rsa\\n"
 	    "R\\t301231235959Z\\t240101000000Z\\t%%s\\tunknown\\t/CN=bad.ocsp."
-	    "test\\n' $g $b > index.txt; mkdir -p ocsp-cache; "
+	    "test\\n' $g $r $b > index.txt; mkdir -p ocsp-cache; "
 	    /* A delegated responder, and a signer nobody authorized. */
 	    "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
 	    "-out delegate.key; openssl req -new -key delegate.key -out "
@@ -122,21 +133,30 @@ conf(int port, int bport)
 	    "[listener t]\nbind = 127.0.0.1:%d\ncontext = good\nbackend = b\n"
 	    "[backend b]\naddress = 127.0.0.1:%d\n"
 	    "[context good]\ncert = %s/good.pem\nkey = %s/good.key\n"
+	    "cert = %s/good-rsa.pem\nkey = %s/good-rsa.key\n"
 	    "[context bad]\nservername = bad.ocsp.test\ncert = %s/bad.pem\n"
 	    "key = %s/bad.key\n"
 	    "[context plain]\nservername = localhost\ncert = %s/leaf.pem\n"
 	    "key = %s/leaf.key\n",
 	    h_dir(), port, bport, h_dir(), h_dir(), h_dir(), h_dir(), h_dir(),
-	    h_dir());
+	    h_dir(), h_dir(), h_dir());
 	return text;
+}
+
+static char *
+status_sigalgs(int port, const char *sni, const char *sigalgs)
+{
+	return h_run(NULL, "openssl s_client -connect 127.0.0.1:%d "
+	    "-servername %s -status -sigalgs %s </dev/null 2>&1 | grep -E "
+	    "'OCSP Response Status|Cert Status|no response sent|Peer "
+	    "signature type'", port, sni, sigalgs);
 }
 
 static char *
 status(int port, const char *sni)
 {
-	return h_run(NULL, "openssl s_client -connect 127.0.0.1:%d "
-	    "-servername %s -status </dev/null 2>&1 | grep -E 'OCSP Response "
-	    "Status|Cert Status|no response sent'", port, sni);
+	return status_sigalgs(port, sni, "ecdsa_secp256r1_sha256:"
+	    "rsa_pss_rsae_sha256");
 }
 
 START_TEST(fetched_stapled_and_cached)
@@ -152,6 +172,8 @@ START_TEST(fetched_stapled_and_cached)
 	ck_assert_int_eq(h_daemon_start(&d, "auto", conf(port, bport)), 0);
 	ck_assert(h_log_contains(&d, "ocsp context 'good' (ECDSA certificate): "
 	    "good response from http://127.0.0.1:", 5000));
+	ck_assert(h_log_contains(&d, "ocsp context 'good' (RSA certificate): "
+	    "good response from http://127.0.0.1:", 5000));
 	ck_assert(h_log_contains(&d, "ocsp context 'bad' (ECDSA certificate): "
 	    "the certificate is REVOKED; stapling it anyway", 5000));
 	ck_assert(h_log_contains(&d, "context 'plain': the certificate names no "
@@ -160,8 +182,28 @@ START_TEST(fetched_stapled_and_cached)
 	ck_assert_msg(strstr(out, "OCSP Response Status: successful") &&
 	    strstr(out, "Cert Status: good"), "%s", out);
 	free(out);
+	/* The RSA certificate of the same context has its own response. */
+	out = status_sigalgs(port, "good.ocsp.test", "rsa_pss_rsae_sha256");
+	ck_assert_msg(strstr(out, "Peer signature type: RSA-PSS") &&
+	    strstr(out, "Cert Status: good"), "%s", out);
+	free(out);
 	out = status(port, "bad.ocsp.test");
 	ck_assert_msg(strstr(out, "Cert Status: revoked"), "%s", out);
+	free(out);
+	/* Our BoringSSL client, over both protocol versions. */
+	out = h_run(&st, "%s --status --servername good.ocsp.test 127.0.0.1:%d "
+	    "&& %s --status --tls12 --servername bad.ocsp.test 127.0.0.1:%d "
+	    "&& %s --status --servername localhost 127.0.0.1:%d",
+	    h_bin("client"), port, h_bin("client"), port, h_bin("client"),
+	    port);
+	ck_assert_msg(st == 0, "%s", out);
+	{
+		char *a = strstr(out, "ocsp="), *b = a ? strstr(a + 5, "ocsp=")
+		    : NULL, *c = b ? strstr(b + 5, "ocsp=") : NULL;
+
+		ck_assert_msg(a && b && c && atoi(a + 5) > 100 &&
+		    atoi(b + 5) > 100 && atoi(c + 5) == 0, "%s", out);
+	}
 	free(out);
 	out = status(port, "localhost");
 	ck_assert_msg(strstr(out, "OCSP response: no response sent"), "%s",
