@@ -149,3 +149,23 @@ addr_equal(const struct addr *a, const struct addr *b)
 		return 0;
 	return strcmp(addr_format(a, x, sizeof(x)), addr_format(b, y, sizeof(y))) == 0;
 }
+
+int
+addr_is_loopback(const struct addr *a)
+{
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&a->ss;
+
+	switch (a->ss.ss_family) {
+	case AF_UNIX:
+		return 1;
+	case AF_INET:
+		return (ntohl(((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr)
+		    >> 24) == 127;
+	case AF_INET6:
+		return IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr) ||
+		    (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr) &&
+		    s6->sin6_addr.s6_addr[12] == 127);
+	default:
+		return 0;
+	}
+}

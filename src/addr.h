@@ -29,6 +29,10 @@ const char *addr_format(const struct addr *a, char *buf, size_t buf_len);
 const char *addr_format_sa(const struct sockaddr *sa, socklen_t len, char *buf,
     size_t buf_len);
 
+/* addr_is_loopback returns 1 for unix sockets and loopback addresses
+ * (127.0.0.0/8, ::1, and 127.0.0.0/8 mapped into IPv6), else 0. */
+int addr_is_loopback(const struct addr *a);
+
 /* addr_equal compares family, address and port (or path). */
 int addr_equal(const struct addr *a, const struct addr *b);
 

@@ -18,6 +18,7 @@ struct backend {
 	uint64_t connect_timeout_ms;
 	/* Round-robin position, shared by all workers. */
 	atomic_uint next;
+	int stat_slot; /* stats_slot() of the name */
 };
 
 /* backend_resolve_all fills |out[i]| for every [backend] of |cfg|: literal

@@ -103,6 +103,26 @@ static const struct conf_key keys[] = {
 	  "on SIGTERM, how long open connections may finish" },
 	{ SEC_GLOBAL, "max_connections", T_INT, G(max_connections), "100000",
 	  0, 1, 10000000, "connections open at once, all listeners together" },
+	{ SEC_GLOBAL, "max_connections_per_address", T_INT,
+	  G(max_connections_per_address), "0", 0, 0, 10000000,
+	  "connections open at once from one client address (IPv6: one /64); "
+	  "0 = no limit" },
+	{ SEC_GLOBAL, "max_handshakes_per_second_per_address", T_INT,
+	  G(max_handshakes_per_address), "0", 0, 0, 1000000,
+	  "new connections per second from one client address, as a token "
+	  "bucket holding one second's worth; 0 = no limit" },
+	{ SEC_GLOBAL, "renegotiation_limit", T_INT, G(renegotiation_limit), "3",
+	  0, 0, 15, "renegotiation attempts one client address may make per "
+	  "renegotiation_window; past it the address is refused until the "
+	  "window clears" },
+	{ SEC_GLOBAL, "renegotiation_window", T_DURATION,
+	  G(renegotiation_window_ms), "600s", 0, 1000, 86400000,
+	  "the sliding window renegotiation_limit counts in" },
+	{ SEC_GLOBAL, "admin", T_STRING, G(admin), NULL, 0, 0, 0,
+	  "HOST:PORT or unix:/PATH of the HTTP endpoint serving /metrics and "
+	  "/status; unset = off" },
+	{ SEC_GLOBAL, "admin_allow_public", T_BOOL, G(admin_allow_public), "no",
+	  0, 0, 0, "allow admin on an address other than loopback" },
 	{ SEC_GLOBAL, "buffer_size", T_SIZE, G(buffer_size), "64k", 0, 4096,
 	  16777216,
 	  "relay buffer per direction; a slow reader stalls its peer at this" },
@@ -967,6 +987,27 @@ config_check_context(struct config *cfg, struct conf_context *cc)
 	config_check_versions(cfg, h, &cc->tls);
 }
 
+/* config_check_admin refuses to put metrics and status on a public
+ * address unless the operator says so. */
+static void
+config_check_admin(struct config *cfg)
+{
+	struct conf_global *g = &cfg->global;
+	int line = config_key_line(&g->h, "admin");
+	char err[256];
+
+	if (g->admin == NULL)
+		return;
+	if (addr_parse(g->admin, &g->admin_addr, err, sizeof(err)) != 0) {
+		config_error(cfg, line, "admin", "%s", err);
+		return;
+	}
+	if (!addr_is_loopback(&g->admin_addr) && !g->admin_allow_public)
+		config_error(cfg, line, "admin", "'%s' is not a loopback "
+		    "address or unix socket; set admin_allow_public = yes to "
+		    "serve metrics and status on it", g->admin);
+}
+
 static void
 config_check(struct config *cfg)
 {
@@ -1012,6 +1053,7 @@ config_check(struct config *cfg)
 			config_error(cfg, config_key_line(&cfg->global.h,
 			    "session_store"), "session_store", "%s", err);
 	}
+	config_check_admin(cfg);
 	if (al != NULL && confval_bool(al, &b) != 0 && al[0] != '/')
 		config_error(cfg, config_key_line(&cfg->global.h, "access_log"),
 		    "access_log", "expected yes, no or an absolute file path, "

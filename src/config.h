@@ -66,6 +66,13 @@ struct conf_global {
 	uint64_t ocsp_timeout_ms;
 	int64_t ocsp_staple_revoked;
 	int64_t ocsp_must_staple_strict;
+	char *admin;                /* "HOST:PORT" or "unix:/PATH" */
+	struct addr admin_addr;     /* parsed |admin| */
+	int64_t admin_allow_public;
+	int64_t renegotiation_limit;
+	uint64_t renegotiation_window_ms;
+	int64_t max_connections_per_address;
+	int64_t max_handshakes_per_address; /* per second */
 };
 
 struct conf_listener {

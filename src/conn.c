@@ -23,6 +23,7 @@
 #include "relay.h"
 #include "session_store.h"
 #include "sni.h"
+#include "stats.h"
 #include "tls_bio.h"
 #include "worker.h"
 
@@ -54,6 +55,7 @@ struct conn {
 	struct store_lookup *lookup;
 	SSL_SESSION *looked_up;
 	uint8_t lookup_done;
+	uint64_t lookup_ns; /* when the lookup started */
 	struct event timer;
 	struct relay relay;
 	struct sockaddr_storage peer;
@@ -62,6 +64,7 @@ struct conn {
 	size_t addr_index; /* backend address being tried */
 	size_t addr_tries;
 	uint64_t start_ns, handshake_ns, last_active_ns;
+	uint64_t counted[2]; /* relay bytes already added to the stats */
 };
 
 static struct timeval
@@ -142,6 +145,26 @@ conn_access_log(struct conn *c, const char *reason)
 static void conn_link(struct worker *w, struct conn *c);
 static void conn_unlink(struct worker *w, struct conn *c);
 
+/* conn_count_bytes adds what the relay moved since the last call, so
+ * the byte counters move while long connections are still open. */
+static void
+conn_count_bytes(struct conn *c)
+{
+	struct worker_stats *s = c->w->stats;
+	const uint64_t *b = c->relay.bytes;
+
+	if (b[RELAY_CLIENT] != c->counted[RELAY_CLIENT]) {
+		stat_add(&s->bytes_from_client, b[RELAY_CLIENT] -
+		    c->counted[RELAY_CLIENT]);
+		c->counted[RELAY_CLIENT] = b[RELAY_CLIENT];
+	}
+	if (b[RELAY_BACKEND] != c->counted[RELAY_BACKEND]) {
+		stat_add(&s->bytes_from_backend, b[RELAY_BACKEND] -
+		    c->counted[RELAY_BACKEND]);
+		c->counted[RELAY_BACKEND] = b[RELAY_BACKEND];
+	}
+}
+
 /* conn_close is the one way out: it logs the connection's line, releases
  * everything it owns and frees it. Callers return right after. */
 static void
@@ -149,6 +172,7 @@ conn_close(struct conn *c, const char *reason)
 {
 	struct worker *w = c->w;
 
+	conn_count_bytes(c);
 	conn_access_log(c, reason);
 	if (c->state != CONN_HANDSHAKE && !c->relay.end[RELAY_CLIENT].write_shut) {
 		/* Best effort: tell the client the end is intended. */
@@ -171,11 +195,28 @@ conn_close(struct conn *c, const char *reason)
 		close(c->bfd);
 	atomic_fetch_sub_explicit(&c->listener->num_conns, 1,
 	    memory_order_relaxed);
+	stat_add(&w->stats->closed[c->lc->stat_slot], 1);
 	conn_unlink(w, c);
 	generation_unref(c->gen);
 	free(c->sni);
 	free(c);
 	worker_conn_closed(w);
+}
+
+/* conn_renegotiation ends a connection whose client tried to
+ * renegotiate (BoringSSL has already refused it with a no_renegotiation
+ * alert) and counts the attempt against the client's address. */
+static void
+conn_renegotiation(struct conn *c)
+{
+	char peer[ADDR_STRLEN];
+
+	stat_add(&c->w->stats->hs_fail[STAT_HS_RENEGOTIATION], 1);
+	log_msg(LOGL_WARNING, "conn %llu: client %s sni %s: renegotiation "
+	    "attempt refused", (unsigned long long)c->id,
+	    addr_format_sa((struct sockaddr *)&c->peer, c->peer_len, peer,
+	    sizeof(peer)), c->sni ? c->sni : "-");
+	conn_close(c, "renegotiation attempt");
 }
 
 static void conn_connect_next(struct conn *c);
@@ -186,12 +227,18 @@ conn_relay(struct conn *c)
 {
 	enum relay_status st = relay_run(&c->relay);
 
+	if (st == RELAY_ERROR && c->relay.renegotiation) {
+		conn_renegotiation(c);
+		return;
+	}
 	if (st == RELAY_ERROR || st == RELAY_DONE) {
 		conn_close(c, c->relay.reason);
 		return;
 	}
-	if (c->relay.progress)
+	if (c->relay.progress) {
 		c->last_active_ns = clock_mono_ns();
+		conn_count_bytes(c);
+	}
 }
 
 static void
@@ -213,6 +260,7 @@ conn_backend_failed(struct conn *c, const char *why)
 	log_msg(LOGL_WARNING, "conn %llu: backend '%s' address %s: %s",
 	    (unsigned long long)c->id, b->name,
 	    addr_format(&b->addrs[c->addr_index], a, sizeof(a)), why);
+	stat_add(&c->w->stats->backend_failed[b->stat_slot], 1);
 	if (c->bfd >= 0) {
 		event_del(&c->ev[RELAY_BACKEND]);
 		close(c->bfd);
@@ -258,10 +306,11 @@ conn_connected(struct conn *c)
 /* conn_handshake_failed logs a failed handshake with its reason (Node's
  * 'tlsClientError') and closes the connection. */
 static void
-conn_handshake_failed(struct conn *c, const char *why)
+conn_handshake_failed(struct conn *c, enum stat_hs_fail kind, const char *why)
 {
 	char reason[256], peer[ADDR_STRLEN];
 
+	stat_add(&c->w->stats->hs_fail[kind], 1);
 	snprintf(reason, sizeof(reason), "handshake failed: %s", why);
 	log_msg(LOGL_INFO, "conn %llu: client %s sni %s: %s",
 	    (unsigned long long)c->id, addr_format_sa((struct sockaddr *)&c->peer,
@@ -269,29 +318,66 @@ conn_handshake_failed(struct conn *c, const char *why)
 	conn_close(c, reason);
 }
 
+/* conn_fail_kind sorts a handshake's BoringSSL error into the reasons
+ * the metrics count. */
+static enum stat_hs_fail
+conn_fail_kind(uint32_t err)
+{
+	if (ERR_GET_LIB(err) != ERR_LIB_SSL)
+		return STAT_HS_OTHER;
+	switch (ERR_GET_REASON(err)) {
+	case SSL_R_NO_SHARED_CIPHER:
+	case SSL_R_NO_SHARED_GROUP:
+	case SSL_R_NO_COMMON_SIGNATURE_ALGORITHMS:
+		return STAT_HS_NO_SHARED_CIPHER;
+	case SSL_R_UNSUPPORTED_PROTOCOL:
+	case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
+	case SSL_R_INAPPROPRIATE_FALLBACK:
+		return STAT_HS_PROTOCOL_VERSION;
+	case SSL_R_HTTP_REQUEST:
+	case SSL_R_HTTPS_PROXY_REQUEST:
+	case SSL_R_WRONG_VERSION_NUMBER:
+	case SSL_R_UNKNOWN_PROTOCOL:
+	case SSL_R_UNEXPECTED_RECORD:
+	case SSL_R_ENCRYPTED_LENGTH_TOO_LONG:
+	case SSL_R_RECORD_TOO_LARGE:
+		return STAT_HS_NOT_TLS;
+	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+	case SSL_R_CERTIFICATE_VERIFY_FAILED:
+		return STAT_HS_CLIENT_CERT;
+	default:
+		return STAT_HS_OTHER;
+	}
+}
+
 /* conn_handshake_why names why BoringSSL failed a handshake, adding
  * what it does not say itself: a refused server name, or why a client
  * certificate did not verify. */
 static const char *
-conn_handshake_why(struct conn *c, char *buf, size_t len)
+conn_handshake_why(struct conn *c, enum stat_hs_fail *kind, char *buf,
+    size_t len)
 {
 	long vr = SSL_get_verify_result(c->ssl);
 	char ssl_err[64];
 
 	if (c->sni_refused) {
 		ERR_clear_error();
+		*kind = STAT_HS_UNKNOWN_SNI;
 		return "unrecognized name";
 	}
 	const STACK_OF(CRYPTO_BUFFER) *peer = SSL_get0_peer_certificates(c->ssl);
 
+	*kind = conn_fail_kind(ERR_peek_last_error());
 	log_ssl_error(ssl_err, sizeof(ssl_err));
 	/* The verification result means something only if a certificate
 	 * was presented and checked. */
-	if (vr != X509_V_OK && peer != NULL && sk_CRYPTO_BUFFER_num(peer) > 0)
+	if (vr != X509_V_OK && peer != NULL && sk_CRYPTO_BUFFER_num(peer) > 0) {
 		snprintf(buf, len, "%s: client certificate: %s", ssl_err,
 		    X509_verify_cert_error_string(vr));
-	else
+		*kind = STAT_HS_CLIENT_CERT;
+	} else {
 		snprintf(buf, len, "%s", ssl_err);
+	}
 	return buf;
 }
 
@@ -299,6 +385,7 @@ static void
 conn_handshake(struct conn *c)
 {
 	int ret, err, saved_errno, flushed;
+	enum stat_hs_fail kind;
 	char why[192];
 
 	ERR_clear_error();
@@ -308,7 +395,7 @@ conn_handshake(struct conn *c)
 	/* Send the flight (or alert) BoringSSL gathered in the BIO. */
 	flushed = tls_bio_flush(SSL_get_wbio(c->ssl));
 	if (flushed < 0 && err != SSL_ERROR_SSL) {
-		conn_handshake_failed(c, strerror(errno));
+		conn_handshake_failed(c, STAT_HS_OTHER, strerror(errno));
 		return;
 	}
 	switch (err) {
@@ -317,6 +404,10 @@ conn_handshake(struct conn *c)
 		unsigned alpn_len = 0;
 
 		c->handshake_ns = clock_mono_ns();
+		stats_handshake(c->w->stats, (uint16_t)SSL_version(c->ssl),
+		    SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(c->ssl)),
+		    SSL_session_reused(c->ssl),
+		    (c->handshake_ns - c->start_ns) / 1000);
 		c->state = CONN_CONNECTING;
 		c->hs_want = 0;
 		evtimer_del(&c->timer);
@@ -339,12 +430,16 @@ conn_handshake(struct conn *c)
 		return;
 	case SSL_ERROR_SYSCALL:
 		ERR_clear_error();
-		conn_handshake_failed(c, ret == 0 || saved_errno == 0 ?
-		    "client closed the connection" : strerror(saved_errno));
+		conn_handshake_failed(c, STAT_HS_OTHER, ret == 0 ||
+		    saved_errno == 0 ? "client closed the connection" :
+		    strerror(saved_errno));
 		return;
-	default:
-		conn_handshake_failed(c, conn_handshake_why(c, why, sizeof(why)));
+	default: {
+		const char *w = conn_handshake_why(c, &kind, why, sizeof(why));
+
+		conn_handshake_failed(c, kind, w);
 		return;
+	}
 	}
 }
 
@@ -397,6 +492,7 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	switch (c->state) {
 	case CONN_HANDSHAKE:
+		stat_add(&c->w->stats->hs_fail[STAT_HS_TIMEOUT], 1);
 		conn_close(c, "handshake timeout");
 		return;
 	case CONN_CONNECTING:
@@ -484,6 +580,9 @@ conn_store_done(SSL_SESSION *session, void *arg)
 	c->lookup = NULL;
 	c->looked_up = session;
 	c->lookup_done = 1;
+	stat_add(&c->w->stats->store_lookups, 1);
+	stat_add(&c->w->stats->store_lookup_us, (clock_mono_ns() -
+	    c->lookup_ns) / 1000);
 	conn_handshake(c);
 }
 
@@ -511,6 +610,7 @@ conn_store_get(SSL *ssl, const uint8_t *id, size_t id_len)
 		c->lookup_done = 0;
 		return session;
 	}
+	c->lookup_ns = clock_mono_ns();
 	c->lookup = session_store_lookup(c->w->store, SSL_get_SSL_CTX(ssl), id,
 	    id_len, conn_store_done, c);
 	return c->lookup != NULL ? SSL_magic_pending_session_ptr() : NULL;
@@ -559,6 +659,7 @@ conn_start(struct worker *w, struct listener *l, struct generation *gen,
 	memcpy(&c->peer, peer, peer_len);
 	c->peer_len = peer_len;
 	atomic_fetch_add_explicit(&l->num_conns, 1, memory_order_relaxed);
+	stat_add(&w->stats->accepted[lc->stat_slot], 1);
 	conn_link(w, c);
 
 	conn_watch(c, RELAY_CLIENT, fd, conn_client_cb);

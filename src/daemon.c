@@ -16,6 +16,7 @@
 #include <event2/event.h>
 #include <systemd/sd-daemon.h>
 
+#include "admin.h"
 #include "config.h"
 #include "confval.h"
 #include "generation.h"
@@ -267,6 +268,7 @@ daemon_reload(struct daemon *d)
 	generation_publish(g);
 	daemon_tickets_arm(d);
 	ocsp_fetcher_sync(d->ocsp, g);
+	admin_apply(&d->admin, d, &g->cfg->global);
 	d->old_socks = d->socks;
 	d->socks = next;
 	d->swapping = 1;
@@ -407,6 +409,9 @@ daemon_setup_signals(struct daemon *d)
 static void
 daemon_free(struct daemon *d)
 {
+	/* The endpoint reads the workers' counters: it stops first. */
+	admin_free(d->admin);
+	d->admin = NULL;
 	for (int i = 0; i < d->num_workers; i++)
 		worker_join(&d->workers[i]);
 	free(d->workers);
@@ -543,14 +548,17 @@ daemon_run(const char *config_path, struct generation *gen)
 			    sizeof(buf)));
 	}
 	listener_set_close_unused(&d.old_socks, &d.socks);
-	if (daemon_drop_privileges(cfg) != 0)
-		goto out;
 	d.base = event_base_new();
 	d.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (d.base == NULL || d.notify_fd < 0 || daemon_setup_signals(&d) != 0) {
 		log_msg(LOGL_ERROR, "cannot set up the control loop");
 		goto out;
 	}
+	/* Bound before dropping privileges, like the listeners. */
+	if (admin_apply(&d.admin, &d, &cfg->global) != 0)
+		goto out;
+	if (daemon_drop_privileges(cfg) != 0)
+		goto out;
 	d.notify_ev = event_new(d.base, d.notify_fd, EV_READ | EV_PERSIST,
 	    daemon_notify_cb, &d);
 	d.drain_ev = evtimer_new(d.base, daemon_drain_expired, &d);

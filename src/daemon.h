@@ -9,6 +9,7 @@
 
 #include "listener.h"
 
+struct admin;
 struct event;
 struct event_base;
 struct generation;
@@ -45,6 +46,7 @@ struct daemon {
 	struct stat tickets_st;
 	struct ticket_sync *ticket_sync; /* ticket_keys = redis */
 	struct ocsp_fetcher *ocsp;
+	struct admin *admin; /* NULL while off */
 	atomic_uint ping;
 	int stopping;
 	/* Reload bookkeeping, for logs and the systemd status line. */

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <strings.h>
+#include <time.h>
 #include <string.h>
 
 #include <openssl/ssl.h>
@@ -11,6 +12,7 @@
 #include "config.h"
 #include "conn.h"
 #include "log.h"
+#include "stats.h"
 #include "session_cache.h"
 #include "sni.h"
 
@@ -229,6 +231,7 @@ generation_build_listeners(struct generation *g, struct config *cfg)
 		const struct ctx_set *set = &g->shared;
 
 		l->name = cl->h.name;
+		l->stat_slot = stats_slot(STATS_LISTENER, l->name);
 		if (config_listener_has_tls(cl)) {
 			if ((l->own = calloc(1, sizeof(*l->own))) == NULL ||
 			    ctx_set_build(l->own, g, cfg, cl) != 0)
@@ -267,6 +270,11 @@ generation_build(struct config *cfg)
 	g->num_backends = cfg->num_backends;
 	if (backend_resolve_all(cfg, g->backends) != 0)
 		failed = 1;
+	for (size_t i = 0; i < g->num_backends; i++) {
+		if (g->backends[i].name != NULL)
+			g->backends[i].stat_slot = stats_slot(STATS_BACKEND,
+			    g->backends[i].name);
+	}
 	if (ctx_set_build(&g->shared, g, cfg, NULL) != 0)
 		failed = 1;
 	if (config_ticket_keys_file(&cfg->global) != NULL) {
@@ -293,6 +301,7 @@ generation_build(struct config *cfg)
 		goto fail;
 	}
 	g->cfg = cfg;
+	g->loaded_at = (int64_t)time(NULL);
 	g->handshake_timeout_ms = cfg->global.handshake_timeout_ms;
 	g->idle_timeout_ms = cfg->global.idle_timeout_ms;
 	g->buffer_size = cfg->global.buffer_size;

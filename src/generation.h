@@ -36,11 +36,13 @@ struct listener_conf {
 	struct tls_route *routes; /* alpn_backend */
 	size_t num_routes;
 	int64_t max_connections;
+	int stat_slot; /* stats_slot() of the name */
 };
 
 struct generation {
 	atomic_long refs;
 	unsigned long id;
+	int64_t loaded_at; /* Unix time the config was read */
 	struct config *cfg; /* owned */
 	struct ctx_set shared;
 	struct backend *backends;

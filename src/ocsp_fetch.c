@@ -43,6 +43,12 @@ struct task {
 	char *file;            /* ...read from this file (ocsp = FILE) */
 	struct stat file_st;
 	char name[160];        /* for logs: context and key type */
+	char context[96];      /* for metrics */
+	int key_type;
+	/* For metrics: the last attempt and the response stapled. */
+	int64_t last_attempt, next_refresh, this_update;
+	int last_ok;
+	int status;            /* enum ocsp_status of the last response, or -1 */
 	char cache_path[600];  /* "" without a cache dir */
 	uint64_t timeout_ms;
 	int staple_revoked;
@@ -68,6 +74,7 @@ task_schedule(struct task *t, int64_t delay_s)
 {
 	struct timeval tv = { (time_t)(delay_s < 0 ? 0 : delay_s), 0 };
 
+	t->next_refresh = (int64_t)time(NULL) + delay_s;
 	evtimer_add(t->timer, &tv);
 }
 
@@ -106,9 +113,15 @@ task_watch_file(struct task *t)
 	}
 	if (r.status == OCSP_UNKNOWN)
 		return;
-	if (r.status == OCSP_GOOD || t->staple_revoked)
-		staple_set(t->slot, buf, (size_t)n, r.next_update != 0 ?
-		    r.next_update : r.this_update + OCSP_NO_NEXT_UPDATE_VALIDITY);
+	t->status = (int)r.status;
+	t->this_update = r.this_update;
+	t->last_attempt = (int64_t)time(NULL);
+	t->last_ok = 1;
+	if (r.status == OCSP_GOOD || t->staple_revoked) {
+		t->valid_until = r.next_update != 0 ? r.next_update :
+		    r.this_update + OCSP_NO_NEXT_UPDATE_VALIDITY;
+		staple_set(t->slot, buf, (size_t)n, t->valid_until);
+	}
 	log_msg(LOGL_INFO, "ocsp %s: new response from '%s'", t->name, t->file);
 }
 
@@ -137,6 +150,10 @@ task_accept(struct task *t, const uint8_t *der, size_t len,
 	int64_t half = (until - now) / 2;
 	uint32_t jitter;
 
+	t->last_attempt = now;
+	t->last_ok = 1;
+	t->status = (int)r->status;
+	t->this_update = r->this_update;
 	if (r->status == OCSP_UNKNOWN) {
 		log_msg(LOGL_WARNING, "ocsp %s: responder does not know the "
 		    "certificate; not stapling", t->name);
@@ -190,6 +207,8 @@ task_failed(struct task *t, const char *why)
 	int64_t delay;
 
 	t->busy = 0;
+	t->last_attempt = now;
+	t->last_ok = 0;
 	t->backoff_s = t->backoff_s == 0 ? FETCH_BACKOFF_MIN_S :
 	    t->backoff_s * 2;
 	if (t->backoff_s > FETCH_BACKOFF_MAX_S)
@@ -345,6 +364,16 @@ task_free(struct task *t)
 	free(t);
 }
 
+static void
+task_names(struct task *t, const struct tls_ctx *tc, int k)
+{
+	snprintf(t->name, sizeof(t->name), "context '%s' (%s certificate)",
+	    tc->name, k == TLS_KEY_RSA ? "RSA" : "ECDSA");
+	snprintf(t->context, sizeof(t->context), "%s", tc->name);
+	t->key_type = k;
+	t->status = -1;
+}
+
 static struct task *
 fetcher_find(struct ocsp_fetcher *f, struct staple_slot *slot,
     const char *url, const char *file)
@@ -372,6 +401,7 @@ fetcher_watch(struct ocsp_fetcher *f, const struct tls_ctx *tc, int k,
 		t->seen = 1;
 		/* The reload read the file already. */
 		stat(file, &t->file_st);
+		t->valid_until = tc->ocsp_expires[k];
 		return;
 	}
 	if ((t = calloc(1, sizeof(*t))) == NULL ||
@@ -387,8 +417,8 @@ fetcher_watch(struct ocsp_fetcher *f, const struct tls_ctx *tc, int k,
 	t->issuer = tc->issuer[k];
 	t->staple_revoked = (int)gl->ocsp_staple_revoked;
 	t->seen = 1;
-	snprintf(t->name, sizeof(t->name), "context '%s' (%s certificate)",
-	    tc->name, k == TLS_KEY_RSA ? "RSA" : "ECDSA");
+	task_names(t, tc, k);
+	t->valid_until = tc->ocsp_expires[k];
 	stat(file, &t->file_st);
 	t->timer = evtimer_new(f->base, task_timer_cb, t);
 	t->next = f->tasks;
@@ -431,8 +461,7 @@ fetcher_want(struct ocsp_fetcher *f, const struct tls_ctx *tc, int k,
 	t->must_staple = t->leaf != NULL && ocsp_must_staple(t->leaf);
 	t->must_staple_strict = (int)gl->ocsp_must_staple_strict;
 	t->seen = 1;
-	snprintf(t->name, sizeof(t->name), "context '%s' (%s certificate)",
-	    tc->name, k == TLS_KEY_RSA ? "RSA" : "ECDSA");
+	task_names(t, tc, k);
 	if (gl->ocsp_cache_dir != NULL &&
 	    X509_digest(t->leaf, EVP_sha256(), hash, &hlen) == 1) {
 		for (int i = 0; i < 32; i++)
@@ -497,6 +526,32 @@ ocsp_fetcher_refresh(struct ocsp_fetcher *f)
 	for (struct task *t = f->tasks; t != NULL; t = t->next) {
 		if (t->url != NULL && !t->busy)
 			task_schedule(t, 0);
+	}
+}
+
+void
+ocsp_fetcher_foreach(const struct ocsp_fetcher *f,
+    void (*cb)(const struct ocsp_task_status *, void *), void *arg)
+{
+	int64_t now = (int64_t)time(NULL);
+
+	if (f == NULL)
+		return;
+	for (const struct task *t = f->tasks; t != NULL; t = t->next) {
+		struct ocsp_task_status st = {
+			.context = t->context,
+			.key_type = t->key_type,
+			.source = t->url != NULL ? t->url : t->file,
+			.stapled = t->valid_until > now,
+			.status = t->status,
+			.this_update = t->this_update,
+			.valid_until = t->valid_until,
+			.last_attempt = t->last_attempt,
+			.last_ok = t->last_ok,
+			.next_refresh = t->next_refresh,
+		};
+
+		cb(&st, arg);
 	}
 }
 

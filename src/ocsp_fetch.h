@@ -4,6 +4,8 @@
 #ifndef TLSPROXY_OCSP_FETCH_H
 #define TLSPROXY_OCSP_FETCH_H
 
+#include <stdint.h>
+
 struct event_base;
 struct generation;
 struct ocsp_fetcher;
@@ -20,6 +22,23 @@ void ocsp_fetcher_sync(struct ocsp_fetcher *f, const struct generation *g);
 /* ocsp_fetcher_refresh fetches every response again now (SIGUSR1),
  * except those whose fetch is already under way. */
 void ocsp_fetcher_refresh(struct ocsp_fetcher *f);
+
+/* What the metrics show of one stapled certificate. Times are Unix
+ * seconds, 0 when unknown. */
+struct ocsp_task_status {
+	const char *context;
+	int key_type;        /* enum tls_key_type */
+	const char *source;  /* responder URL or ocsp file */
+	int stapled;         /* a valid response is stapled now */
+	int status;          /* enum ocsp_status of the last response, -1 none */
+	int64_t this_update, valid_until;
+	int64_t last_attempt, next_refresh;
+	int last_ok;         /* the last attempt gave a usable response */
+};
+
+/* ocsp_fetcher_foreach calls |cb| for every certificate it follows. */
+void ocsp_fetcher_foreach(const struct ocsp_fetcher *f,
+    void (*cb)(const struct ocsp_task_status *, void *), void *arg);
 
 /* ocsp_fetcher_free stops every fetch. NULL is fine. */
 void ocsp_fetcher_free(struct ocsp_fetcher *f);

@@ -79,6 +79,9 @@ relay_tls_result(struct relay *r, enum relay_side s, int ret, int is_read,
 		relay_fail(r, s, is_read ? "read" : "write", strerror(errno));
 		return -2;
 	default:
+		if (ERR_GET_LIB(ERR_peek_error()) == ERR_LIB_SSL &&
+		    ERR_GET_REASON(ERR_peek_error()) == SSL_R_NO_RENEGOTIATION)
+			r->renegotiation = 1;
 		relay_fail(r, s, is_read ? "read" : "write",
 		    log_ssl_error(err, sizeof(err)));
 		return -2;

@@ -51,6 +51,9 @@ struct relay {
 	const char *reason; /* why RELAY_ERROR or RELAY_DONE */
 	char reason_buf[96];
 	int progress; /* set when any byte moved since last cleared */
+	/* The client tried to renegotiate, which ended the connection
+	 * (BoringSSL never renegotiates as a server). */
+	uint8_t renegotiation;
 };
 
 /* relay_init prepares |r| over two connected, non-blocking sockets. */

@@ -32,6 +32,7 @@ struct session_store {
 	uint64_t timeout_ms, ttl_ms;
 	redisAsyncContext *ac;
 	int up;         /* connected and selected */
+	_Atomic int *gauge; /* mirrors |up| for the metrics, or NULL */
 	int was_up;     /* last state logged, so outages log once */
 	uint64_t backoff_ms;
 	struct event *retry_ev;
@@ -132,6 +133,9 @@ static void
 store_set_state(struct session_store *s, int up, const char *why)
 {
 	s->up = up;
+	if (s->gauge != NULL)
+		atomic_store_explicit(s->gauge, up ? 2 : 1,
+		    memory_order_relaxed);
 	if (up == s->was_up)
 		return;
 	s->was_up = up;
@@ -263,6 +267,18 @@ session_store_new(struct event_base *base, const char *url,
 	}
 	store_connect(s);
 	return s;
+}
+
+void
+session_store_report(struct session_store *s, _Atomic int *gauge)
+{
+	if (s == NULL) {
+		if (gauge != NULL)
+			atomic_store_explicit(gauge, 0, memory_order_relaxed);
+		return;
+	}
+	s->gauge = gauge;
+	atomic_store_explicit(gauge, s->up ? 2 : 1, memory_order_relaxed);
 }
 
 void

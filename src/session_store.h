@@ -6,6 +6,7 @@
 #ifndef TLSPROXY_SESSION_STORE_H
 #define TLSPROXY_SESSION_STORE_H
 
+#include <stdatomic.h>
 #include <openssl/ssl.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -57,6 +58,10 @@ int session_store_call(struct session_store *s, int argc, const char **argv,
 
 /* session_store_prefix returns the key prefix of |s|. */
 const char *session_store_key_prefix(const struct session_store *s);
+
+/* session_store_report makes |s| keep |*gauge| at 2 while connected and
+ * 1 while not; with |s| NULL (no store) it sets 0. */
+void session_store_report(struct session_store *s, _Atomic int *gauge);
 
 /* session_store_cancel stops |done| from being called for |l|. */
 void session_store_cancel(struct store_lookup *l);

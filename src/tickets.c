@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <openssl/base64.h>
 #include <openssl/cipher.h>
@@ -22,6 +23,7 @@
 static pthread_rwlock_t tickets_lock = PTHREAD_RWLOCK_INITIALIZER;
 static struct ticket_ring tickets_current;
 static int tickets_current_from_file;
+static time_t tickets_since;
 
 static int
 tickets_push(struct ticket_ring *r, const uint8_t *key)
@@ -218,6 +220,10 @@ tickets_install(struct ticket_ring *r, int from_file)
 	pthread_rwlock_wrlock(&tickets_lock);
 	old = tickets_current;
 	tickets_current = *r;
+	/* The age that matters is the encrypting key's. */
+	if (r->num > 0 && (old.num == 0 || memcmp(old.keys[0].name,
+	    r->keys[0].name, sizeof(r->keys[0].name)) != 0))
+		tickets_since = time(NULL);
 	tickets_current_from_file = from_file;
 	pthread_rwlock_unlock(&tickets_lock);
 	memset(r, 0, sizeof(*r));
@@ -245,6 +251,17 @@ tickets_rotate(size_t keep)
 	}
 	tickets_install(&next, 0);
 	return 0;
+}
+
+int64_t
+tickets_key_since(void)
+{
+	int64_t v;
+
+	pthread_rwlock_rdlock(&tickets_lock);
+	v = tickets_current.num > 0 ? (int64_t)tickets_since : 0;
+	pthread_rwlock_unlock(&tickets_lock);
+	return v;
 }
 
 int

@@ -54,6 +54,10 @@ int tickets_from_file(void);
  * all (automatic keys, without a file). Returns 0 or -1. */
 int tickets_rotate(size_t keep);
 
+/* tickets_key_since returns when the key that encrypts new tickets was
+ * installed (Unix seconds), or 0 without keys. */
+int64_t tickets_key_since(void);
+
 /* tickets_num returns how many keys are in use. */
 size_t tickets_num(void);
 

@@ -21,6 +21,7 @@
 #include "bufpool.h"
 #include "relay.h"
 #include "session_store.h"
+#include "stats.h"
 
 /* Accepts per readiness event, so one busy listener cannot starve the
  * connections already open. */
@@ -91,12 +92,16 @@ worker_admit(struct worker *w, const struct generation *g,
 	const char *which = NULL;
 
 	if (atomic_load_explicit(&w->d->num_conns, memory_order_relaxed) >=
-	    g->cfg->global.max_connections)
+	    g->cfg->global.max_connections) {
 		which = "max_connections";
-	else if (lc->max_connections > 0 &&
+		stat_add(&w->stats->refused[STAT_REFUSE_MAX_CONNECTIONS], 1);
+	} else if (lc->max_connections > 0 &&
 	    atomic_load_explicit(&l->num_conns, memory_order_relaxed) >=
-	    lc->max_connections)
+	    lc->max_connections) {
 		which = "listener max_connections";
+		stat_add(&w->stats->refused[
+		    STAT_REFUSE_LISTENER_MAX_CONNECTIONS], 1);
+	}
 	if (which == NULL)
 		return 1;
 	/* One warning per second at most: a flood must not flood the log. */
@@ -194,6 +199,7 @@ worker_store_update(struct worker *w)
 	w->store = session_store_new(w->base, gl->session_store,
 	    gl->session_store_prefix, gl->session_store_timeout_ms,
 	    gl->session_timeout_ms);
+	session_store_report(w->store, &w->stats->store_state);
 }
 
 /* worker_notify_control wakes the control thread to look at the
@@ -296,8 +302,13 @@ worker_init(struct worker *w, struct daemon *d, int id)
 	w->base = event_base_new();
 	w->pool = bufpool_new((size_t)generation_peek()->buffer_size,
 	    WORKER_POOL_KEEP);
-	if (w->wake_fd < 0 || w->base == NULL || w->pool == NULL)
+	/* Its own cache lines, so counting never shares a line with another
+	 * worker. */
+	w->stats = aligned_alloc(64, (sizeof(*w->stats) + 63) / 64 * 64);
+	if (w->wake_fd < 0 || w->base == NULL || w->pool == NULL ||
+	    w->stats == NULL)
 		return -1;
+	memset(w->stats, 0, sizeof(*w->stats));
 	w->wake_ev = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST,
 	    worker_wake_cb, w);
 	w->pause_ev = evtimer_new(w->base, worker_accept_resume, w);
@@ -415,6 +426,8 @@ worker_join(struct worker *w)
 	if (w->wake_fd >= 0)
 		close(w->wake_fd);
 	bufpool_free(w->pool);
+	free(w->stats);
+	w->stats = NULL;
 	generation_unref(w->gen);
 	w->gen = NULL;
 }

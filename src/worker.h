@@ -32,6 +32,7 @@ struct worker {
 	pthread_t thread;
 	struct event_base *base;
 	struct bufpool *pool;
+	struct worker_stats *stats; /* written by this worker only */
 	struct session_store *store; /* this worker's link to it, or NULL */
 	struct generation *gen; /* newest generation this worker has seen */
 

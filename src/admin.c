@@ -1,0 +1,660 @@
+/* admin.c: /metrics and /status. Everything is read on the control thread
+ * at request time: the workers' counters (each written by its worker
+ * alone), the published generation, and the control thread's own state
+ * (reloads, OCSP tasks), so serving a scrape never slows a worker. */
+#include "admin.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <openssl/asn1.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "generation.h"
+#include "log.h"
+#include "ocsp.h"
+#include "ocsp_fetch.h"
+#include "stats.h"
+#include "tickets.h"
+#include "worker.h"
+
+/* Requests are tiny; anything bigger is not a scrape. */
+#define ADMIN_MAX_HEADERS 8192
+#define ADMIN_TIMEOUT_S 10
+
+struct admin {
+	struct daemon *d;
+	struct evhttp *http;
+	char *spec;      /* the admin value it serves */
+	struct addr addr;
+	char *unix_path; /* removed when the endpoint stops */
+};
+
+/* ---- text helpers ---- */
+
+/* admin_label appends |s| as a quoted label value or JSON string: both
+ * escape backslash, quote and newline the same way. */
+static void
+admin_quoted(struct evbuffer *b, const char *s)
+{
+	evbuffer_add(b, "\"", 1);
+	for (; *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '\\' || ch == '"')
+			evbuffer_add_printf(b, "\\%c", ch);
+		else if (ch == '\n')
+			evbuffer_add(b, "\\n", 2);
+		else if (ch < 0x20)
+			evbuffer_add_printf(b, "\\u%04x", ch);
+		else
+			evbuffer_add(b, s, 1);
+	}
+	evbuffer_add(b, "\"", 1);
+}
+
+static void
+admin_family(struct evbuffer *b, const char *name, const char *type,
+    const char *help)
+{
+	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
+	    type);
+}
+
+/* admin_sample writes "name{k="v",...} value"; |labels| alternate keys
+ * and values and end with NULL. */
+static void
+admin_sample(struct evbuffer *b, const char *name, const char *const *labels,
+    double value)
+{
+	evbuffer_add_printf(b, "%s", name);
+	for (int i = 0; labels != NULL && labels[i] != NULL; i += 2) {
+		evbuffer_add_printf(b, "%s%s=", i == 0 ? "{" : ",", labels[i]);
+		admin_quoted(b, labels[i + 1]);
+	}
+	if (labels != NULL && labels[0] != NULL)
+		evbuffer_add(b, "}", 1);
+	if (value == (double)(uint64_t)value && value < 1e15)
+		evbuffer_add_printf(b, " %llu\n", (unsigned long long)value);
+	else
+		evbuffer_add_printf(b, " %.6f\n", value);
+}
+
+static void
+admin_one(struct evbuffer *b, const char *name, const char *type,
+    const char *help, double value)
+{
+	admin_family(b, name, type, help);
+	admin_sample(b, name, NULL, value);
+}
+
+/* admin_sum adds up one counter over every worker; |off| is its offset
+ * in struct worker_stats. */
+static uint64_t
+admin_sum(const struct daemon *d, size_t off)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < d->num_workers; i++) {
+		const struct worker_stats *s = d->workers[i].stats;
+
+		if (s != NULL)
+			n += stat_get((const stat_t *)((const char *)s + off));
+	}
+	return n;
+}
+
+#define SUM(d, field) admin_sum((d), offsetof(struct worker_stats, field))
+#define SUMI(d, field, i) admin_sum((d), offsetof(struct worker_stats, \
+    field) + (size_t)(i) * sizeof(stat_t))
+
+static int64_t
+admin_cert_expiry(SSL_CTX *ctx)
+{
+	X509 *x = ctx != NULL ? SSL_CTX_get0_certificate(ctx) : NULL;
+	int days, secs;
+
+	if (x == NULL || !ASN1_TIME_diff(&days, &secs, NULL,
+	    X509_get0_notAfter(x)))
+		return 0;
+	return (int64_t)time(NULL) + (int64_t)days * 86400 + secs;
+}
+
+static const char *const key_type_names[TLS_KEY_NUM] = { "rsa", "ecdsa" };
+
+/* ---- /metrics ---- */
+
+static void
+metrics_connections(struct evbuffer *b, const struct daemon *d)
+{
+	int n = stats_slot_count(STATS_LISTENER);
+
+	admin_family(b, "tlsproxy_connections_open", "gauge",
+	    "Client connections open now, by listener.");
+	for (int i = 0; i < n; i++) {
+		/* Closed first: a connection is closed only after it was
+		 * accepted, so the difference never goes negative. */
+		uint64_t closed = SUMI(d, closed, i), acc = SUMI(d, accepted, i);
+		const char *l[] = { "listener", stats_slot_name(STATS_LISTENER,
+		    i), NULL };
+
+		admin_sample(b, "tlsproxy_connections_open", l,
+		    (double)(acc - closed));
+	}
+	admin_family(b, "tlsproxy_connections_total", "counter",
+	    "Client connections accepted, by listener.");
+	for (int i = 0; i < n; i++) {
+		const char *l[] = { "listener", stats_slot_name(STATS_LISTENER,
+		    i), NULL };
+
+		admin_sample(b, "tlsproxy_connections_total", l,
+		    (double)SUMI(d, accepted, i));
+	}
+	admin_family(b, "tlsproxy_refused_connections_total", "counter",
+	    "Connections closed at accept, before any TLS work, by the limit "
+	    "that refused them.");
+	for (int r = 0; r < STAT_REFUSAL_COUNT; r++) {
+		const char *l[] = { "limit", stat_refusal_names[r], NULL };
+
+		admin_sample(b, "tlsproxy_refused_connections_total", l,
+		    (double)SUMI(d, refused, r));
+	}
+	admin_one(b, "tlsproxy_address_bans_total", "counter", "Client "
+	    "addresses banned for renegotiation attempts.",
+	    (double)SUM(d, bans));
+}
+
+/* A (version, cipher, resumed) combination summed over workers. */
+struct hs_kind {
+	uint64_t key;
+	uint64_t n;
+};
+
+static void
+metrics_handshake_kinds(struct evbuffer *b, const struct daemon *d)
+{
+	struct hs_kind kinds[STATS_HS_KINDS * 4];
+	size_t num = 0;
+
+	for (int w = 0; w < d->num_workers; w++) {
+		const struct worker_stats *s = d->workers[w].stats;
+		uint32_t k = atomic_load_explicit(&s->hs_kinds,
+		    memory_order_acquire);
+
+		for (uint32_t i = 0; i < k; i++) {
+			uint64_t key = atomic_load_explicit(&s->hs_key[i],
+			    memory_order_relaxed);
+			size_t j = 0;
+
+			while (j < num && kinds[j].key != key)
+				j++;
+			if (j == num) {
+				if (num == sizeof(kinds) / sizeof(kinds[0]))
+					continue;
+				kinds[num].key = key;
+				kinds[num++].n = 0;
+			}
+			kinds[j].n += stat_get(&s->hs_count[i]);
+		}
+	}
+	admin_family(b, "tlsproxy_handshakes_total", "counter",
+	    "Finished TLS handshakes, by protocol version, cipher and whether "
+	    "the session was resumed.");
+	for (size_t i = 0; i < num; i++) {
+		uint16_t version, cipher;
+		int resumed;
+		const SSL_CIPHER *c;
+		char cname[16];
+		const char *vname;
+
+		stats_hs_unkey(kinds[i].key, &version, &cipher, &resumed);
+		c = SSL_get_cipher_by_value(cipher);
+		snprintf(cname, sizeof(cname), "0x%04x", cipher);
+		vname = version == TLS1_3_VERSION ? "TLSv1.3" :
+		    version == TLS1_2_VERSION ? "TLSv1.2" :
+		    version == TLS1_1_VERSION ? "TLSv1.1" :
+		    version == TLS1_VERSION ? "TLSv1" : "unknown";
+		const char *l[] = { "version", vname, "cipher", c != NULL ?
+		    SSL_CIPHER_get_name(c) : cname, "resumed", resumed ? "yes" :
+		    "no", NULL };
+		admin_sample(b, "tlsproxy_handshakes_total", l,
+		    (double)kinds[i].n);
+	}
+}
+
+static void
+metrics_handshakes(struct evbuffer *b, const struct daemon *d)
+{
+	uint64_t cum = 0;
+
+	metrics_handshake_kinds(b, d);
+	admin_family(b, "tlsproxy_handshake_failures_total", "counter",
+	    "Failed handshakes by reason (renegotiation: a client that tried "
+	    "to renegotiate a finished one).");
+	for (int r = 0; r < STAT_HS_FAIL_COUNT; r++) {
+		const char *l[] = { "reason", stat_hs_fail_names[r], NULL };
+
+		admin_sample(b, "tlsproxy_handshake_failures_total", l,
+		    (double)SUMI(d, hs_fail, r));
+	}
+	admin_family(b, "tlsproxy_handshake_duration_seconds", "histogram",
+	    "Time from accept to a finished handshake.");
+	for (int i = 0; i <= STAT_HS_BUCKETS; i++) {
+		char le[32];
+		const char *l[] = { "le", le, NULL };
+
+		cum += SUMI(d, hs_bucket, i);
+		if (i < STAT_HS_BUCKETS)
+			snprintf(le, sizeof(le), "%g",
+			    stat_hs_bounds_us[i] / 1e6);
+		else
+			snprintf(le, sizeof(le), "+Inf");
+		admin_sample(b, "tlsproxy_handshake_duration_seconds_bucket", l,
+		    (double)cum);
+	}
+	admin_sample(b, "tlsproxy_handshake_duration_seconds_sum", NULL,
+	    (double)SUM(d, hs_sum_us) / 1e6);
+	admin_sample(b, "tlsproxy_handshake_duration_seconds_count", NULL,
+	    (double)cum);
+}
+
+static void
+metrics_traffic(struct evbuffer *b, const struct daemon *d)
+{
+	const char *in[] = { "direction", "client_to_backend", NULL };
+	const char *out[] = { "direction", "backend_to_client", NULL };
+	int n = stats_slot_count(STATS_BACKEND);
+
+	admin_family(b, "tlsproxy_bytes_total", "counter", "Application "
+	    "bytes relayed.");
+	admin_sample(b, "tlsproxy_bytes_total", in,
+	    (double)SUM(d, bytes_from_client));
+	admin_sample(b, "tlsproxy_bytes_total", out,
+	    (double)SUM(d, bytes_from_backend));
+	admin_family(b, "tlsproxy_backend_connect_failures_total", "counter",
+	    "Failed connection attempts to a backend address, by backend.");
+	for (int i = 0; i < n; i++) {
+		const char *l[] = { "backend", stats_slot_name(STATS_BACKEND, i),
+		    NULL };
+
+		admin_sample(b, "tlsproxy_backend_connect_failures_total", l,
+		    (double)SUMI(d, backend_failed, i));
+	}
+}
+
+static void
+metrics_config(struct evbuffer *b, const struct daemon *d,
+    const struct generation *g)
+{
+	const char *ok[] = { "result", "ok", NULL };
+	const char *failed[] = { "result", "failed", NULL };
+
+	admin_family(b, "tlsproxy_reloads_total", "counter",
+	    "Configuration reloads (SIGHUP), by result.");
+	admin_sample(b, "tlsproxy_reloads_total", ok, (double)d->reloads_ok);
+	admin_sample(b, "tlsproxy_reloads_total", failed,
+	    (double)d->reloads_failed);
+	admin_one(b, "tlsproxy_config_generation", "gauge", "Number of the "
+	    "configuration generation in use (1 at start).", (double)g->id);
+	admin_one(b, "tlsproxy_config_loaded_timestamp_seconds", "gauge",
+	    "When the configuration in use was loaded (Unix time).",
+	    (double)g->loaded_at);
+	admin_one(b, "tlsproxy_workers", "gauge", "Worker threads.",
+	    (double)d->num_workers);
+}
+
+static void
+metrics_certificates(struct evbuffer *b, const struct generation *g)
+{
+	admin_family(b, "tlsproxy_certificate_expiry_timestamp_seconds",
+	    "gauge", "When each context's certificate expires (Unix time).");
+	for (size_t i = 0; i < g->shared.num_contexts; i++) {
+		const struct tls_ctx *t = &g->shared.contexts[i];
+
+		for (int k = 0; k < TLS_KEY_NUM; k++) {
+			const char *l[] = { "context", t->name, "type",
+			    key_type_names[k], NULL };
+
+			if (t->ctx[k] == NULL)
+				continue;
+			admin_sample(b, "tlsproxy_certificate_expiry_"
+			    "timestamp_seconds", l,
+			    (double)admin_cert_expiry(t->ctx[k]));
+		}
+	}
+}
+
+struct ocsp_metrics {
+	struct evbuffer *b;
+	int pass;
+};
+
+static const char *const ocsp_families[][3] = {
+	{ "tlsproxy_ocsp_stapled", "gauge", "1 while a valid OCSP response "
+	  "is stapled for the certificate." },
+	{ "tlsproxy_ocsp_this_update_timestamp_seconds", "gauge",
+	  "thisUpdate of the response in use (its age is now minus this)." },
+	{ "tlsproxy_ocsp_valid_until_timestamp_seconds", "gauge",
+	  "When the stapled response expires." },
+	{ "tlsproxy_ocsp_next_refresh_timestamp_seconds", "gauge",
+	  "When the response is fetched or checked next." },
+	{ "tlsproxy_ocsp_last_attempt_timestamp_seconds", "gauge",
+	  "When the response was last fetched or read." },
+	{ "tlsproxy_ocsp_last_attempt_ok", "gauge",
+	  "1 if the last fetch gave a usable response." },
+	{ "tlsproxy_ocsp_revoked", "gauge",
+	  "1 if the last response says the certificate is revoked." },
+};
+
+static void
+metrics_ocsp_task(const struct ocsp_task_status *st, void *arg)
+{
+	struct ocsp_metrics *m = arg;
+	const char *l[] = { "context", st->context, "type",
+	    key_type_names[st->key_type], NULL };
+	double v[] = { st->stapled, (double)st->this_update,
+	    (double)st->valid_until, (double)st->next_refresh,
+	    (double)st->last_attempt, st->last_ok,
+	    st->status == OCSP_REVOKED };
+
+	admin_sample(m->b, ocsp_families[m->pass][0], l, v[m->pass]);
+}
+
+static void
+metrics_ocsp(struct evbuffer *b, const struct daemon *d)
+{
+	struct ocsp_metrics m = { b, 0 };
+
+	/* One pass per family: samples of a family must be together. */
+	for (m.pass = 0; m.pass < (int)(sizeof(ocsp_families) /
+	    sizeof(ocsp_families[0])); m.pass++) {
+		admin_family(b, ocsp_families[m.pass][0],
+		    ocsp_families[m.pass][1], ocsp_families[m.pass][2]);
+		ocsp_fetcher_foreach(d->ocsp, metrics_ocsp_task, &m);
+	}
+}
+
+static void
+metrics_sessions(struct evbuffer *b, const struct daemon *d)
+{
+	int64_t since = tickets_key_since();
+	int links = 0, up = 0;
+
+	if (since != 0)
+		admin_one(b, "tlsproxy_ticket_key_age_seconds", "gauge",
+		    "Age of the key that encrypts new session tickets.",
+		    (double)((int64_t)time(NULL) - since));
+	for (int i = 0; i < d->num_workers; i++) {
+		int st = atomic_load_explicit(&d->workers[i].stats->store_state,
+		    memory_order_relaxed);
+
+		links += st != 0;
+		up += st == 2;
+	}
+	if (links == 0)
+		return;
+	admin_one(b, "tlsproxy_session_store_up", "gauge", "1 while every "
+	    "worker's link to the session store is up.", up == links);
+	admin_one(b, "tlsproxy_session_store_lookups_total", "counter",
+	    "Session lookups the store answered or timed out.",
+	    (double)SUM(d, store_lookups));
+	admin_one(b, "tlsproxy_session_store_lookup_seconds_total", "counter",
+	    "Time handshakes waited for the store (divide by lookups for the "
+	    "mean latency).", (double)SUM(d, store_lookup_us) / 1e6);
+}
+
+static void
+admin_metrics(struct evbuffer *b, struct daemon *d)
+{
+	struct generation *g = generation_current();
+
+	metrics_connections(b, d);
+	metrics_handshakes(b, d);
+	metrics_traffic(b, d);
+	if (g != NULL) {
+		metrics_config(b, d, g);
+		metrics_certificates(b, g);
+	}
+	metrics_ocsp(b, d);
+	metrics_sessions(b, d);
+	generation_unref(g);
+}
+
+/* ---- /status ---- */
+
+static void
+status_strings(struct evbuffer *b, const struct strlist *l)
+{
+	evbuffer_add(b, "[", 1);
+	for (size_t i = 0; i < l->num; i++) {
+		if (i > 0)
+			evbuffer_add(b, ",", 1);
+		admin_quoted(b, l->v[i]);
+	}
+	evbuffer_add(b, "]", 1);
+}
+
+static void
+status_listeners(struct evbuffer *b, const struct daemon *d,
+    const struct generation *g)
+{
+	evbuffer_add_printf(b, ",\"listeners\":[");
+	for (size_t i = 0; i < g->num_listeners; i++) {
+		const struct listener_conf *l = &g->listeners[i];
+		const struct conf_listener *cl = &g->cfg->listeners[i];
+		uint64_t closed = SUMI(d, closed, l->stat_slot);
+		uint64_t acc = SUMI(d, accepted, l->stat_slot);
+
+		evbuffer_add_printf(b, "%s{\"name\":", i > 0 ? "," : "");
+		admin_quoted(b, l->name);
+		evbuffer_add_printf(b, ",\"bind\":");
+		status_strings(b, &cl->bind);
+		evbuffer_add_printf(b, ",\"connections\":%llu,"
+		    "\"connections_total\":%llu}",
+		    (unsigned long long)(acc - closed), (unsigned long long)acc);
+	}
+	evbuffer_add(b, "]", 1);
+}
+
+static void
+status_contexts(struct evbuffer *b, const struct generation *g)
+{
+	evbuffer_add_printf(b, ",\"contexts\":[");
+	for (size_t i = 0; i < g->shared.num_contexts; i++) {
+		const struct tls_ctx *t = &g->shared.contexts[i];
+		int first = 1;
+
+		evbuffer_add_printf(b, "%s{\"name\":", i > 0 ? "," : "");
+		admin_quoted(b, t->name);
+		evbuffer_add_printf(b, ",\"servernames\":");
+		status_strings(b, &t->cc->servername);
+		evbuffer_add_printf(b, ",\"certificates\":[");
+		for (int k = 0; k < TLS_KEY_NUM; k++) {
+			if (t->ctx[k] == NULL)
+				continue;
+			evbuffer_add_printf(b, "%s{\"type\":\"%s\","
+			    "\"not_after\":%lld}", first ? "" : ",",
+			    key_type_names[k],
+			    (long long)admin_cert_expiry(t->ctx[k]));
+			first = 0;
+		}
+		evbuffer_add(b, "]}", 2);
+	}
+	evbuffer_add(b, "]", 1);
+}
+
+static void
+admin_status(struct evbuffer *b, struct daemon *d)
+{
+	struct generation *g = generation_current();
+
+	if (g == NULL) {
+		evbuffer_add_printf(b, "{\"state\":\"stopping\"}\n");
+		return;
+	}
+	evbuffer_add_printf(b, "{\"version\":\"%s\",\"state\":\"%s\","
+	    "\"generation\":%lu,\"config\":", TLSPROXY_VERSION,
+	    d->stopping ? "stopping" : "serving", g->id);
+	admin_quoted(b, g->cfg->path);
+	evbuffer_add_printf(b, ",\"loaded_at\":%lld,\"reloads_ok\":%lu,"
+	    "\"reloads_failed\":%lu,\"last_reload\":", (long long)g->loaded_at,
+	    d->reloads_ok, d->reloads_failed);
+	admin_quoted(b, d->last_reload[0] != '\0' ? d->last_reload : "-");
+	evbuffer_add_printf(b, ",\"workers\":%d,\"connections\":%ld",
+	    d->num_workers, atomic_load(&d->num_conns));
+	status_listeners(b, d, g);
+	status_contexts(b, g);
+	evbuffer_add(b, "}\n", 2);
+	generation_unref(g);
+}
+
+/* ---- HTTP ---- */
+
+static void
+admin_request_cb(struct evhttp_request *req, void *arg)
+{
+	struct admin *a = arg;
+	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(
+	    req));
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	struct evbuffer *b = evbuffer_new();
+
+	if (b == NULL) {
+		evhttp_send_error(req, HTTP_INTERNAL, NULL);
+		return;
+	}
+	if (path != NULL && strcmp(path, "/metrics") == 0) {
+		admin_metrics(b, a->d);
+		evhttp_add_header(h, "Content-Type",
+		    "text/plain; version=0.0.4; charset=utf-8");
+	} else if (path != NULL && strcmp(path, "/status") == 0) {
+		admin_status(b, a->d);
+		evhttp_add_header(h, "Content-Type", "application/json");
+	} else {
+		evbuffer_free(b);
+		evhttp_send_error(req, HTTP_NOTFOUND, "try /metrics or /status");
+		return;
+	}
+	evhttp_add_header(h, "Cache-Control", "no-store");
+	evhttp_send_reply(req, HTTP_OK, "OK", b);
+	evbuffer_free(b);
+}
+
+/* admin_listen makes the listening socket for |addr|: a stale unix socket
+ * file left by an earlier run is replaced. */
+static int
+admin_listen(const struct addr *addr)
+{
+	const struct sockaddr_un *un = (const struct sockaddr_un *)&addr->ss;
+	int fd, one = 1;
+	struct stat st;
+
+	if (addr->ss.ss_family == AF_UNIX && lstat(un->sun_path, &st) == 0 &&
+	    S_ISSOCK(st.st_mode))
+		unlink(un->sun_path);
+	fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (addr->ss.ss_family != AF_UNIX)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) != 0 ||
+	    (addr->ss.ss_family == AF_UNIX && chmod(un->sun_path, 0660) != 0) ||
+	    listen(fd, 64) != 0) {
+		int e = errno;
+
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+static struct admin *
+admin_start(struct daemon *d, const struct conf_global *g)
+{
+	struct admin *a = calloc(1, sizeof(*a));
+	int fd = -1;
+
+	if (a == NULL || (a->spec = strdup(g->admin)) == NULL ||
+	    (a->http = evhttp_new(d->base)) == NULL)
+		goto fail;
+	a->d = d;
+	a->addr = g->admin_addr;
+	if ((fd = admin_listen(&g->admin_addr)) < 0)
+		goto fail;
+	if (evhttp_accept_socket_with_handle(a->http, fd) == NULL) {
+		close(fd);
+		goto fail;
+	}
+	if (g->admin_addr.ss.ss_family == AF_UNIX)
+		a->unix_path = strdup(((const struct sockaddr_un *)
+		    &g->admin_addr.ss)->sun_path);
+	evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_max_headers_size(a->http, ADMIN_MAX_HEADERS);
+	evhttp_set_max_body_size(a->http, 0);
+	evhttp_set_timeout(a->http, ADMIN_TIMEOUT_S);
+	evhttp_set_gencb(a->http, admin_request_cb, a);
+	log_msg(LOGL_INFO, "admin endpoint on %s (/metrics, /status)",
+	    g->admin);
+	return a;
+fail:
+	log_msg(LOGL_ERROR, "admin: cannot listen on %s: %s", g->admin,
+	    strerror(errno));
+	admin_free(a);
+	return NULL;
+}
+
+int
+admin_apply(struct admin **a, struct daemon *d, const struct conf_global *g)
+{
+	struct admin *next;
+
+	if (g->admin == NULL) {
+		admin_free(*a);
+		*a = NULL;
+		return 0;
+	}
+	if (*a != NULL && strcmp((*a)->spec, g->admin) == 0)
+		return 0;
+	/* The old endpoint goes first: the new one may want its address. */
+	if (*a != NULL && addr_equal(&g->admin_addr, &(*a)->addr)) {
+		admin_free(*a);
+		*a = NULL;
+	}
+	next = admin_start(d, g);
+	if (next == NULL)
+		return -1;
+	admin_free(*a);
+	*a = next;
+	return 0;
+}
+
+void
+admin_free(struct admin *a)
+{
+	if (a == NULL)
+		return;
+	if (a->http != NULL)
+		evhttp_free(a->http);
+	if (a->unix_path != NULL)
+		unlink(a->unix_path);
+	free(a->unix_path);
+	free(a->spec);
+	free(a);
+}

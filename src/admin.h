@@ -1,0 +1,22 @@
+/* admin.h: the admin endpoint (evhttp on the control thread): GET
+ * /metrics in the Prometheus text format, GET /status as JSON. Off unless
+ * [global] admin is set; only loopback or a unix socket unless
+ * admin_allow_public says otherwise (checked with the config). */
+#ifndef TLSPROXY_ADMIN_H
+#define TLSPROXY_ADMIN_H
+
+struct admin;
+struct conf_global;
+struct daemon;
+
+/* admin_apply makes the endpoint follow |g|: started, moved to a new
+ * address, or stopped. |*a| is NULL while off. A new address that cannot
+ * be bound is logged and the endpoint stays where it was. Returns 0, or
+ * -1 if the address could not be bound. */
+int admin_apply(struct admin **a, struct daemon *d,
+    const struct conf_global *g);
+
+/* admin_free stops the endpoint. NULL is fine. */
+void admin_free(struct admin *a);
+
+#endif
