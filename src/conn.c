@@ -98,9 +98,9 @@ static void
 conn_access_log(struct conn *c, const char *reason)
 {
 	const struct daemon *d = c->w->d;
-	char line[1024], peer[ADDR_STRLEN], backend[ADDR_STRLEN] = "-";
-	char auth_buf[96];
-	const char *auth = "-";
+	char line[1280], peer[ADDR_STRLEN], backend[ADDR_STRLEN] = "-";
+	char auth_buf[96], subject_buf[256];
+	const char *auth = "-", *subject = "-";
 	const SSL_CIPHER *cipher = NULL;
 	const uint8_t *alpn = NULL;
 	unsigned alpn_len = 0;
@@ -115,6 +115,9 @@ conn_access_log(struct conn *c, const char *reason)
 	    sizeof(peer));
 	if (hs_done) {
 		auth = tls_ctx_auth(c->tls, c->ssl, auth_buf, sizeof(auth_buf));
+		if (strcmp(auth, "-") != 0 && strcmp(auth, "none") != 0)
+			subject = tls_ctx_peer_subject(c->ssl, subject_buf,
+			    sizeof(subject_buf));
 		version = SSL_get_version(c->ssl);
 		cipher = SSL_get_current_cipher(c->ssl);
 		SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
@@ -124,7 +127,7 @@ conn_access_log(struct conn *c, const char *reason)
 		    sizeof(backend));
 	n = snprintf(line, sizeof(line), "conn id=%llu client=%s listener=%s "
 	    "sni=%s context=%s alpn=%.*s version=%s cipher=%s resumed=%s "
-	    "auth=%s handshake_ms=%.3f "
+	    "auth=%s client_subject=\"%s\" handshake_ms=%.3f "
 	    "backend=%s bytes_in=%llu bytes_out=%llu duration_ms=%.3f "
 	    "reason=\"%s\"",
 	    (unsigned long long)c->id, peer, c->lc->name,
@@ -133,6 +136,7 @@ conn_access_log(struct conn *c, const char *reason)
 	    alpn_len ? (const char *)alpn : "-", version,
 	    cipher ? SSL_CIPHER_get_name(cipher) : "-",
 	    hs_done ? (SSL_session_reused(c->ssl) ? "yes" : "no") : "-", auth,
+	    subject,
 	    hs_done ? (double)(c->handshake_ns - c->start_ns) / 1e6 : 0.0,
 	    backend, (unsigned long long)c->relay.bytes[RELAY_CLIENT],
 	    (unsigned long long)c->relay.bytes[RELAY_BACKEND],

@@ -1156,6 +1156,37 @@ tls_ctx_auth(const struct tls_ctx *t, const SSL *ssl, char *buf,
 	return buf;
 }
 
+const char *
+tls_ctx_peer_subject(const SSL *ssl, char *buf, size_t buf_len)
+{
+	X509 *x = SSL_get_peer_certificate(ssl);
+	BIO *bio;
+	size_t n = 0;
+
+	if (x == NULL)
+		return "-";
+	bio = BIO_new(BIO_s_mem());
+	/* RFC 2253 with control and non-ASCII bytes escaped: safe to log. */
+	if (bio != NULL && X509_NAME_print_ex(bio, X509_get_subject_name(x), 0,
+	    XN_FLAG_RFC2253) >= 0) {
+		const uint8_t *data;
+		size_t len;
+
+		BIO_mem_contents(bio, &data, &len);
+		n = len < buf_len - 1 ? len : buf_len - 1;
+		memcpy(buf, data, n);
+	}
+	buf[n] = '\0';
+	/* The access log quotes it. */
+	for (char *p = buf; *p != '\0'; p++) {
+		if (*p == '"')
+			*p = '\'';
+	}
+	BIO_free(bio);
+	X509_free(x);
+	return n > 0 ? buf : "-";
+}
+
 void
 tls_ctx_list_ciphers(void)
 {

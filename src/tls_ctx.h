@@ -99,6 +99,10 @@ int tls_ctx_apply(const struct tls_ctx *t, const struct tls_ctx *from,
 const char *tls_ctx_auth(const struct tls_ctx *t, const SSL *ssl, char *buf,
     size_t buf_len);
 
+/* tls_ctx_peer_subject writes the subject of the client's certificate
+ * (RFC 2253, escaped) into |buf|, or returns "-" without one. */
+const char *tls_ctx_peer_subject(const SSL *ssl, char *buf, size_t buf_len);
+
 /* tls_ctx_list_ciphers and tls_ctx_list_curves print what the linked
  * BoringSSL supports, one name per line. */
 void tls_ctx_list_ciphers(void);

@@ -897,6 +897,7 @@ START_TEST(client_cert_required)
 	free(out);
 	line = next_conn(&d, &n);
 	ASSERT_FIELD(line, "auth", "authorized");
+	ASSERT_HAS(line, "client_subject=\"CN=client good\"");
 	free(line);
 
 	/* Node's tls.connect with a client certificate. */
