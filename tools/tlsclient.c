@@ -10,6 +10,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -67,6 +68,8 @@ struct tlsclient_opts {
 	uint16_t version; /* 0: BoringSSL's default range */
 	const char *cafile;
 	bool status; /* send status_request, report the stapled response */
+	struct sockaddr_storage source; /* --source, ss_family 0 if unset */
+	socklen_t source_len;
 	enum tlsclient_send send;
 	uint64_t send_bytes;
 	int file_fd;
@@ -157,6 +160,7 @@ tlsclient_usage(FILE *f)
 	    "  --tls12 | --tls13   pin the protocol version\n"
 	    "  --cafile FILE       verify the server chain against FILE (default: no verification)\n"
 	    "  --status            ask for a stapled OCSP response; report its size as ocsp=N\n"
+	    "  --source IP         connect from this local address (e.g. 127.0.0.2)\n"
 	    "  --send-bytes N      send N bytes of the xorshift64 stream (seed 1)\n"
 	    "  --send-file FILE    send FILE's contents\n"
 	    "  --request STRING    send STRING (\\r \\n \\t \\\\ \\xHH escapes)\n"
@@ -296,13 +300,33 @@ tlsclient_parse_target(const char *s, struct tlsclient_opts *o)
 }
 
 static int
+tlsclient_parse_source(const char *s, struct tlsclient_opts *o)
+{
+	struct sockaddr_in *in = (struct sockaddr_in *)&o->source;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&o->source;
+
+	memset(&o->source, 0, sizeof(o->source));
+	if (inet_pton(AF_INET, s, &in->sin_addr) == 1) {
+		in->sin_family = AF_INET;
+		o->source_len = sizeof(*in);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, s, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		o->source_len = sizeof(*in6);
+		return 0;
+	}
+	return -1;
+}
+
+static int
 tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 {
 	enum {
 		OPT_SERVERNAME = 256, OPT_ALPN, OPT_TLS12, OPT_TLS13, OPT_CAFILE,
 		OPT_SEND_BYTES, OPT_SEND_FILE, OPT_NO_HALF_CLOSE, OPT_CONNS,
 		OPT_EXPECT_SHA, OPT_EXPECT_BYTES, OPT_NO_READ, OPT_HOLD, OPT_SEND_RAW,
-		OPT_TIMEOUT, OPT_REQUEST, OPT_STATUS, OPT_HELP,
+		OPT_TIMEOUT, OPT_REQUEST, OPT_STATUS, OPT_SOURCE, OPT_HELP,
 	};
 	static const struct option opts[] = {
 		{ "servername", required_argument, NULL, OPT_SERVERNAME },
@@ -322,6 +346,7 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "request", required_argument, NULL, OPT_REQUEST },
 		{ "status", no_argument, NULL, OPT_STATUS },
+		{ "source", required_argument, NULL, OPT_SOURCE },
 		{ "help", no_argument, NULL, OPT_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -346,6 +371,13 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 			break;
 		case OPT_STATUS:
 			o->status = true;
+			break;
+		case OPT_SOURCE:
+			if (tlsclient_parse_source(optarg, o) != 0) {
+				fprintf(stderr, "tlsproxy-tlsclient: --source wants an "
+				    "IPv4 or IPv6 literal\n");
+				return -1;
+			}
 			break;
 		case OPT_TLS12:
 			o->version = TLS1_2_VERSION;
@@ -616,6 +648,16 @@ tlsclient_conn_connect(struct tlsclient *t, struct tlsclient_conn *c)
 			tlsclient_set_reason(c, strerror(errno));
 			tlsclient_conn_fail(t, c);
 			return;
+		}
+		if (t->o.source_len != 0 &&
+		    (t->o.source.ss_family != c->ai->ai_family ||
+		    bind(c->fd, (struct sockaddr *)&t->o.source,
+		    t->o.source_len) != 0)) {
+			err = t->o.source.ss_family != c->ai->ai_family ?
+			    EAFNOSUPPORT : errno;
+			close(c->fd);
+			c->fd = -1;
+			continue;
 		}
 		if (connect(c->fd, c->ai->ai_addr, c->ai->ai_addrlen) == 0) {
 			tlsclient_conn_connected(t, c);
