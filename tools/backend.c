@@ -4,7 +4,10 @@
  * connections cost little and a peer that stops reading only ever pins one
  * buffer's worth of memory.
  *
- * Modes: http, echo, sink, source N, close (see backend_usage()). */
+ * Modes: http, echo, proxy, sink, source N, close (see backend_usage()).
+ * proxy mode is the peer for tlsproxy's PROXY protocol: it reports the
+ * header it received on one line, then echoes. Until the header is parsed
+ * it holds up to one maximal header (64 KiB) per connection. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
@@ -30,6 +33,7 @@
 
 #include "cli.h"
 #include "prng.h"
+#include "proxy_decode.h"
 
 /* Output buffer per connection: big enough for any http response head plus
  * the longest hello body (bounded by BACKEND_IN_SIZE), and large enough
@@ -37,6 +41,11 @@
 #define BACKEND_OUT_SIZE 16384
 /* Largest http request head we accept; longer heads get a 431. */
 #define BACKEND_IN_SIZE 8192
+/* Room for the longest PROXY header: 16 bytes and a 16-bit length. */
+#define BACKEND_PROXY_IN_SIZE (16 + 65535)
+/* A PROXY header value longer than this, escaped, is cut short and ends
+ * in "%...", so that the report line always fits the output buffer. */
+#define BACKEND_PROXY_VALUE_MAX 1024
 /* How long an http connection we are closing may keep sending before we
  * give up waiting for its FIN (see backend_http_finish()). */
 #define BACKEND_LINGER_MS 5000
@@ -47,6 +56,7 @@
 enum backend_mode {
 	MODE_HTTP,
 	MODE_ECHO,
+	MODE_PROXY,
 	MODE_SINK,
 	MODE_SOURCE,
 	MODE_CLOSE,
@@ -66,12 +76,14 @@ struct backend_conn {
 	uint64_t linger_deadline;
 	uint8_t *out;
 	size_t out_start, out_end;
-	/* http */
+	/* http, and proxy until its header is parsed and passed on */
 	char *in;
 	size_t in_len;
 	uint64_t body_skip;   /* request body bytes still to discard */
 	uint64_t stream_left; /* /bytes/N body bytes still to queue */
 	bool close_after;     /* the queued response is the last one */
+	/* proxy */
+	bool proxy_done;      /* the header is parsed and reported */
 	/* sink */
 	SHA256_CTX sha;
 	bool line_queued;
@@ -135,10 +147,18 @@ backend_usage(FILE *f)
 	    "  http      HTTP/1.1: 200 text/plain \"hello from tlsproxy's demo backend: METHOD PATH\";\n"
 	    "            /bytes/N answers N bytes of 'x'\n"
 	    "  echo      echo every byte; on client EOF flush, shutdown(SHUT_WR), close\n"
+	    "  proxy     read a PROXY protocol v1 or v2 header, answer one line\n"
+	    "              proxy=v1|v2 [cmd=local] src=IP:PORT dst=IP:PORT [alpn=S]\n"
+	    "              [authority=S] [ssl=1 client=HEX verify=N] [version=S] [cn=S]\n"
+	    "              [cipher=S] [sig_alg=S] [key_alg=S] [cert_len=N]\n"
+	    "            then echo the rest like echo. IPv6 is [IP]:PORT; UNKNOWN,\n"
+	    "            UNSPEC and LOCAL give \"unknown\"; in S, bytes outside '!'..'~'\n"
+	    "            and '%%' are %%XX, and over %d characters end in \"%%...\".\n"
+	    "            A bad header gets \"proxy=error reason=R\" and a close.\n"
 	    "  sink      read to EOF, answer \"received=N sha256=HEX\", close\n"
 	    "  source N  send N bytes of the xorshift64 stream (seed 1), shutdown(SHUT_WR),\n"
 	    "            read to EOF, close\n"
-	    "  close     accept and close at once\n");
+	    "  close     accept and close at once\n", BACKEND_PROXY_VALUE_MAX);
 }
 
 static int
@@ -531,6 +551,194 @@ backend_http_finish(struct backend *b, struct backend_conn *c)
 	return false;
 }
 
+/* --- proxy -------------------------------------------------------- */
+
+static void
+backend_proxy_put(struct backend_conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* backend_proxy_put appends to the output buffer. The report line is
+ * bounded well below its size, so cutting short never happens in
+ * practice; it only keeps a mistake from overrunning. */
+static void
+backend_proxy_put(struct backend_conn *c, const char *fmt, ...)
+{
+	size_t room = backend_out_free(c);
+	va_list ap;
+	int n;
+
+	if (room == 0)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf((char *)c->out + c->out_end, room, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		c->out_end += (size_t)n < room ? (size_t)n : room - 1;
+}
+
+static void
+backend_proxy_addr(struct backend_conn *c, const char *key, int family,
+    const uint8_t *addr, uint16_t port)
+{
+	char host[INET6_ADDRSTRLEN];
+
+	if (family == AF_UNSPEC ||
+	    inet_ntop(family, addr, host, sizeof(host)) == NULL) {
+		backend_proxy_put(c, " %s=unknown", key);
+		return;
+	}
+	if (family == AF_INET6)
+		backend_proxy_put(c, " %s=[%s]:%u", key, host, port);
+	else
+		backend_proxy_put(c, " %s=%s:%u", key, host, port);
+}
+
+/* backend_proxy_value appends " key=value" if the header carried the
+ * value. Values are arbitrary bytes (a CN may hold spaces), so everything
+ * that could split the line or be misread is escaped. */
+static void
+backend_proxy_value(struct backend_conn *c, const char *key,
+    const struct proxy_bytes *v)
+{
+	static const char hex[] = "0123456789abcdef";
+	char buf[BACKEND_PROXY_VALUE_MAX + 4];
+	size_t n = 0;
+
+	if (v->p == NULL)
+		return;
+	for (size_t i = 0; i < v->len; i++) {
+		uint8_t ch = v->p[i];
+		bool esc = ch < 0x21 || ch > 0x7e || ch == '%';
+
+		if (n + (esc ? 3 : 1) > BACKEND_PROXY_VALUE_MAX) {
+			/* "%." cannot come from escaping: the cut is
+			 * unambiguous. */
+			memcpy(buf + n, "%...", 4);
+			n += 4;
+			break;
+		}
+		if (esc) {
+			buf[n++] = '%';
+			buf[n++] = hex[ch >> 4];
+			buf[n++] = hex[ch & 0x0f];
+		} else {
+			buf[n++] = (char)ch;
+		}
+	}
+	backend_proxy_put(c, " %s=%.*s", key, (int)n, buf);
+}
+
+static void
+backend_proxy_report(struct backend_conn *c, const struct proxy_decoded *d)
+{
+	backend_proxy_put(c, "proxy=v%d", d->version);
+	if (d->local)
+		backend_proxy_put(c, " cmd=local");
+	backend_proxy_addr(c, "src", d->family, d->src, d->src_port);
+	backend_proxy_addr(c, "dst", d->family, d->dst, d->dst_port);
+	backend_proxy_value(c, "alpn", &d->alpn);
+	backend_proxy_value(c, "authority", &d->authority);
+	if (d->ssl)
+		backend_proxy_put(c, " ssl=1 client=%02x verify=%" PRIu32,
+		    d->client, d->verify);
+	backend_proxy_value(c, "version", &d->ssl_version);
+	backend_proxy_value(c, "cn", &d->cn);
+	backend_proxy_value(c, "cipher", &d->cipher);
+	backend_proxy_value(c, "sig_alg", &d->sig_alg);
+	backend_proxy_value(c, "key_alg", &d->key_alg);
+	if (d->cert.p != NULL)
+		backend_proxy_put(c, " cert_len=%zu", d->cert.len);
+	backend_proxy_put(c, "\n");
+}
+
+/* backend_proxy_produce parses the header once it is complete, queues the
+ * report line (the output buffer is still empty then), and passes the
+ * bytes that came with the header on to the echo as room allows. */
+static void
+backend_proxy_produce(struct backend_conn *c)
+{
+	struct proxy_decoded d;
+	const char *reason = "";
+	ssize_t n;
+
+	if (c->close_after)
+		return;
+	if (!c->proxy_done) {
+		n = proxy_decode((const uint8_t *)c->in, c->in_len, &d, &reason);
+		if (n == 0 && !c->peer_eof)
+			return;
+		if (n <= 0) {
+			backend_proxy_put(c, "proxy=error reason=%s\n",
+			    n == 0 ? "eof-in-header" : reason);
+			c->close_after = true;
+			c->in_len = 0;
+			return;
+		}
+		backend_proxy_report(c, &d);
+		c->proxy_done = true;
+		memmove(c->in, c->in + n, c->in_len - (size_t)n);
+		c->in_len -= (size_t)n;
+	}
+	if (c->in_len > 0) {
+		size_t k;
+
+		backend_out_compact(c);
+		k = backend_out_free(c);
+		if (k > c->in_len)
+			k = c->in_len;
+		backend_out_append(c, c->in, k);
+		memmove(c->in, c->in + k, c->in_len - k);
+		c->in_len -= k;
+	}
+	if (c->in_len == 0) {
+		/* From here on this is echo, which needs no input buffer. */
+		free(c->in);
+		c->in = NULL;
+	}
+}
+
+static bool
+backend_proxy_wants_read(const struct backend_conn *c)
+{
+	if (c->close_after)
+		return true;
+	if (!c->proxy_done)
+		return c->in_len < BACKEND_PROXY_IN_SIZE;
+	if (c->in_len > 0)
+		return false;
+	return backend_out_free(c) > 0 || c->out_start > 0;
+}
+
+/* backend_proxy_finish ends a connection whose client sent EOF and got
+ * its echo, or one refused for its header. The refusal waits for the
+ * client's FIN as backend_http_finish() does, for the same reason. */
+static bool
+backend_proxy_finish(struct backend *b, struct backend_conn *c)
+{
+	if (!backend_out_empty(c))
+		return false;
+	if (c->close_after) {
+		if (!c->wr_shut) {
+			shutdown(c->fd, SHUT_WR);
+			c->wr_shut = true;
+		}
+		if (c->peer_eof) {
+			backend_conn_close(b, c, "bad-proxy-header", 0);
+			return true;
+		}
+		if (!c->lingering)
+			backend_linger_start(b, c);
+		return false;
+	}
+	if (c->peer_eof && c->proxy_done && c->in_len == 0) {
+		shutdown(c->fd, SHUT_WR);
+		c->wr_shut = true;
+		backend_conn_close(b, c, "done", 0);
+		return true;
+	}
+	return false;
+}
+
 /* --- per-mode glue ------------------------------------------------- */
 
 static void
@@ -570,6 +778,9 @@ backend_conn_produce(struct backend *b, struct backend_conn *c)
 			c->gen_left -= n;
 		}
 		break;
+	case MODE_PROXY:
+		backend_proxy_produce(c);
+		break;
 	case MODE_ECHO:
 	case MODE_CLOSE:
 		break;
@@ -587,6 +798,8 @@ backend_conn_wants_read(const struct backend *b, const struct backend_conn *c)
 		return backend_out_free(c) > 0 || c->out_start > 0;
 	case MODE_HTTP:
 		return c->lingering || c->close_after || c->in_len < BACKEND_IN_SIZE;
+	case MODE_PROXY:
+		return backend_proxy_wants_read(c);
 	default:
 		return true;
 	}
@@ -599,15 +812,23 @@ backend_conn_read(struct backend *b, struct backend_conn *c)
 {
 	uint8_t *dst = backend_scratch;
 	size_t room = sizeof(backend_scratch);
+	size_t *fill = NULL; /* what grows by the bytes read, if anything */
 	ssize_t n;
 
-	if (b->mode == MODE_ECHO) {
+	if (b->mode == MODE_ECHO ||
+	    (b->mode == MODE_PROXY && c->proxy_done && !c->close_after)) {
 		backend_out_compact(c);
 		dst = c->out + c->out_end;
 		room = backend_out_free(c);
+		fill = &c->out_end;
 	} else if (b->mode == MODE_HTTP && !c->lingering && !c->close_after) {
 		dst = (uint8_t *)c->in + c->in_len;
 		room = BACKEND_IN_SIZE - c->in_len;
+		fill = &c->in_len;
+	} else if (b->mode == MODE_PROXY && !c->close_after) {
+		dst = (uint8_t *)c->in + c->in_len;
+		room = BACKEND_PROXY_IN_SIZE - c->in_len;
+		fill = &c->in_len;
 	}
 	n = recv(c->fd, dst, room, 0);
 	if (n < 0)
@@ -615,10 +836,8 @@ backend_conn_read(struct backend *b, struct backend_conn *c)
 	if (n == 0)
 		return 0;
 	c->bytes_in += (uint64_t)n;
-	if (b->mode == MODE_ECHO)
-		c->out_end += (size_t)n;
-	else if (b->mode == MODE_HTTP && dst != backend_scratch)
-		c->in_len += (size_t)n;
+	if (fill != NULL)
+		*fill += (size_t)n;
 	else if (b->mode == MODE_SINK)
 		SHA256_Update(&c->sha, dst, (size_t)n);
 	return n;
@@ -651,6 +870,8 @@ backend_conn_finish(struct backend *b, struct backend_conn *c)
 	switch (b->mode) {
 	case MODE_HTTP:
 		return backend_http_finish(b, c);
+	case MODE_PROXY:
+		return backend_proxy_finish(b, c);
 	case MODE_ECHO:
 	case MODE_SINK:
 		/* The client already sent its FIN, so after ours nothing is
@@ -841,9 +1062,13 @@ backend_accept(struct backend *b)
 			c->out = malloc(BACKEND_OUT_SIZE);
 		if (c != NULL && b->mode == MODE_HTTP)
 			c->in = malloc(BACKEND_IN_SIZE);
-		if (c == NULL || c->out == NULL || (b->mode == MODE_HTTP && c->in == NULL)) {
+		if (c != NULL && b->mode == MODE_PROXY)
+			c->in = malloc(BACKEND_PROXY_IN_SIZE);
+		if (c == NULL || c->out == NULL ||
+		    ((b->mode == MODE_HTTP || b->mode == MODE_PROXY) && c->in == NULL)) {
 			if (c != NULL) {
 				free(c->out);
+				free(c->in);
 				free(c);
 			}
 			close(fd);
@@ -935,6 +1160,8 @@ backend_parse_args(struct backend *b, int argc, char **argv, const char **bind_a
 		b->mode = MODE_HTTP;
 	} else if (strcmp(mode, "echo") == 0) {
 		b->mode = MODE_ECHO;
+	} else if (strcmp(mode, "proxy") == 0) {
+		b->mode = MODE_PROXY;
 	} else if (strcmp(mode, "sink") == 0) {
 		b->mode = MODE_SINK;
 	} else if (strcmp(mode, "close") == 0) {
