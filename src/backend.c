@@ -164,6 +164,11 @@ backend_resolve_all(struct config *cfg, struct backend *out)
 		memset(b, 0, sizeof(*b));
 		b->name = strdup(cb->h.name);
 		b->connect_timeout_ms = cb->connect_timeout_ms;
+		b->proxy_protocol = cb->proxy_protocol != NULL ?
+		    config_proxy_protocol(cb->proxy_protocol) : -1;
+		b->proxy_cert = config_key_set(&cb->h,
+		    "proxy_protocol_client_cert") ?
+		    (int)cb->proxy_protocol_client_cert : -1;
 		for (size_t j = 0; j < cb->address.num; j++) {
 			struct backend_query *q, *n;
 

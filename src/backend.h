@@ -19,6 +19,10 @@ struct backend {
 	/* Round-robin position, shared by all workers. */
 	atomic_uint next;
 	int stat_slot; /* stats_slot() of the name */
+	/* PROXY protocol: 0 off, 1 v1, 2 v2, -1 as the listener says; and
+	 * whether v2 carries the client certificate (-1: the listener's). */
+	int proxy_protocol;
+	int proxy_cert;
 };
 
 /* backend_resolve_all fills |out[i]| for every [backend] of |cfg|: literal

@@ -188,12 +188,24 @@ static const struct conf_key keys[] = {
 	{ SEC_LISTENER, "alpn_backend", T_LIST, L(alpn_backend), NULL, 0, 0, 0,
 	  "route by negotiated ALPN protocol: proto:backend, ..." },
 
+	{ SEC_LISTENER, "proxy_protocol", T_STRING, L(proxy_protocol), "off", 0,
+	  0, 0, "off, v1 or v2: send a PROXY protocol header to the backend" },
+	{ SEC_LISTENER, "proxy_protocol_client_cert", T_BOOL,
+	  L(proxy_protocol_client_cert), "no", 0, 0, 0,
+	  "v2: also send the client's certificate (DER, TLV type 0xE0)" },
+
 	TLS_KEYS(SEC_LISTENER, L, TLS_INHERIT)
 
 	{ SEC_BACKEND, "address", T_LIST, B(address), NULL, 1, 0, 0,
 	  "host:port, [v6]:port or unix:/path; several are used round-robin" },
 	{ SEC_BACKEND, "connect_timeout", T_DURATION, B(connect_timeout_ms),
 	  "5s", 0, 1, 3600000, "time allowed for one connect attempt" },
+	{ SEC_BACKEND, "proxy_protocol", T_STRING, B(proxy_protocol), NULL, 0,
+	  0, 0, "off, v1 or v2; unset = as the listener says" },
+	{ SEC_BACKEND, "proxy_protocol_client_cert", T_BOOL,
+	  B(proxy_protocol_client_cert), "no", 0, 0, 0,
+	  "v2: also send the client's certificate; unset = as the listener "
+	  "says" },
 
 	TLS_KEYS(SEC_CONTEXT, C, TLS_INHERIT)
 	{ SEC_CONTEXT, "servername", T_LIST, C(servername), NULL, 0, 0, 0,
@@ -399,6 +411,22 @@ config_key_line(const struct conf_head *h, const char *key)
 			return h->key_line[i];
 	}
 	return h->line;
+}
+
+int
+config_proxy_protocol(const char *v)
+{
+	return strcmp(v, "off") == 0 ? 0 : strcmp(v, "v1") == 0 ? 1 :
+	    strcmp(v, "v2") == 0 ? 2 : -1;
+}
+
+static void
+config_check_proxy_protocol(struct config *cfg, const struct conf_head *h,
+    const char *v)
+{
+	if (v != NULL && config_proxy_protocol(v) < 0)
+		config_error(cfg, config_key_line(h, "proxy_protocol"),
+		    "proxy_protocol", "expected off, v1 or v2, got '%s'", v);
 }
 
 static int
@@ -807,6 +835,7 @@ config_check_listener(struct config *cfg, struct conf_listener *l)
 	char err[256];
 
 	config_check_required(cfg, SEC_LISTENER, &l->h);
+	config_check_proxy_protocol(cfg, &l->h, l->proxy_protocol);
 	if (l->context != NULL && config_find_context(cfg, l->context) == NULL)
 		config_error(cfg, config_key_line(&l->h, "context"), "context",
 		    "no [context %s] in this file", l->context);
@@ -858,6 +887,7 @@ config_check_backend(struct config *cfg, struct conf_backend *b)
 	unsigned port;
 
 	config_check_required(cfg, SEC_BACKEND, &b->h);
+	config_check_proxy_protocol(cfg, &b->h, b->proxy_protocol);
 	for (size_t i = 0; i < b->address.num; i++) {
 		const char *a = b->address.v[i];
 		struct addr tmp;

@@ -84,6 +84,8 @@ struct conf_listener {
 	int64_t max_connections; /* 0: only the global limit */
 	int64_t sni_strict;
 	struct strlist alpn_backend;
+	char *proxy_protocol; /* "off", "v1" or "v2" */
+	int64_t proxy_protocol_client_cert;
 	struct conf_tls tls; /* overrides [global] for this listener's contexts */
 };
 
@@ -91,6 +93,8 @@ struct conf_backend {
 	struct conf_head h;
 	struct strlist address;
 	uint64_t connect_timeout_ms;
+	char *proxy_protocol; /* NULL: the listener's */
+	int64_t proxy_protocol_client_cert;
 };
 
 struct conf_context {
@@ -152,6 +156,10 @@ void config_error(struct config *cfg, int line, const char *key,
 /* config_key_line returns the line where |key| was set in section |h|, or
  * the section header's line when it was not set. */
 int config_key_line(const struct conf_head *h, const char *key);
+
+/* config_proxy_protocol returns 0 for "off", 1 for "v1", 2 for "v2" and
+ * -1 for anything else. */
+int config_proxy_protocol(const char *v);
 
 /* config_key_set returns whether |key| was set in section |h|. */
 int config_key_set(const struct conf_head *h, const char *key);

@@ -20,6 +20,7 @@
 #include "generation.h"
 #include "listener.h"
 #include "log.h"
+#include "proxy_proto.h"
 #include "relay.h"
 #include "session_store.h"
 #include "sni.h"
@@ -245,11 +246,93 @@ conn_relay(struct conn *c)
 	}
 }
 
+/* conn_proxy_info describes the connection for a PROXY header. |cn| and
+ * |local| are the caller's storage. */
+static void
+conn_proxy_info(struct conn *c, struct proxy_info *pi,
+    struct sockaddr_storage *local, char *cn, size_t cn_len, int with_cert)
+{
+	const STACK_OF(CRYPTO_BUFFER) *certs = SSL_get0_peer_certificates(c->ssl);
+	socklen_t len = sizeof(*local);
+	unsigned alpn_len = 0;
+	enum tls_key_type kt = tls_ctx_key_type(c->tls, c->ssl);
+	int has_cert = certs != NULL && sk_CRYPTO_BUFFER_num(certs) > 0;
+
+	memset(pi, 0, sizeof(*pi));
+	pi->src = (const struct sockaddr *)&c->peer;
+	if (getsockname(c->cfd, (struct sockaddr *)local, &len) == 0)
+		pi->dst = (const struct sockaddr *)local;
+	SSL_get0_alpn_selected(c->ssl, &pi->alpn, &alpn_len);
+	pi->alpn_len = alpn_len;
+	if (c->sni != NULL && strcmp(c->sni, "(invalid)") != 0)
+		pi->authority = c->sni;
+	pi->tls = 1;
+	pi->version = SSL_get_version(c->ssl);
+	pi->cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl));
+	pi->sig_alg = c->tls->sig_alg[kt];
+	pi->key_alg = c->tls->key_alg[kt];
+	if (!has_cert)
+		return;
+	pi->cert_in_sess = 1;
+	pi->cert_in_conn = !SSL_session_reused(c->ssl);
+	pi->verified = SSL_get_verify_result(c->ssl) == X509_V_OK;
+	X509 *x = SSL_get_peer_certificate(c->ssl);
+
+	if (x != NULL && X509_NAME_get_text_by_NID(X509_get_subject_name(x),
+	    NID_commonName, cn, (int)cn_len) > 0)
+		pi->cn = cn;
+	X509_free(x);
+	if (with_cert) {
+		const CRYPTO_BUFFER *leaf = sk_CRYPTO_BUFFER_value(certs, 0);
+
+		pi->cert_der = CRYPTO_BUFFER_data(leaf);
+		pi->cert_der_len = CRYPTO_BUFFER_len(leaf);
+	}
+}
+
+/* conn_proxy_header queues the PROXY protocol header the listener or the
+ * backend asks for ahead of the client's bytes. Returns 0 or -1. */
+static int
+conn_proxy_header(struct conn *c)
+{
+	const struct backend *b = c->backend;
+	int version = b->proxy_protocol >= 0 ? b->proxy_protocol :
+	    c->lc->proxy_protocol;
+	int with_cert = b->proxy_cert >= 0 ? b->proxy_cert : c->lc->proxy_cert;
+	struct sockaddr_storage local;
+	struct proxy_info pi;
+	uint8_t small[2048], *out = small;
+	size_t cap = sizeof(small);
+	char cn[256];
+	ssize_t n;
+	int rc;
+
+	if (version == 0)
+		return 0;
+	conn_proxy_info(c, &pi, &local, cn, sizeof(cn), with_cert && version == 2);
+	if (pi.cert_der != NULL) {
+		cap = PROXY_PROTO_V2_MAX;
+		if ((out = malloc(cap)) == NULL)
+			return -1;
+	}
+	n = version == 1 ? proxy_proto_v1(&pi, out, cap) :
+	    proxy_proto_v2(&pi, out, cap);
+	rc = n < 0 ? -1 : relay_preface(&c->relay, out, (size_t)n);
+	if (out != small)
+		free(out);
+	return rc;
+}
+
 static void
 conn_relay_start(struct conn *c)
 {
 	c->state = CONN_RELAYING;
 	relay_init(&c->relay, c->w->pool, c->cfd, c->ssl, c->bfd);
+	if (conn_proxy_header(c) != 0) {
+		conn_close(c, "cannot build the PROXY protocol header (larger "
+		    "than buffer_size?)");
+		return;
+	}
 	c->last_active_ns = clock_mono_ns();
 	conn_timer(c, c->gen->idle_timeout_ms);
 	conn_relay(c);

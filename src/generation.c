@@ -242,6 +242,8 @@ generation_build_listeners(struct generation *g, struct config *cfg)
 		l->sni = set->sni;
 		l->max_connections = cl->max_connections;
 		l->sni_strict = cl->sni_strict != 0;
+		l->proxy_protocol = config_proxy_protocol(cl->proxy_protocol);
+		l->proxy_cert = cl->proxy_protocol_client_cert != 0;
 		l->backend = generation_backend(g, cl->backend);
 		if (l->context == NULL || l->backend == NULL ||
 		    generation_routes(g, &cl->alpn_backend, &l->routes,

@@ -37,6 +37,8 @@ struct listener_conf {
 	size_t num_routes;
 	int64_t max_connections;
 	int stat_slot; /* stats_slot() of the name */
+	int proxy_protocol; /* 0 off, 1 v1, 2 v2 */
+	int proxy_cert;     /* v2: send the client certificate */
 };
 
 struct generation {

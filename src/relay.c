@@ -36,6 +36,21 @@ relay_release(struct relay *r)
 	}
 }
 
+int
+relay_preface(struct relay *r, const void *data, size_t len)
+{
+	struct buf *b;
+
+	if (len > bufpool_size(r->pool) ||
+	    (b = r->buf[RELAY_CLIENT] = bufpool_get(r->pool)) == NULL)
+		return -1;
+	memcpy(b->data, data, len);
+	b->start = 0;
+	b->end = len;
+	r->preface = len;
+	return 0;
+}
+
 static const char *const side_names[] = { "client", "backend" };
 
 static void
@@ -238,8 +253,16 @@ relay_pump(struct relay *r, enum relay_side s)
 			if (n == -2)
 				return -2;
 			if (n > 0) {
+				size_t own = 0;
+
+				/* A PROXY header is ours, not the client's. */
+				if (r->preface > 0 && s == RELAY_CLIENT) {
+					own = r->preface < (size_t)n ? r->preface :
+					    (size_t)n;
+					r->preface -= own;
+				}
 				b->start += (size_t)n;
-				r->bytes[s] += (uint64_t)n;
+				r->bytes[s] += (uint64_t)n - own;
 				moved = 1;
 			}
 		}

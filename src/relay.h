@@ -54,11 +54,20 @@ struct relay {
 	/* The client tried to renegotiate, which ended the connection
 	 * (BoringSSL never renegotiates as a server). */
 	uint8_t renegotiation;
+	/* Bytes at the head of the backend-bound buffer that tlsproxy put
+	 * there itself (a PROXY protocol header), not counted as the
+	 * client's. */
+	size_t preface;
 };
 
 /* relay_init prepares |r| over two connected, non-blocking sockets. */
 void relay_init(struct relay *r, struct bufpool *pool, int client_fd,
     SSL *client_ssl, int backend_fd);
+
+/* relay_preface queues |len| bytes to go to the backend before anything
+ * from the client. Call right after relay_init. Returns 0, or -1 if they
+ * do not fit one buffer or memory ran out. */
+int relay_preface(struct relay *r, const void *data, size_t len);
 
 /* relay_release returns buffers to the pool (fds stay open). */
 void relay_release(struct relay *r);

@@ -14,6 +14,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/nid.h>
+#include <openssl/obj.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs8.h>
 #include <openssl/sha.h>
@@ -930,6 +931,8 @@ tls_ctx_activate(struct tls_ctx *t)
 	}
 }
 
+static void tls_ctx_describe(struct tls_ctx *t);
+
 int
 tls_ctx_init(struct tls_ctx *t, struct config *cfg,
     const struct conf_listener *cl, const struct conf_context *cc)
@@ -967,6 +970,8 @@ tls_ctx_init(struct tls_ctx *t, struct config *cfg,
 		    (t->staple[k] = tls_ctx_slot(pairs[k].chain)) == NULL)
 			rc = -1;
 	}
+	if (rc == 0)
+		tls_ctx_describe(t);
 	if (rc == 0 && cc->ocsp != NULL && strcmp(cc->ocsp, "auto") == 0 &&
 	    tls_ctx_ocsp_auto(t, cfg, cc, pairs) != 0)
 		rc = -1;
@@ -1089,6 +1094,36 @@ tls_ctx_wants_ecdsa(const struct tls_ctx *t, const SSL_CLIENT_HELLO *hello)
 		}
 	}
 	return 0;
+}
+
+/* tls_ctx_describe names each certificate's signature and key algorithms
+ * the way HAProxy's PROXY protocol TLVs do ("RSA-SHA256", "RSA2048",
+ * "ecdsa-with-SHA256", "EC256"), once, for every connection to use. */
+static void
+tls_ctx_describe(struct tls_ctx *t)
+{
+	for (int k = 0; k < TLS_KEY_NUM; k++) {
+		X509 *x = t->ctx[k] != NULL ? SSL_CTX_get0_certificate(t->ctx[k]) :
+		    NULL;
+		EVP_PKEY *pk = x != NULL ? X509_get_pubkey(x) : NULL;
+
+		if (x == NULL)
+			continue;
+		snprintf(t->sig_alg[k], sizeof(t->sig_alg[k]), "%s",
+		    OBJ_nid2sn(X509_get_signature_nid(x)));
+		if (pk != NULL)
+			snprintf(t->key_alg[k], sizeof(t->key_alg[k]), "%s%d",
+			    EVP_PKEY_id(pk) == EVP_PKEY_RSA ? "RSA" : "EC",
+			    EVP_PKEY_bits(pk));
+		EVP_PKEY_free(pk);
+	}
+}
+
+enum tls_key_type
+tls_ctx_key_type(const struct tls_ctx *t, const SSL *ssl)
+{
+	return SSL_get_SSL_CTX(ssl) == t->ctx[TLS_KEY_ECDSA] ? TLS_KEY_ECDSA :
+	    TLS_KEY_RSA;
 }
 
 int

@@ -56,6 +56,9 @@ struct tls_ctx {
 	X509 *leaf[TLS_KEY_NUM];
 	X509 *issuer[TLS_KEY_NUM];
 	char *ocsp_url[TLS_KEY_NUM];
+	/* Each certificate's algorithms, for PROXY protocol v2. */
+	char sig_alg[TLS_KEY_NUM][32];
+	char key_alg[TLS_KEY_NUM][16];
 	/* Routing: resolved by generation.c once backends exist. */
 	struct backend *backend;
 	struct tls_route *routes;
@@ -92,6 +95,9 @@ SSL_CTX *tls_ctx_default(const struct tls_ctx *t);
  * setting BoringSSL keeps per connection. Returns 0 or -1. */
 int tls_ctx_apply(const struct tls_ctx *t, const struct tls_ctx *from,
     const SSL_CLIENT_HELLO *hello);
+
+/* tls_ctx_key_type returns which certificate of |t| a handshake used. */
+enum tls_key_type tls_ctx_key_type(const struct tls_ctx *t, const SSL *ssl);
 
 /* tls_ctx_auth describes the client-certificate result of a handshake
  * made under |t| (NULL: none chosen) for logs: "-" (not requested), "none",
