@@ -91,7 +91,7 @@ static const struct conf_key keys[] = {
 	{ SEC_GLOBAL, "log_level", T_LOGLEVEL, G(log_level), "info", 0, 0, 0,
 	  "error, warning, info or debug" },
 	{ SEC_GLOBAL, "access_log", T_STRING, G(access_log), "yes", 0, 0, 0,
-	  "yes (to stderr), no, or an absolute file path" },
+	  "stderr (or yes), syslog, no, or an absolute file path" },
 	{ SEC_GLOBAL, "handshake_timeout", T_DURATION, G(handshake_timeout_ms),
 	  "120s", 0, 1, 86400000,
 	  "time allowed from accept to a finished TLS handshake" },
@@ -1084,10 +1084,11 @@ config_check(struct config *cfg)
 			    "session_store"), "session_store", "%s", err);
 	}
 	config_check_admin(cfg);
-	if (al != NULL && confval_bool(al, &b) != 0 && al[0] != '/')
+	if (al != NULL && confval_bool(al, &b) != 0 && al[0] != '/' &&
+	    strcmp(al, "stderr") != 0 && strcmp(al, "syslog") != 0)
 		config_error(cfg, config_key_line(&cfg->global.h, "access_log"),
-		    "access_log", "expected yes, no or an absolute file path, "
-		    "got '%s'", al);
+		    "access_log", "expected yes, no, stderr, syslog or an "
+		    "absolute file path, got '%s'", al);
 }
 
 static struct config *

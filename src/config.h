@@ -45,7 +45,7 @@ struct conf_global {
 	struct conf_tls tls;
 	int64_t workers; /* 0: auto */
 	int64_t log_level;
-	char *access_log; /* "yes", "no" or a path */
+	char *access_log; /* "yes", "no", "stderr", "syslog" or a path */
 	uint64_t handshake_timeout_ms;
 	uint64_t idle_timeout_ms;
 	uint64_t shutdown_timeout_ms;

@@ -53,7 +53,8 @@ daemon_status(struct daemon *d, const char *state)
 
 /* daemon_apply_logging takes log level and access log from |cfg|. The
  * access log file is reopened on every reload, so rotating it is a
- * rename followed by SIGHUP. */
+ * rename followed by SIGHUP. With the access log off, the writer still
+ * starts, on stderr, so that a reload can turn it on. */
 static int
 daemon_apply_logging(struct daemon *d, const struct config *cfg)
 {
@@ -63,7 +64,7 @@ daemon_apply_logging(struct daemon *d, const struct config *cfg)
 	log_set_level((enum log_level)cfg->global.log_level);
 	if (confval_bool(al, &on) == 0) {
 		atomic_store(&d->access_log, on);
-		return log_access_open(NULL);
+		return log_access_open("stderr");
 	}
 	if (log_access_open(al) != 0) {
 		log_msg(LOGL_ERROR, "%s: key 'access_log': cannot open '%s': %s",

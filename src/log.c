@@ -1,8 +1,7 @@
-/* log.c: leveled logging to stderr and the access log. */
+/* log.c: leveled logging to stderr. The access log is in log_access.c. */
 #include "log.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -14,10 +13,6 @@
 #include <openssl/err.h>
 
 static _Atomic int log_max = LOGL_INFO;
-/* -1: stderr. Workers read it for every line; a reload replaces the file
- * under the same descriptor number (dup2), so a writer never sees a closed
- * or reused descriptor. */
-static _Atomic int access_fd = -1;
 
 static const char *const level_names[] = { "error", "warning", "info", "debug" };
 /* sd-daemon(3) priorities for the journal. */
@@ -61,18 +56,18 @@ log_to_journal(void)
 	return cached;
 }
 
-static size_t
-log_prefix(char *buf, size_t len, enum log_level level)
+size_t
+log_prefix(char *buf, size_t buf_len, enum log_level level)
 {
 	struct timespec ts;
 	struct tm tm;
 	int n;
 
 	if (log_to_journal())
-		return (size_t)snprintf(buf, len, "<%d>", level_prio[level]);
+		return (size_t)snprintf(buf, buf_len, "<%d>", level_prio[level]);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	n = snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s: ",
+	n = snprintf(buf, buf_len, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s: ",
 	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 	    tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, level_names[level]);
 	return n < 0 ? 0 : (size_t)n;
@@ -134,53 +129,4 @@ log_ssl_error(char *buf, size_t buf_len)
 			*p = (char)(*p - 'A' + 'a');
 	}
 	return buf;
-}
-
-int
-log_access_open(const char *path)
-{
-	int fd, cur = atomic_load(&access_fd);
-
-	if (path == NULL) {
-		/* The old file stays open: a worker may be writing to it. */
-		atomic_store(&access_fd, -1);
-		return 0;
-	}
-	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-	if (fd < 0)
-		return -1;
-	if (cur >= 0) {
-		int rc = dup3(fd, cur, O_CLOEXEC);
-
-		close(fd);
-		return rc < 0 ? -1 : 0;
-	}
-	atomic_store(&access_fd, fd);
-	return 0;
-}
-
-void
-log_access_close(void)
-{
-	int fd = atomic_exchange(&access_fd, -1);
-
-	if (fd >= 0)
-		close(fd);
-}
-
-void
-log_access(const char *line, size_t line_len)
-{
-	int fd = atomic_load_explicit(&access_fd, memory_order_relaxed);
-	char buf[2048];
-	size_t off = 0;
-
-	if (fd < 0)
-		off = log_prefix(buf, sizeof(buf), LOGL_INFO);
-	if (line_len > sizeof(buf) - off - 1)
-		line_len = sizeof(buf) - off - 1;
-	memcpy(buf + off, line, line_len);
-	off += line_len;
-	buf[off++] = '\n';
-	log_write_all(fd >= 0 ? fd : STDERR_FILENO, buf, off);
 }

@@ -128,8 +128,34 @@ START_TEST(bad_values_name_line_and_key)
 	    "16777216 bytes)\n"
 	    "t.conf:5: key 'log_level': expected error, warning, info or "
 	    "debug, got 'loud'\n"
-	    "t.conf:6: key 'access_log': expected yes, no or an absolute file "
-	    "path, got 'maybe'\n");
+	    "t.conf:6: key 'access_log': expected yes, no, stderr, syslog or "
+	    "an absolute file path, got 'maybe'\n");
+	free(t);
+}
+END_TEST
+
+START_TEST(access_log_targets)
+{
+	static const char *const good[] = { "yes", "no", "stderr", "syslog",
+	    "/var/log/tlsproxy/access.log" };
+	char *t;
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		char line[64];
+
+		snprintf(line, sizeof(line), "access_log = %s", good[i]);
+		t = with(line);
+		expect_errors(t, "");
+		free(t);
+	}
+	/* The target words are not booleans: only lower case names them. */
+	t = with("access_log = Syslog");
+	expect_errors(t, "t.conf:2: key 'access_log': expected yes, no, "
+	    "stderr, syslog or an absolute file path, got 'Syslog'\n");
+	free(t);
+	t = with("access_log = access.log");
+	expect_errors(t, "t.conf:2: key 'access_log': expected yes, no, "
+	    "stderr, syslog or an absolute file path, got 'access.log'\n");
 	free(t);
 }
 END_TEST
@@ -338,6 +364,7 @@ main(void)
 	tcase_add_test(tc, minimal_config_defaults);
 	tcase_add_test(tc, values_and_lists);
 	tcase_add_test(tc, bad_values_name_line_and_key);
+	tcase_add_test(tc, access_log_targets);
 	tcase_add_test(tc, unknown_sections_and_keys);
 	tcase_add_test(tc, syntax_errors_all_reported);
 	tcase_add_test(tc, missing_and_dangling_references);
