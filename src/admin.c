@@ -316,6 +316,9 @@ metrics_config(struct evbuffer *b, const struct daemon *d,
 	    (double)g->loaded_at);
 	admin_one(b, "tlsproxy_workers", "gauge", "Worker threads.",
 	    (double)d->num_workers);
+	admin_one(b, "tlsproxy_access_log_dropped_lines_total", "counter",
+	    "Access-log lines dropped because the log target fell behind.",
+	    (double)log_access_dropped());
 }
 
 static void

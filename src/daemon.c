@@ -385,7 +385,12 @@ daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
 			daemon_reload(d);
 		break;
 	case SIGUSR1:
-		log_msg(LOGL_INFO, "SIGUSR1: fetching every OCSP response now");
+		/* logrotate's postrotate: the file was renamed away. */
+		log_msg(LOGL_INFO, "SIGUSR1: reopening the access log");
+		log_access_reopen();
+		break;
+	case SIGUSR2:
+		log_msg(LOGL_INFO, "SIGUSR2: fetching every OCSP response now");
 		ocsp_fetcher_refresh(d->ocsp);
 		break;
 	default:
@@ -396,7 +401,7 @@ daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
 static int
 daemon_setup_signals(struct daemon *d)
 {
-	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2 };
 
 	signal(SIGPIPE, SIG_IGN);
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {

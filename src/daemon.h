@@ -36,7 +36,7 @@ struct daemon {
 	/* Workers write here when they took new sockets or their loop ended. */
 	int notify_fd;
 	struct event *notify_ev;
-	struct event *sig_ev[4];
+	struct event *sig_ev[5];
 	struct event *drain_ev;
 	/* systemd watchdog: a ping goes to every worker each half period; the
 	 * daemon reports alive only if all answered the previous one. */

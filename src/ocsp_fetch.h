@@ -19,7 +19,7 @@ struct ocsp_fetcher *ocsp_fetcher_new(struct event_base *base);
  * dropped. */
 void ocsp_fetcher_sync(struct ocsp_fetcher *f, const struct generation *g);
 
-/* ocsp_fetcher_refresh fetches every response again now (SIGUSR1),
+/* ocsp_fetcher_refresh fetches every response again now (SIGUSR2),
  * except those whose fetch is already under way. */
 void ocsp_fetcher_refresh(struct ocsp_fetcher *f);
 

@@ -257,6 +257,40 @@ START_TEST(unix_socket)
 }
 END_TEST
 
+START_TEST(access_log_reopened_on_sigusr1)
+{
+	struct h_daemon d;
+	pid_t bpid;
+	int bport = h_backend("echo", NULL, &bpid), port = h_free_port(), st;
+	char text[4096], logf[600], admin[700], *out;
+
+	snprintf(logf, sizeof(logf), "%s/access.log", h_dir());
+	snprintf(admin, sizeof(admin), "127.0.0.1:%d\naccess_log = %s",
+	    h_free_port(), logf);
+	snprintf(text, sizeof(text), "%s", conf(port, h_free_port(), bport,
+	    h_free_port(), admin));
+	ck_assert_int_eq(h_daemon_start(&d, "rotate", text), 0);
+	out = h_run(&st, "%s --send-bytes 10 127.0.0.1:%d", h_bin("client"),
+	    port);
+	ck_assert_msg(st == 0, "%s", out);
+	free(out);
+	/* logrotate: rename, then SIGUSR1. */
+	free(h_run(NULL, "sleep 0.3; mv %s %s.1", logf, logf));
+	kill(d.pid, SIGUSR1);
+	ck_assert(h_log_contains(&d, "SIGUSR1: reopening the access log", 2000));
+	out = h_run(&st, "%s --send-bytes 20 127.0.0.1:%d", h_bin("client"),
+	    port);
+	free(out);
+	usleep(300000);
+	out = h_run(NULL, "grep -c 'bytes_in=10 ' %s.1; grep -c 'bytes_in=20 ' "
+	    "%s; grep -c 'bytes_in=20 ' %s.1", logf, logf, logf);
+	ck_assert_msg(strcmp(out, "1\n1\n0\n") == 0, "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -268,6 +302,7 @@ main(void)
 	tcase_add_test(tc, metrics_follow_traffic);
 	tcase_add_test(tc, public_address_needs_consent);
 	tcase_add_test(tc, unix_socket);
+	tcase_add_test(tc, access_log_reopened_on_sigusr1);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

@@ -15,6 +15,11 @@
 
 static int responder_port;
 
+/* The ECDSA certificate of context 'good' got its response: what
+ * status() checks (the RSA one has its own line). */
+#define ECDSA_GOOD "context 'good' (ECDSA certificate): good response from " \
+    "http://"
+
 /* make_pki issues, under the harness CA, leaves whose AIA points at the
  * responder: "good" and "bad" (revoked in the index). */
 static void
@@ -254,7 +259,7 @@ START_TEST(responder_down_at_start)
 	rpid = start_responder();
 	kill(d.pid, SIGHUP);
 	ck_assert(h_log_contains(&d, "generation 2 published", 3000));
-	ck_assert(h_log_contains(&d, "good response from http://", 5000));
+	ck_assert(h_log_contains(&d, ECDSA_GOOD, 5000));
 	out = status(port, "good.ocsp.test");
 	ck_assert_msg(strstr(out, "Cert Status: good"), "%s", out);
 	free(out);
@@ -276,7 +281,7 @@ START_TEST(responder_down_after_a_good_fetch)
 	/* Responses valid one minute: the refresh comes after ~30s. */
 	rpid = start_responder_for("1m");
 	ck_assert_int_eq(h_daemon_start(&d, "keep", conf(port, bport)), 0);
-	ck_assert(h_log_contains(&d, "good response from http://", 5000));
+	ck_assert(h_log_contains(&d, ECDSA_GOOD, 5000));
 	kill(rpid, SIGTERM);
 	waitpid(rpid, NULL, 0);
 	ck_assert(h_log_contains(&d, "no answer from the responder; keeping "
@@ -384,16 +389,17 @@ START_TEST(refreshes_keep_memory_flat)
 	make_pki();
 	rpid = start_responder();
 	ck_assert_int_eq(h_daemon_start(&d, "cycles", conf(port, bport)), 0);
-	ck_assert(h_log_contains(&d, "good response from http://", 5000));
-	/* SIGUSR1 refetches every response: 1,000 fetch, verify, staple and
+	ck_assert(h_log_contains(&d, ECDSA_GOOD, 5000));
+	/* SIGUSR2 refetches every response: 1,000 fetch, verify, staple and
 	 * persist cycles per certificate. */
 	while (done < 1000) {
 		for (int i = 0; i < 25; i++) {
-			kill(d.pid, SIGUSR1);
+			kill(d.pid, SIGUSR2);
 			usleep(20000);
 		}
-		/* Only the 'good' context's responses say "good". */
-		done = count_lines(&d, "good response from http://");
+		/* One certificate's fetches. */
+		done = count_lines(&d, "(ECDSA certificate): good response "
+		    "from http:");
 		if (rss_early == 0 && done >= 100)
 			rss_early = h_rss_kib(d.pid);
 	}
