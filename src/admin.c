@@ -23,12 +23,14 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "clock.h"
 #include "config.h"
 #include "daemon.h"
 #include "generation.h"
 #include "log.h"
 #include "ocsp.h"
 #include "ocsp_fetch.h"
+#include "peer_table.h"
 #include "stats.h"
 #include "tickets.h"
 #include "worker.h"
@@ -177,6 +179,14 @@ metrics_connections(struct evbuffer *b, const struct daemon *d)
 	admin_one(b, "tlsproxy_address_bans_total", "counter", "Client "
 	    "addresses banned for renegotiation attempts.",
 	    (double)SUM(d, bans));
+	if (d->peers != NULL) {
+		admin_one(b, "tlsproxy_addresses_banned", "gauge", "Client "
+		    "addresses refused now for renegotiation attempts.",
+		    (double)peer_table_banned(d->peers, clock_mono_ms()));
+		admin_one(b, "tlsproxy_addresses_tracked", "gauge", "Client "
+		    "addresses in the per-address table.",
+		    (double)peer_table_tracked(d->peers));
+	}
 }
 
 /* A (version, cipher, resumed) combination summed over workers. */

@@ -20,6 +20,7 @@
 #include "generation.h"
 #include "listener.h"
 #include "log.h"
+#include "peer_table.h"
 #include "proxy_proto.h"
 #include "relay.h"
 #include "session_store.h"
@@ -66,6 +67,7 @@ struct conn {
 	size_t addr_tries;
 	uint64_t start_ns, handshake_ns, last_active_ns;
 	uint64_t counted[2]; /* relay bytes already added to the stats */
+	struct peer_ref peer_ref; /* the client address's counted place */
 };
 
 static struct timeval
@@ -147,6 +149,26 @@ conn_access_log(struct conn *c, const char *reason)
 		    sizeof(line) - 1);
 }
 
+void
+conn_log_refused(struct worker *w, const struct listener_conf *lc,
+    const struct sockaddr *peer, socklen_t peer_len, const char *limit)
+{
+	char line[512], addr[ADDR_STRLEN];
+	int n;
+
+	if (!w->d->access_log)
+		return;
+	/* The same fields as every other line, so parsers need no case. */
+	n = snprintf(line, sizeof(line), "conn id=- client=%s listener=%s "
+	    "sni=- context=- alpn=- version=- cipher=- resumed=- auth=- "
+	    "client_subject=\"-\" handshake_ms=0.000 backend=- bytes_in=0 "
+	    "bytes_out=0 duration_ms=0.000 reason=\"refused: %s\"",
+	    addr_format_sa(peer, peer_len, addr, sizeof(addr)), lc->name, limit);
+	if (n > 0)
+		log_access(line, (size_t)n < sizeof(line) ? (size_t)n :
+		    sizeof(line) - 1);
+}
+
 static void conn_link(struct worker *w, struct conn *c);
 static void conn_unlink(struct worker *w, struct conn *c);
 
@@ -201,6 +223,7 @@ conn_close(struct conn *c, const char *reason)
 	atomic_fetch_sub_explicit(&c->listener->num_conns, 1,
 	    memory_order_relaxed);
 	stat_add(&w->stats->closed[c->lc->stat_slot], 1);
+	peer_release(w->d->peers, &c->peer_ref);
 	conn_unlink(w, c);
 	generation_unref(c->gen);
 	free(c->sni);
@@ -216,11 +239,25 @@ conn_renegotiation(struct conn *c)
 {
 	char peer[ADDR_STRLEN];
 
+	const struct peer_limits *lim = &c->gen->peer_limits;
+	uint64_t key = peer_key((struct sockaddr *)&c->peer), until;
+	char who[PEER_KEY_STRLEN];
+
 	stat_add(&c->w->stats->hs_fail[STAT_HS_RENEGOTIATION], 1);
 	log_msg(LOGL_WARNING, "conn %llu: client %s sni %s: renegotiation "
 	    "attempt refused", (unsigned long long)c->id,
 	    addr_format_sa((struct sockaddr *)&c->peer, c->peer_len, peer,
 	    sizeof(peer)), c->sni ? c->sni : "-");
+	if (peer_renegotiation(c->w->d->peers, key, lim, clock_mono_ms(),
+	    &until)) {
+		stat_add(&c->w->stats->bans, 1);
+		log_msg(LOGL_WARNING, "client %s banned for %llus: more than %u "
+		    "renegotiation attempts within %llus",
+		    peer_key_format(key, who, sizeof(who)),
+		    (unsigned long long)((until - clock_mono_ms() + 999) / 1000),
+		    lim->reneg_limit,
+		    (unsigned long long)(lim->reneg_window_ms / 1000));
+	}
 	conn_close(c, "renegotiation attempt");
 }
 
@@ -719,7 +756,7 @@ conn_servername(SSL *ssl, int *out_alert, void *arg)
 void
 conn_start(struct worker *w, struct listener *l, struct generation *gen,
     const struct listener_conf *lc, int fd, const struct sockaddr *peer,
-    socklen_t peer_len)
+    socklen_t peer_len, const struct peer_ref *ref)
 {
 	struct daemon *d = w->d;
 	struct conn *c = calloc(1, sizeof(*c));
@@ -727,11 +764,15 @@ conn_start(struct worker *w, struct listener *l, struct generation *gen,
 
 	if (c == NULL ||
 	    (c->ssl = SSL_new(tls_ctx_default(lc->context))) == NULL) {
+		struct peer_ref r = *ref;
+
 		log_msg(LOGL_ERROR, "out of memory accepting a connection");
+		peer_release(d->peers, &r);
 		free(c);
 		close(fd);
 		return;
 	}
+	c->peer_ref = *ref;
 	c->w = w;
 	c->listener = l;
 	c->gen = gen;

@@ -11,13 +11,19 @@ struct worker;
 struct listener;
 struct listener_conf;
 struct generation;
+struct peer_ref;
 
 /* conn_start takes ownership of an accepted socket |fd| and starts the
  * handshake. |gen| is referenced for the life of the connection. On
  * failure the socket is closed and the event logged. */
 void conn_start(struct worker *w, struct listener *l, struct generation *gen,
     const struct listener_conf *lc, int fd, const struct sockaddr *peer,
-    socklen_t peer_len);
+    socklen_t peer_len, const struct peer_ref *ref);
+
+/* conn_log_refused writes the access-log line of a connection closed at
+ * accept by a limit named |limit|. */
+void conn_log_refused(struct worker *w, const struct listener_conf *lc,
+    const struct sockaddr *peer, socklen_t peer_len, const char *limit);
 
 /* conn_close_all ends every connection of |w| with |reason|, sending
  * close_notify where the handshake finished. */

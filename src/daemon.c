@@ -22,6 +22,7 @@
 #include "generation.h"
 #include "log.h"
 #include "ocsp_fetch.h"
+#include "peer_table.h"
 #include "ticket_sync.h"
 #include "tickets.h"
 #include "worker.h"
@@ -421,6 +422,7 @@ daemon_free(struct daemon *d)
 	for (int i = 0; i < d->num_workers; i++)
 		worker_join(&d->workers[i]);
 	free(d->workers);
+	peer_table_free(d->peers);
 	for (size_t i = 0; i < sizeof(d->sig_ev) / sizeof(d->sig_ev[0]); i++) {
 		if (d->sig_ev[i] != NULL)
 			event_free(d->sig_ev[i]);
@@ -571,6 +573,10 @@ daemon_run(const char *config_path, struct generation *gen)
 	if (d.notify_ev == NULL || d.drain_ev == NULL ||
 	    event_add(d.notify_ev, NULL) != 0)
 		goto out;
+	if ((d.peers = peer_table_new(0)) == NULL) {
+		log_msg(LOGL_ERROR, "out of memory for the address table");
+		goto out;
+	}
 	if (daemon_start_workers(&d, n) != 0) {
 		log_msg(LOGL_ERROR, "cannot start %d workers", n);
 		goto out;

@@ -47,6 +47,7 @@ struct daemon {
 	struct ticket_sync *ticket_sync; /* ticket_keys = redis */
 	struct ocsp_fetcher *ocsp;
 	struct admin *admin; /* NULL while off */
+	struct peer_table *peers; /* client addresses, shared by the workers */
 	atomic_uint ping;
 	int stopping;
 	/* Reload bookkeeping, for logs and the systemd status line. */

@@ -308,6 +308,11 @@ generation_build(struct config *cfg)
 	g->idle_timeout_ms = cfg->global.idle_timeout_ms;
 	g->buffer_size = cfg->global.buffer_size;
 	g->busy_poll_ms = cfg->global.busy_poll_ms;
+	g->peer_limits.max_conns =
+	    (uint32_t)cfg->global.max_connections_per_address;
+	g->peer_limits.rate = (uint32_t)cfg->global.max_handshakes_per_address;
+	g->peer_limits.reneg_limit = (uint32_t)cfg->global.renegotiation_limit;
+	g->peer_limits.reneg_window_ms = cfg->global.renegotiation_window_ms;
 	g->session_store = cfg->global.session_store;
 	g->id = atomic_fetch_add(&generation_next_id, 1);
 	atomic_init(&g->refs, 1);

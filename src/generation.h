@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "peer_table.h"
 #include "tickets.h"
 #include "tls_ctx.h"
 
@@ -56,6 +57,7 @@ struct generation {
 	uint64_t idle_timeout_ms;
 	uint64_t buffer_size;
 	uint64_t busy_poll_ms;
+	struct peer_limits peer_limits; /* per client address */
 	const char *session_store; /* URL, or NULL */
 	/* Keys read from ticket_keys, installed when this generation is
 	 * activated; empty without a file. */

@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 
 #include <openssl/rand.h>
@@ -47,7 +48,8 @@
 /* The top byte 0xff is IPv6 multicast, never a TCP source: room for the
  * IPv4 keys and the two markers of unused entries. */
 #define PEER_KEY_V4 0xff00000000000000ULL
-#define PEER_KEY_EMPTY PEER_KEY_NONE
+#define PEER_KEY_EMPTY 0
+#define PEER_KEY_ZERO64 0xff01000000000000ULL
 #define PEER_KEY_BUSY (PEER_KEY_NONE - 1)
 #define PEER_CONNS 0xffffffffULL
 #define PEER_PIN (1ULL << 32)
@@ -107,7 +109,10 @@ peer_key(const struct sockaddr *sa)
 		return PEER_KEY_NONE;
 	for (int i = 0; i < 8; i++)
 		key = key << 8 | a6->s6_addr[i];
-	return key;
+	/* 0 marks an empty entry (so a new table is all zero pages and costs
+	 * no memory until used): ::/64, where ::1 lives, gets a multicast
+	 * prefix no client can have instead. */
+	return key == 0 ? PEER_KEY_ZERO64 : key;
 }
 
 const char *
@@ -121,6 +126,8 @@ peer_key_format(uint64_t key, char *buf, size_t len)
 		a4.s_addr = htonl((uint32_t)key);
 		inet_ntop(AF_INET, &a4, host, sizeof(host));
 		snprintf(buf, len, "%s", host);
+	} else if (key == PEER_KEY_ZERO64) {
+		snprintf(buf, len, "::/64");
 	} else if ((key >> 56) == 0xff) {
 		snprintf(buf, len, "-");
 	} else {
@@ -136,7 +143,7 @@ peer_key_format(uint64_t key, char *buf, size_t len)
 static int
 peer_key_valid(uint64_t key)
 {
-	return key < PEER_KEY_BUSY;
+	return key != PEER_KEY_EMPTY && key < PEER_KEY_BUSY;
 }
 
 struct peer_table *
@@ -155,15 +162,14 @@ peer_table_new(size_t entries)
 	t = calloc(1, sizeof(*t));
 	if (t == NULL)
 		return NULL;
-	t->entries = aligned_alloc(alignof(struct peer_entry),
-	    n * sizeof(struct peer_entry));
-	if (t->entries == NULL) {
+	/* Anonymous memory is zero (every entry empty) and page aligned, and
+	 * only the pages of entries in use ever become resident. */
+	t->entries = mmap(NULL, n * sizeof(struct peer_entry),
+	    PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (t->entries == MAP_FAILED) {
 		free(t);
 		return NULL;
 	}
-	memset(t->entries, 0, n * sizeof(struct peer_entry));
-	for (size_t i = 0; i < n; i++)
-		atomic_init(&t->entries[i].key, PEER_KEY_EMPTY);
 	t->num_entries = n;
 	t->set_mask = n / PEER_WAYS - 1;
 	RAND_bytes((uint8_t *)t->hash_key, sizeof(t->hash_key));
@@ -179,7 +185,7 @@ peer_table_free(struct peer_table *t)
 		return;
 	for (int i = 0; i < PEER_LOCKS; i++)
 		pthread_mutex_destroy(&t->locks[i]);
-	free(t->entries);
+	munmap(t->entries, t->num_entries * sizeof(struct peer_entry));
 	free(t);
 }
 

@@ -19,6 +19,7 @@
 #include "listener.h"
 #include "log.h"
 #include "bufpool.h"
+#include "peer_table.h"
 #include "relay.h"
 #include "session_store.h"
 #include "stats.h"
@@ -81,33 +82,61 @@ worker_accept_resume(evutil_socket_t fd, short what, void *arg)
 		event_add(w->accepts[i].ev, NULL);
 }
 
-/* worker_admit applies the connection limits; over a limit the socket is
- * closed before any TLS work. */
+/* worker_refusal checks the process's and the listener's limits. Returns
+ * the limit that refuses, or -1. */
+static int
+worker_refusal(struct worker *w, const struct generation *g,
+    const struct listener_conf *lc, const struct listener *l)
+{
+	if (atomic_load_explicit(&w->d->num_conns, memory_order_relaxed) >=
+	    g->cfg->global.max_connections)
+		return STAT_REFUSE_MAX_CONNECTIONS;
+	if (lc->max_connections > 0 &&
+	    atomic_load_explicit(&l->num_conns, memory_order_relaxed) >=
+	    lc->max_connections)
+		return STAT_REFUSE_LISTENER_MAX_CONNECTIONS;
+	return -1;
+}
+
+/* worker_admit applies the connection limits, then the client address's
+ * (bans, connections, handshake rate); over a limit the socket is closed
+ * before any TLS work. On admission |ref| holds the address's counted
+ * place, if any. */
 static int
 worker_admit(struct worker *w, const struct generation *g,
-    const struct listener_conf *lc, const struct listener *l)
+    const struct listener_conf *lc, const struct listener *l,
+    const struct sockaddr *peer, socklen_t peer_len, struct peer_ref *ref)
 {
 	static _Atomic long last_warn;
 	long now = (long)time(NULL);
-	const char *which = NULL;
+	int why = worker_refusal(w, g, lc, l);
+	char addr[ADDR_STRLEN];
 
-	if (atomic_load_explicit(&w->d->num_conns, memory_order_relaxed) >=
-	    g->cfg->global.max_connections) {
-		which = "max_connections";
-		stat_add(&w->stats->refused[STAT_REFUSE_MAX_CONNECTIONS], 1);
-	} else if (lc->max_connections > 0 &&
-	    atomic_load_explicit(&l->num_conns, memory_order_relaxed) >=
-	    lc->max_connections) {
-		which = "listener max_connections";
-		stat_add(&w->stats->refused[
-		    STAT_REFUSE_LISTENER_MAX_CONNECTIONS], 1);
+	ref->e = NULL;
+	if (why < 0) {
+		switch (peer_admit(w->d->peers, peer_key(peer), &g->peer_limits,
+		    clock_mono_ms(), ref)) {
+		case PEER_OK:
+			return 1;
+		case PEER_BANNED:
+			why = STAT_REFUSE_BANNED;
+			break;
+		case PEER_TOO_MANY_CONNS:
+			why = STAT_REFUSE_PER_ADDRESS;
+			break;
+		case PEER_TOO_FAST:
+			why = STAT_REFUSE_RATE;
+			break;
+		}
 	}
-	if (which == NULL)
-		return 1;
-	/* One warning per second at most: a flood must not flood the log. */
-	if (atomic_exchange(&last_warn, now) != now)
+	stat_add(&w->stats->refused[why], 1);
+	conn_log_refused(w, lc, peer, peer_len, stat_refusal_names[why]);
+	/* One warning per second at most: a flood must not flood the log.
+	 * Bans were logged when they started. */
+	if (why != STAT_REFUSE_BANNED && atomic_exchange(&last_warn, now) != now)
 		log_msg(LOGL_WARNING, "listener %s: %s reached, refusing new "
-		    "connections", lc->name, which);
+		    "connections (client %s)", lc->name, stat_refusal_names[why],
+		    addr_format_sa(peer, peer_len, addr, sizeof(addr)));
 	return 0;
 }
 
@@ -123,6 +152,7 @@ worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
 		struct generation *g;
+		struct peer_ref ref;
 		int fd;
 
 		fd = accept4(lfd, (struct sockaddr *)&ss, &len,
@@ -148,12 +178,12 @@ worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 				    &wa->ls->addr);
 		}
 		if (wa->lc == NULL || !worker_admit(w, g, wa->lc,
-		    wa->ls->listener)) {
+		    wa->ls->listener, (struct sockaddr *)&ss, len, &ref)) {
 			close(fd);
 			continue;
 		}
 		conn_start(w, wa->ls->listener, g, wa->lc, fd,
-		    (struct sockaddr *)&ss, len);
+		    (struct sockaddr *)&ss, len, &ref);
 	}
 }
 

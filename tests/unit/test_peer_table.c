@@ -71,6 +71,10 @@ START_TEST(keys_group_addresses)
 	ck_assert_str_eq(fmt(key_of("::ffff:255.255.255.255")),
 	    "255.255.255.255");
 	ck_assert_str_eq(fmt(key_of("0.0.0.0")), "0.0.0.0");
+	/* ::1's /64 is all zero bits, which the table keeps for "empty". */
+	ck_assert_uint_ne(key_of("::1"), 0);
+	ck_assert_uint_eq(key_of("::1"), key_of("::2"));
+	ck_assert_str_eq(fmt(key_of("::1")), "::/64");
 	ck_assert_str_eq(fmt(key_of("2001:db8:1:2:3:4:5:6")),
 	    "2001:db8:1:2::/64");
 	ck_assert_str_eq(fmt(key_of("::1")), "::/64");
