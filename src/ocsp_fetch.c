@@ -138,6 +138,19 @@ task_timer_cb(evutil_socket_t fd, short what, void *arg)
 		task_fetch(t);
 }
 
+/* task_time formats a Unix time for the log, in UTC. */
+static const char *
+task_time(int64_t t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (gmtime_r(&tt, &tm) == NULL ||
+	    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, len, "%lld", (long long)t);
+	return buf;
+}
+
 /* task_accept staples a verified response and plans the refresh: at half
  * the validity window, with jitter so a fleet does not fetch in step. */
 static void
@@ -149,6 +162,7 @@ task_accept(struct task *t, const uint8_t *der, size_t len,
 	    r->this_update + OCSP_NO_NEXT_UPDATE_VALIDITY;
 	int64_t half = (until - now) / 2;
 	uint32_t jitter;
+	char tu[32], nu[32];
 
 	t->last_attempt = now;
 	t->last_ok = 1;
@@ -170,10 +184,11 @@ task_accept(struct task *t, const uint8_t *der, size_t len,
 	RAND_bytes((uint8_t *)&jitter, sizeof(jitter));
 	if (half > 10)
 		half -= (int64_t)(jitter % (uint32_t)(half / 10 + 1));
-	log_msg(LOGL_INFO, "ocsp %s: %s response from %s, valid until %lld; "
-	    "next refresh in %llds", t->name, r->status == OCSP_GOOD ? "good" :
-	    r->status == OCSP_REVOKED ? "revoked" : "unknown", source,
-	    (long long)until, (long long)half);
+	log_msg(LOGL_INFO, "ocsp %s: %s response from %s, thisUpdate %s, "
+	    "valid until %s; next refresh in %llds", t->name,
+	    r->status == OCSP_GOOD ? "good" : r->status == OCSP_REVOKED ?
+	    "revoked" : "unknown", source, task_time(r->this_update, tu,
+	    sizeof(tu)), task_time(until, nu, sizeof(nu)), (long long)half);
 	t->backoff_s = 0;
 	task_schedule(t, half);
 }
