@@ -292,12 +292,62 @@ h_daemon_start(struct h_daemon *d, const char *name, const char *conf)
 			d->pid = 0;
 			return -1;
 		}
-		if (h_log_contains(d, " ready: ", 0))
+		if (h_log_contains(d, " ready: ", 0)) {
+			d->base_fds = h_num_fds(d->pid);
 			return 0;
+		}
 		usleep(10000);
 	}
 	ck_abort_msg("tlsproxy did not become ready; log in %s", d->log);
 	return -1;
+}
+
+/* h_kept_fds counts the daemon's TCP sockets whose remote port is one of
+ * |d->keep_ports|, from /proc/net/tcp and tcp6. */
+static int
+h_kept_fds(const struct h_daemon *d)
+{
+	char ports[64] = "", *out;
+	int n;
+
+	for (int i = 0; i < 4 && d->keep_ports[i] != 0; i++)
+		snprintf(ports + strlen(ports), sizeof(ports) - strlen(ports),
+		    ":%04X ", d->keep_ports[i]);
+	if (ports[0] == '\0')
+		return 0;
+	out = h_run(NULL, "for f in /proc/%d/fd/*; do readlink $f; done | "
+	    "sed -n 's/^socket:\\[\\([0-9]*\\)\\]$/\\1/p' | sort > %s/.inodes; "
+	    "cat /proc/net/tcp /proc/net/tcp6 | awk -v p='%s' 'NR > 1 { "
+	    "split($3, r, \":\"); if (index(p, \":\" r[2] \" \") > 0) print $10 "
+	    "}' | sort | comm -12 - %s/.inodes | wc -l", (int)d->pid, h_scratch,
+	    ports, h_scratch);
+	n = atoi(out);
+	free(out);
+	return n;
+}
+
+/* h_fds_settle fails the test unless the daemon's descriptors come back
+ * to what it had when it became ready: connections that ended must have
+ * released theirs. Closing takes a moment after the client sees the end,
+ * hence the wait. Persistent links made after startup (a session store,
+ * an OCSP responder) are not connections and are left out. */
+static void
+h_fds_settle(const struct h_daemon *d)
+{
+	long long end = h_now_ms() + 5000;
+	int n = h_num_fds(d->pid) - h_kept_fds(d);
+
+	while (n > d->base_fds && h_now_ms() < end) {
+		usleep(50000);
+		n = h_num_fds(d->pid) - h_kept_fds(d);
+	}
+	if (n > d->base_fds) {
+		char *fds = h_run(NULL, "ls -l /proc/%d/fd | tail -n +2",
+		    (int)d->pid);
+
+		ck_abort_msg("tlsproxy holds %d descriptors, %d when it became "
+		    "ready:\n%s", n, d->base_fds, fds);
+	}
 }
 
 int
@@ -308,6 +358,8 @@ h_daemon_stop(struct h_daemon *d, int wait_ms)
 
 	if (d->pid <= 0)
 		return -1;
+	if (!d->open_at_stop)
+		h_fds_settle(d);
 	kill(d->pid, SIGTERM);
 	while (h_now_ms() < end) {
 		if (waitpid(d->pid, &st, WNOHANG) == d->pid) {

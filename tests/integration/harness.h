@@ -26,6 +26,14 @@ struct h_daemon {
 	int port;
 	char conf[512];
 	char log[512];
+	/* Open descriptors once ready; h_daemon_stop checks the daemon is
+	 * back to it (no descriptor outlives its connection) unless the
+	 * test stops it with connections open on purpose. */
+	int base_fds;
+	int open_at_stop;
+	/* Remote ports of links the daemon keeps open (a session store, an
+	 * OCSP responder), 0-terminated: not counted as leaks. */
+	int keep_ports[4];
 };
 
 /* h_write writes |text| to a file in the scratch dir and returns its path
