@@ -353,13 +353,14 @@ h_fds_settle(const struct h_daemon *d)
 int
 h_daemon_stop(struct h_daemon *d, int wait_ms)
 {
-	long long end = h_now_ms() + wait_ms;
+	long long end;
 	int st;
 
 	if (d->pid <= 0)
 		return -1;
 	if (!d->open_at_stop)
 		h_fds_settle(d);
+	end = h_now_ms() + wait_ms;
 	kill(d->pid, SIGTERM);
 	while (h_now_ms() < end) {
 		if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
