@@ -779,6 +779,32 @@ tls_ctx_slot(STACK_OF(X509) *chain)
 	return staple_slot_get(hash);
 }
 
+/* tls_ctx_ocsp_issuer reads ocsp_issuer, when set, into |*out| (the
+ * caller frees it). Returns 0, or -1 with the error recorded. */
+static int
+tls_ctx_ocsp_issuer(struct config *cfg, const struct conf_context *cc,
+    X509 **out)
+{
+	int line = config_key_line(&cc->h, "ocsp_issuer");
+	BIO *bio;
+
+	*out = NULL;
+	if (cc->ocsp_issuer == NULL)
+		return 0;
+	if ((bio = tls_ctx_open(cfg, line, "ocsp_issuer", cc->ocsp_issuer)) ==
+	    NULL)
+		return -1;
+	*out = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+	BIO_free(bio);
+	if (*out == NULL) {
+		ERR_clear_error();
+		config_error(cfg, line, "ocsp_issuer", "'%s' holds no PEM "
+		    "certificate", cc->ocsp_issuer);
+		return -1;
+	}
+	return 0;
+}
+
 /* tls_ctx_ocsp_file reads a DER OCSP response maintained elsewhere and
  * keeps it for the certificate it answers for, once it has been checked
  * like a fetched one. */
@@ -788,23 +814,32 @@ tls_ctx_ocsp_file(struct tls_ctx *t, struct config *cfg,
 {
 	int line = config_key_line(&cc->h, "ocsp");
 	char err[256], first[256] = "";
+	X509 *issuer_file = NULL, *leaf, *issuer;
 	uint8_t *der;
 	size_t len;
 
-	if (tls_ctx_read_file(cfg, line, "ocsp", cc->ocsp, &der, &len) != 0)
+	if (tls_ctx_ocsp_issuer(cfg, cc, &issuer_file) != 0)
 		return -1;
+	if (tls_ctx_read_file(cfg, line, "ocsp", cc->ocsp, &der, &len) != 0) {
+		X509_free(issuer_file);
+		return -1;
+	}
 	for (int k = 0; k < TLS_KEY_NUM; k++) {
 		struct ocsp_result r;
 
 		if (pairs[k].chain == NULL)
 			continue;
-		if (sk_X509_num(pairs[k].chain) < 2) {
+		leaf = sk_X509_value(pairs[k].chain, 0);
+		issuer = issuer_file != NULL ? issuer_file :
+		    sk_X509_num(pairs[k].chain) > 1 ?
+		    sk_X509_value(pairs[k].chain, 1) : NULL;
+		if (issuer == NULL) {
 			snprintf(first, sizeof(first), "the certificate's issuer "
-			    "must follow it in 'cert' to check the response");
+			    "must follow it in 'cert' (or be in ocsp_issuer) to "
+			    "check the response");
 			continue;
 		}
-		if (ocsp_check(der, len, sk_X509_value(pairs[k].chain, 0),
-		    sk_X509_value(pairs[k].chain, 1), (int64_t)time(NULL), &r,
+		if (ocsp_check(der, len, leaf, issuer, (int64_t)time(NULL), &r,
 		    err, sizeof(err)) != 0) {
 			if (first[0] == '\0')
 				snprintf(first, sizeof(first), "%s", err);
@@ -821,12 +856,14 @@ tls_ctx_ocsp_file(struct tls_ctx *t, struct config *cfg,
 		t->ocsp_expires[k] = r.next_update != 0 ? r.next_update :
 		    r.this_update + OCSP_NO_NEXT_UPDATE_VALIDITY;
 		/* The fetcher watches the file for this certificate. */
-		X509_up_ref(sk_X509_value(pairs[k].chain, 0));
-		X509_up_ref(sk_X509_value(pairs[k].chain, 1));
-		t->leaf[k] = sk_X509_value(pairs[k].chain, 0);
-		t->issuer[k] = sk_X509_value(pairs[k].chain, 1);
+		X509_up_ref(leaf);
+		X509_up_ref(issuer);
+		t->leaf[k] = leaf;
+		t->issuer[k] = issuer;
+		X509_free(issuer_file);
 		return 0;
 	}
+	X509_free(issuer_file);
 	free(der);
 	config_error(cfg, line, "ocsp", "'%s' cannot be stapled: %s", cc->ocsp,
 	    first[0] != '\0' ? first : "status unknown");
@@ -868,21 +905,8 @@ tls_ctx_ocsp_auto(struct tls_ctx *t, struct config *cfg,
 {
 	X509 *issuer_file = NULL;
 
-	if (cc->ocsp_issuer != NULL) {
-		int line = config_key_line(&cc->h, "ocsp_issuer");
-		BIO *bio = tls_ctx_open(cfg, line, "ocsp_issuer", cc->ocsp_issuer);
-
-		if (bio == NULL)
-			return -1;
-		issuer_file = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-		BIO_free(bio);
-		if (issuer_file == NULL) {
-			ERR_clear_error();
-			config_error(cfg, line, "ocsp_issuer", "'%s' holds no PEM "
-			    "certificate", cc->ocsp_issuer);
-			return -1;
-		}
-	}
+	if (tls_ctx_ocsp_issuer(cfg, cc, &issuer_file) != 0)
+		return -1;
 	for (int k = 0; k < TLS_KEY_NUM; k++) {
 		X509 *leaf, *issuer;
 

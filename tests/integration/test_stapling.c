@@ -368,6 +368,37 @@ START_TEST(wrong_or_stale_responses_rejected)
 }
 END_TEST
 
+START_TEST(file_checked_with_ocsp_issuer)
+{
+	struct h_daemon d;
+	pid_t bpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port(), st;
+	char text[4096], *out;
+
+	make_pki();
+	/* A response kept up to date by someone else, for a certificate
+	 * configured without its issuer: ocsp_issuer supplies it. */
+	out = h_run(&st, "cd %s && openssl ocsp -issuer ca.pem -cert "
+	    "good-only.pem -no_nonce -reqout file-req.der && openssl ocsp "
+	    "-index index.txt -CA ca.pem -rsigner ca.pem -rkey ca.key -ndays 1 "
+	    "-reqin file-req.der -respout file.der 2>&1", h_dir());
+	ck_assert_msg(st == 0, "%s", out);
+	free(out);
+	snprintf(text, sizeof(text),
+	    "[global]\nworkers = 1\n[listener t]\nbind = 127.0.0.1:%d\n"
+	    "context = good\nbackend = b\n[backend b]\naddress = 127.0.0.1:%d\n"
+	    "[context good]\ncert = %s/good-only.pem\nkey = %s/good.key\n"
+	    "ocsp = %s/file.der\nocsp_issuer = %s/ca.pem\n", port, bport,
+	    h_dir(), h_dir(), h_dir(), h_dir());
+	ck_assert_int_eq(h_daemon_start(&d, "file-issuer", text), 0);
+	out = status(port, "good.ocsp.test");
+	ck_assert_msg(strstr(out, "Cert Status: good"), "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
 static int
 count_lines(const struct h_daemon *d, const char *needle)
 {
@@ -433,6 +464,7 @@ main(void)
 	tcase_add_test(tc, responder_down_after_a_good_fetch);
 	tcase_add_test(tc, responses_checked_before_stapling);
 	tcase_add_test(tc, wrong_or_stale_responses_rejected);
+	tcase_add_test(tc, file_checked_with_ocsp_issuer);
 	tcase_add_test(tc, refreshes_keep_memory_flat);
 	suite_add_tcase(s, tc);
 	return check_run(s);
