@@ -53,6 +53,7 @@ struct conn {
 	struct event ev[2];
 	uint8_t hs_want; /* RELAY_WANT_* the handshake waits for */
 	uint8_t sni_refused; /* sni_strict and no context for the name */
+	int alert_sent; /* fatal alert BoringSSL sent: (level << 8) | desc */
 	/* A session-store lookup the handshake waits for, and its result. */
 	struct store_lookup *lookup;
 	SSL_SESSION *looked_up;
@@ -201,8 +202,12 @@ conn_close(struct conn *c, const char *reason)
 
 	conn_count_bytes(c);
 	conn_access_log(c, reason);
-	if (c->state != CONN_HANDSHAKE && !c->relay.end[RELAY_CLIENT].write_shut) {
-		/* Best effort: tell the client the end is intended. */
+	if (c->state != CONN_HANDSHAKE &&
+	    !c->relay.end[RELAY_CLIENT].write_shut && !c->relay.backend_failed) {
+		/* Best effort: tell the client the end is intended. Not when
+		 * the backend reset or failed: a close_notify would pass what
+		 * it sent so far off as the complete stream, where a bare FIN
+		 * lets the client see it was cut short. */
 		SSL_shutdown(c->ssl);
 		ERR_clear_error();
 	}
@@ -554,6 +559,15 @@ conn_handshake(struct conn *c)
 		return;
 	case SSL_ERROR_SYSCALL:
 		ERR_clear_error();
+		if (c->alert_sent != 0) {
+			/* Some refusals (a malformed server_name, for one) send
+			 * an alert without queueing an error: the client did
+			 * not close, we did. */
+			snprintf(why, sizeof(why), "alert sent: %s",
+			    SSL_alert_desc_string_long(c->alert_sent));
+			conn_handshake_failed(c, STAT_HS_OTHER, why);
+			return;
+		}
 		conn_handshake_failed(c, STAT_HS_OTHER, ret == 0 ||
 		    saved_errno == 0 ? "client closed the connection" :
 		    strerror(saved_errno));
@@ -753,6 +767,18 @@ conn_servername(SSL *ssl, int *out_alert, void *arg)
 	return SSL_TLSEXT_ERR_OK;
 }
 
+/* conn_info records the fatal alert a failed handshake sent, for
+ * conn_handshake to name when BoringSSL names no error. */
+static void
+conn_info(const SSL *ssl, int type, int value)
+{
+	struct conn *c = SSL_get_app_data(ssl);
+
+	if (c != NULL && (type & SSL_CB_WRITE_ALERT) &&
+	    (value >> 8) == SSL3_AL_FATAL)
+		c->alert_sent = value;
+}
+
 void
 conn_start(struct worker *w, struct listener *l, struct generation *gen,
     const struct listener_conf *lc, int fd, const struct sockaddr *peer,
@@ -794,6 +820,7 @@ conn_start(struct worker *w, struct listener *l, struct generation *gen,
 	evtimer_assign(&c->timer, w->base, conn_timer_cb, c);
 
 	SSL_set_app_data(c->ssl, c);
+	SSL_set_info_callback(c->ssl, conn_info);
 	/* Certificates and keys are not needed after the handshake: shedding
 	 * them keeps idle connections small. */
 	SSL_set_shed_handshake_config(c->ssl, 1);

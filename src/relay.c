@@ -60,6 +60,8 @@ relay_fail(struct relay *r, enum relay_side s, const char *what,
 	snprintf(r->reason_buf, sizeof(r->reason_buf), "%s %s: %s",
 	    side_names[s], what, detail);
 	r->reason = r->reason_buf;
+	if (s == RELAY_BACKEND)
+		r->backend_failed = 1;
 }
 
 /* relay_tls_result turns an SSL_read/SSL_write/SSL_shutdown result into
@@ -238,17 +240,25 @@ relay_pump(struct relay *r, enum relay_side s)
 				return -2;
 			}
 			n = relay_read(r, s, b->data + b->end, cap - b->end);
-			if (n == -2)
+			if (n == -2 && s == RELAY_CLIENT)
 				return -2;
-			if (n == 0)
+			/* A backend that fails (a reset) still sent what came
+			 * before: the kernel keeps it readable, and dropping
+			 * what is buffered here would cut the client's stream
+			 * short. Deliver it, then end (see relay_run). */
+			if (n == 0 || n == -2)
 				src->read_eof = 1;
 			if (n > 0) {
 				b->end += (size_t)n;
 				moved = 1;
 			}
 		}
+		/* Nothing more goes to a backend that failed: the write
+		 * would fail too, and end the connection before what the
+		 * backend sent has reached the client. */
 		if (b != NULL && b->start < b->end &&
-		    dst->write_blocked == RELAY_WANT_NONE) {
+		    dst->write_blocked == RELAY_WANT_NONE &&
+		    !(d == RELAY_BACKEND && r->backend_failed)) {
 			n = relay_write(r, d, b->data + b->start, b->end - b->start);
 			if (n == -2)
 				return -2;
@@ -277,7 +287,8 @@ relay_pump(struct relay *r, enum relay_side s)
 			moved = 1;
 		}
 		if (src->read_eof && r->buf[s] == NULL && !dst->write_shut &&
-		    dst->write_blocked == RELAY_WANT_NONE) {
+		    dst->write_blocked == RELAY_WANT_NONE &&
+		    !r->backend_failed) {
 			if (relay_shut(r, d) == -2)
 				return -2;
 		}
@@ -310,6 +321,12 @@ relay_run(struct relay *r)
 	if (relay_pump(r, RELAY_CLIENT) != 0 ||
 	    relay_pump(r, RELAY_BACKEND) != 0 || relay_flush(r) != 0)
 		return RELAY_ERROR;
+	if (r->backend_failed) {
+		/* A failed backend read: done once what it sent has left. */
+		return r->buf[RELAY_BACKEND] == NULL &&
+		    !r->end[RELAY_CLIENT].flush_blocked ? RELAY_ERROR :
+		    RELAY_OK;
+	}
 	if (r->end[RELAY_CLIENT].flush_blocked || r->end[RELAY_CLIENT].fin_pending)
 		return RELAY_OK;
 	for (int s = 0; s < 2; s++) {

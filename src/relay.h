@@ -54,6 +54,11 @@ struct relay {
 	/* The client tried to renegotiate, which ended the connection
 	 * (BoringSSL never renegotiates as a server). */
 	uint8_t renegotiation;
+	/* The backend side failed (a reset, a read or write error) rather
+	 * than ended its stream. After a failed read, what the backend sent
+	 * before is still delivered; the client's side is then not ended
+	 * with close_notify, and relay_run() reports RELAY_ERROR. */
+	uint8_t backend_failed;
 	/* Bytes at the head of the backend-bound buffer that tlsproxy put
 	 * there itself (a PROXY protocol header), not counted as the
 	 * client's. */

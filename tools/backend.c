@@ -4,7 +4,8 @@
  * connections cost little and a peer that stops reading only ever pins one
  * buffer's worth of memory.
  *
- * Modes: http, echo, proxy, sink, source N, close (see backend_usage()).
+ * Modes: http, echo, proxy, sink, source N, close, and for fault tests
+ * reset N, mute, slow N (see backend_usage()).
  * proxy mode is the peer for tlsproxy's PROXY protocol: it reports the
  * header it received on one line, then echoes. Until the header is parsed
  * it holds up to one maximal header (64 KiB) per connection. */
@@ -23,12 +24,14 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/sockios.h>
 #include <openssl/sha.h>
 
 #include "cli.h"
@@ -52,6 +55,11 @@
 /* Read/write rounds per wakeup, so one fast connection cannot starve the
  * others; level-triggered epoll calls us back for the rest. */
 #define BACKEND_ROUNDS 32
+/* slow mode: one byte per this many milliseconds. */
+#define BACKEND_SLOW_MS 100
+/* reset mode: how often to look whether the peer has acknowledged
+ * everything sent, before resetting. */
+#define BACKEND_RESET_POLL_MS 5
 
 enum backend_mode {
 	MODE_HTTP,
@@ -60,6 +68,9 @@ enum backend_mode {
 	MODE_SINK,
 	MODE_SOURCE,
 	MODE_CLOSE,
+	MODE_RESET,
+	MODE_MUTE,
+	MODE_SLOW,
 };
 
 struct backend_conn {
@@ -87,9 +98,11 @@ struct backend_conn {
 	/* sink */
 	SHA256_CTX sha;
 	bool line_queued;
-	/* source */
+	/* source, reset, slow */
 	struct prng prng;
 	uint64_t gen_left;
+	/* reset, slow: when to run again without socket events (0: never) */
+	uint64_t due_ms;
 };
 
 struct backend {
@@ -158,7 +171,13 @@ backend_usage(FILE *f)
 	    "  sink      read to EOF, answer \"received=N sha256=HEX\", close\n"
 	    "  source N  send N bytes of the xorshift64 stream (seed 1), shutdown(SHUT_WR),\n"
 	    "            read to EOF, close\n"
-	    "  close     accept and close at once\n", BACKEND_PROXY_VALUE_MAX);
+	    "  close     accept and close at once\n"
+	    "fault modes:\n"
+	    "  reset N   send N bytes of the source stream (0: none), wait until the peer\n"
+	    "            has acknowledged them, then reset the connection (SO_LINGER 0)\n"
+	    "  mute      read and discard everything, never answer; close on EOF\n"
+	    "  slow N    like source N, but one byte every %d ms\n",
+	    BACKEND_PROXY_VALUE_MAX, BACKEND_SLOW_MS);
 }
 
 static int
@@ -765,7 +784,17 @@ backend_conn_produce(struct backend *b, struct backend_conn *c)
 			c->line_queued = true;
 		}
 		break;
+	case MODE_SLOW:
+		if (c->gen_left > 0 && backend_out_empty(c) &&
+		    cli_now_ms() >= c->due_ms) {
+			prng_fill(&c->prng, c->out + c->out_end, 1);
+			c->out_end++;
+			c->gen_left--;
+			c->due_ms = c->gen_left > 0 ? cli_now_ms() + BACKEND_SLOW_MS : 0;
+		}
+		break;
 	case MODE_SOURCE:
+	case MODE_RESET:
 		if (c->gen_left > 0) {
 			size_t n;
 
@@ -783,6 +812,7 @@ backend_conn_produce(struct backend *b, struct backend_conn *c)
 		break;
 	case MODE_ECHO:
 	case MODE_CLOSE:
+	case MODE_MUTE:
 		break;
 	}
 }
@@ -867,6 +897,9 @@ backend_conn_flush(struct backend_conn *c)
 static bool
 backend_conn_finish(struct backend *b, struct backend_conn *c)
 {
+	struct linger abort_close = { .l_onoff = 1, .l_linger = 0 };
+	int unacked = 0;
+
 	switch (b->mode) {
 	case MODE_HTTP:
 		return backend_http_finish(b, c);
@@ -884,7 +917,27 @@ backend_conn_finish(struct backend *b, struct backend_conn *c)
 			return true;
 		}
 		return false;
+	case MODE_RESET:
+		if (c->gen_left > 0 || !backend_out_empty(c))
+			return false;
+		/* Bytes still in our send queue would be thrown away by the
+		 * reset: wait until the peer has acknowledged all of them. */
+		if (ioctl(c->fd, SIOCOUTQ, &unacked) == 0 && unacked > 0) {
+			c->due_ms = cli_now_ms() + BACKEND_RESET_POLL_MS;
+			return false;
+		}
+		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &abort_close,
+		    sizeof(abort_close));
+		backend_conn_close(b, c, "reset", 0);
+		return true;
+	case MODE_MUTE:
+		if (c->peer_eof) {
+			backend_conn_close(b, c, "done", 0);
+			return true;
+		}
+		return false;
 	case MODE_SOURCE:
+	case MODE_SLOW:
 		if (!c->wr_shut && c->gen_left == 0 && backend_out_empty(c)) {
 			shutdown(c->fd, SHUT_WR);
 			c->wr_shut = true;
@@ -1108,6 +1161,33 @@ backend_accept(struct backend *b)
 	}
 }
 
+/* backend_run_due runs the connections whose timer (reset, slow modes)
+ * has come and returns the epoll timeout until the next one, or -1. */
+static int
+backend_run_due(struct backend *b)
+{
+	struct backend_conn *c, *next;
+	uint64_t now = cli_now_ms(), first = 0;
+
+	if (b->mode != MODE_RESET && b->mode != MODE_SLOW)
+		return -1;
+	for (c = b->conns; c != NULL; c = next) {
+		next = c->next; /* running |c| may free it, never another */
+		if (c->due_ms != 0 && c->due_ms <= now) {
+			c->due_ms = 0;
+			backend_conn_run(b, c, 0);
+		}
+	}
+	for (c = b->conns; c != NULL; c = c->next) {
+		if (c->due_ms != 0 && (first == 0 || c->due_ms < first))
+			first = c->due_ms;
+	}
+	if (first == 0)
+		return -1;
+	now = cli_now_ms();
+	return first > now ? (int)(first - now) : 0;
+}
+
 static int
 backend_parse_args(struct backend *b, int argc, char **argv, const char **bind_addr,
     unsigned *port)
@@ -1166,10 +1246,14 @@ backend_parse_args(struct backend *b, int argc, char **argv, const char **bind_a
 		b->mode = MODE_SINK;
 	} else if (strcmp(mode, "close") == 0) {
 		b->mode = MODE_CLOSE;
-	} else if (strcmp(mode, "source") == 0) {
-		b->mode = MODE_SOURCE;
+	} else if (strcmp(mode, "mute") == 0) {
+		b->mode = MODE_MUTE;
+	} else if (strcmp(mode, "source") == 0 || strcmp(mode, "reset") == 0 ||
+	    strcmp(mode, "slow") == 0) {
+		b->mode = strcmp(mode, "source") == 0 ? MODE_SOURCE :
+		    strcmp(mode, "reset") == 0 ? MODE_RESET : MODE_SLOW;
 		if (optind >= argc || cli_parse_u64(argv[optind], &b->source_bytes) != 0) {
-			fprintf(stderr, "tlsproxy-backend: source needs a byte count\n");
+			fprintf(stderr, "tlsproxy-backend: %s needs a byte count\n", mode);
 			return -1;
 		}
 		optind++;
@@ -1226,13 +1310,17 @@ main(int argc, char **argv)
 	fflush(stdout);
 
 	while (running) {
-		int timeout = -1, n;
+		int timeout = backend_run_due(&b), n;
 		uint64_t now;
 
 		if (b.linger_head != NULL) {
+			int linger;
+
 			now = cli_now_ms();
-			timeout = b.linger_head->linger_deadline > now ?
+			linger = b.linger_head->linger_deadline > now ?
 			    (int)(b.linger_head->linger_deadline - now) : 0;
+			if (timeout < 0 || linger < timeout)
+				timeout = linger;
 		}
 		if (b.accept_paused && (timeout < 0 || timeout > 100))
 			timeout = 100;

@@ -171,9 +171,10 @@ h_free_port(void)
 }
 
 /* h_spawn starts |argv| with stdout to |out_fd| (or /dev/null) and stderr
- * to |err_path| (or inherited), dying with the test process. */
+ * to |err_path| (or inherited), dying with the test process. Its open-file
+ * limit is |nofile|, or if 0 the most allowed. */
 static pid_t
-h_spawn(char *const argv[], int out_fd, const char *err_path)
+h_spawn(char *const argv[], int out_fd, const char *err_path, int nofile)
 {
 	pid_t pid = fork();
 
@@ -182,7 +183,10 @@ h_spawn(char *const argv[], int out_fd, const char *err_path)
 		struct rlimit rl;
 
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		if (nofile > 0) {
+			rl.rlim_cur = rl.rlim_max = (rlim_t)nofile;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		} else if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
 			rl.rlim_cur = rl.rlim_max;
 			setrlimit(RLIMIT_NOFILE, &rl);
 		}
@@ -209,7 +213,7 @@ h_backend(const char *mode, const char *arg, pid_t *out_pid)
 	FILE *f;
 
 	ck_assert_int_eq(pipe(p), 0);
-	*out_pid = h_spawn(argv, p[1], NULL);
+	*out_pid = h_spawn(argv, p[1], NULL, 0);
 	close(p[1]);
 	f = fdopen(p[0], "r");
 	if (fgets(line, sizeof(line), f) != NULL)
@@ -269,6 +273,13 @@ h_log_contains(const struct h_daemon *d, const char *needle, int wait_ms)
 int
 h_daemon_start(struct h_daemon *d, const char *name, const char *conf)
 {
+	return h_daemon_start_nofile(d, name, conf, 0);
+}
+
+int
+h_daemon_start_nofile(struct h_daemon *d, const char *name,
+    const char *conf, int nofile)
+{
 	char *argv[4];
 	long long end = h_now_ms() + 10000;
 
@@ -281,7 +292,7 @@ h_daemon_start(struct h_daemon *d, const char *name, const char *conf)
 	argv[1] = "-c";
 	argv[2] = d->conf;
 	argv[3] = NULL;
-	d->pid = h_spawn(argv, -1, d->log);
+	d->pid = h_spawn(argv, -1, d->log, nofile);
 	h_current = d;
 	h_done_ok = 0;
 	atexit(h_atexit);
@@ -421,7 +432,7 @@ h_field(const char *line, const char *key)
 		snprintf(pat, sizeof(pat), "%s=", key);
 		if (strncmp(line, pat, strlen(pat)) != 0)
 			return NULL;
-		p = line - 1;
+		p = line;
 	}
 	p += strlen(pat);
 	while (p[n] != '\0' && p[n] != ' ' && p[n] != '\n' &&

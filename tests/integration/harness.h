@@ -45,6 +45,12 @@ const char *h_write(const char *name, const char *text);
  * that it is ready. Returns 0, or -1 if it exited (log in d->log). */
 int h_daemon_start(struct h_daemon *d, const char *name, const char *conf);
 
+/* h_daemon_start_nofile is h_daemon_start with the daemon's open-file
+ * limit (soft and hard) set to |nofile| instead of raised to the most
+ * allowed, for tests that run it out of descriptors. */
+int h_daemon_start_nofile(struct h_daemon *d, const char *name,
+    const char *conf, int nofile);
+
 /* h_daemon_stop sends SIGTERM and waits (up to |wait_ms|); returns the
  * exit status, or -1 if it had to be killed. */
 int h_daemon_stop(struct h_daemon *d, int wait_ms);

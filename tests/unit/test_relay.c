@@ -1,5 +1,5 @@
 /* The relay over socketpairs with a tiny buffer cap: integrity,
- * backpressure, half-close, and no buffers while idle. */
+ * backpressure, half-close, a backend reset, and no buffers while idle. */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -247,6 +247,56 @@ START_TEST(peer_gone_is_an_error)
 }
 END_TEST
 
+START_TEST(backend_reset_still_delivers)
+{
+	static unsigned char chunk[4096];
+	unsigned char buf[4096];
+	size_t written = 0, got = 0;
+	struct rig g;
+	ssize_t n;
+	int st = RELAY_OK, small = 1;
+
+	rig_init(&g);
+	/* A small socket buffer towards the client, so that the relay's
+	 * writes to it block often. */
+	setsockopt(g.relay_c, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	relay_run(&g.r);
+	/* The backend answers while the client does not read yet, so its
+	 * data waits in the kernel and in the relay's buffer... */
+	for (int i = 0; i < 200; i++) {
+		if ((n = write(g.backend, chunk, sizeof(chunk) - 1)) > 0)
+			written += (size_t)n;
+		rig_settle(&g);
+	}
+	ck_assert_uint_gt(relay_buffered(&g.r), 0);
+	/* ...when it resets: closing with unread input does that. */
+	ck_assert_int_eq(write(g.client, "request", 7), 7);
+	rig_settle(&g);
+	close(g.backend);
+	g.backend = open("/dev/null", O_RDONLY);
+	/* All it sent before still reaches the client; then the relay ends
+	 * on the reset, without half-closing the client: the stream was cut
+	 * short, not ended. */
+	for (int i = 0; i < 1000000 && st == RELAY_OK; i++) {
+		/* A slow reader: the relay's writes to the client block now
+		 * and then, with data still in its buffer. */
+		if ((n = read(g.client, buf, 7)) > 0)
+			got += (size_t)n;
+		/* One step at a time: the dead backend socket always polls
+		 * as hung up, so rig_settle() would never return. */
+		if ((st = rig_step(&g)) == -1)
+			st = RELAY_OK;
+	}
+	got += drain(g.client, buf, sizeof(buf));
+	ck_assert_int_eq(st, RELAY_ERROR);
+	ck_assert_uint_eq(got, written);
+	ck_assert_str_eq(g.r.reason, "backend read: Connection reset by peer");
+	ck_assert_int_eq(g.r.backend_failed, 1);
+	ck_assert_int_eq(read(g.client, buf, sizeof(buf)), -1);
+	rig_free(&g);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -258,6 +308,7 @@ main(void)
 	tcase_add_test(tc, half_close_each_way);
 	tcase_add_test(tc, backend_first_half_close);
 	tcase_add_test(tc, peer_gone_is_an_error);
+	tcase_add_test(tc, backend_reset_still_delivers);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
