@@ -242,11 +242,9 @@ conn_close(struct conn *c, const char *reason)
 static void
 conn_renegotiation(struct conn *c)
 {
-	char peer[ADDR_STRLEN];
-
 	const struct peer_limits *lim = &c->gen->peer_limits;
 	uint64_t key = peer_key((struct sockaddr *)&c->peer), until;
-	char who[PEER_KEY_STRLEN];
+	char peer[ADDR_STRLEN], who[PEER_KEY_STRLEN];
 
 	stat_add(&c->w->stats->hs_fail[STAT_HS_RENEGOTIATION], 1);
 	log_msg(LOGL_WARNING, "conn %llu: client %s sni %s: renegotiation "
