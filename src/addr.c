@@ -2,6 +2,7 @@
 #include "addr.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +30,12 @@ addr_split(const char *s, char *host, size_t host_len, unsigned *out_port)
 	}
 	if (he == hs || (size_t)(he - hs) >= host_len)
 		return -1;
+	/* Digits only: strtoul also skips blanks and takes a sign, and
+	 * "-18446744073709551615" wraps around to port 1. */
+	if (!isdigit((unsigned char)colon[1]))
+		return -1;
 	port = strtoul(colon + 1, &end, 10);
-	if (colon[1] == '\0' || *end != '\0' || port == 0 || port > 65535)
+	if (*end != '\0' || port == 0 || port > 65535)
 		return -1;
 	memcpy(host, hs, (size_t)(he - hs));
 	host[he - hs] = '\0';

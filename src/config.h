@@ -142,7 +142,8 @@ struct config {
 struct config *config_load(const char *path);
 
 /* config_load_string is config_load on text in memory; |name| is used as the
- * file name in errors. */
+ * file name in errors. It opens no file (the checks only look up user and
+ * group names), which is what the unit tests and fuzz_config rely on. */
 struct config *config_load_string(const char *name, const char *text);
 
 /* config_free releases |cfg| and everything it owns. NULL is fine. */

@@ -280,7 +280,11 @@ relay_pump(struct relay *r, enum relay_side s)
 			/* Idle connections hold no buffer. */
 			bufpool_put(r->pool, b);
 			r->buf[s] = NULL;
-		} else if (b != NULL && b->end == cap && b->start >= cap / 2) {
+		} else if (b != NULL && b->end == cap && b->start > 0 &&
+		    b->start >= cap / 2) {
+			/* start > 0: with a one-byte cap, cap / 2 is 0 and
+			 * compacting a full, unsent buffer would move nothing
+			 * yet count as progress, forever. */
 			memmove(b->data, b->data + b->start, b->end - b->start);
 			b->end -= b->start;
 			b->start = 0;

@@ -141,17 +141,20 @@ sni_lookup(const struct sni_table *t, const char *name)
 	struct sni_entry *e;
 	size_t len;
 
+	/* The same room as sni_add: any name it stored can be looked up,
+	 * 255 bytes included. */
 	if (name == NULL || t->num == 0 ||
-	    sni_normalize(name, norm + 1, sizeof(norm) - 1) != 0)
+	    sni_normalize(name, norm, sizeof(norm)) != 0)
 		return t->def;
-	len = strlen(norm + 1);
-	e = sni_find(t, norm + 1, len, sni_hash(norm + 1, len));
+	len = strlen(norm);
+	e = sni_find(t, norm, len, sni_hash(norm, len));
 	if (e->name != NULL)
 		return e->value;
 	/* One label only: "*.example.com" matches "a.example.com", not
-	 * "example.com" nor "a.b.example.com". */
-	dot = strchr(norm + 1, '.');
-	if (dot == NULL || dot == norm + 1)
+	 * "example.com" nor "a.b.example.com". The '*' overwrites the last
+	 * byte of the first label, so the wildcard needs no more room. */
+	dot = strchr(norm, '.');
+	if (dot == NULL || dot == norm)
 		return t->def;
 	{
 		char *w = (char *)dot - 1;

@@ -76,6 +76,30 @@ START_TEST(split_host_port)
 }
 END_TEST
 
+/* Found by fuzz_values: strtoul skipped blanks and took a sign, so
+ * "-18446744073709551615" wrapped around to port 1. */
+START_TEST(port_only_digits)
+{
+	char host[64];
+	unsigned port = 7;
+
+	ck_assert_int_eq(addr_split("h:-18446744073709551615", host,
+	    sizeof(host), &port), -1);
+	ck_assert_int_eq(addr_split("h:-65535", host, sizeof(host), &port), -1);
+	ck_assert_int_eq(addr_split("h:+443", host, sizeof(host), &port), -1);
+	ck_assert_int_eq(addr_split("*:  0443", host, sizeof(host), &port), -1);
+	ck_assert_int_eq(addr_split("[::1]: 443", host, sizeof(host), &port),
+	    -1);
+	ck_assert_uint_eq(port, 7);
+	ck_assert_str_eq(roundtrip("1.2.3.4:-18446744073709551615"),
+	    "expected an address like 127.0.0.1:443, [::1]:443, *:443 or "
+	    "unix:/path, got '1.2.3.4:-18446744073709551615'");
+	/* Leading zeros are still digits. */
+	ck_assert_int_eq(addr_split("h:0443", host, sizeof(host), &port), 0);
+	ck_assert_uint_eq(port, 443);
+}
+END_TEST
+
 START_TEST(equality)
 {
 	struct addr a, b;
@@ -101,6 +125,7 @@ main(void)
 	tcase_add_test(tc, rejects_with_reason);
 	tcase_add_test(tc, unix_path_too_long);
 	tcase_add_test(tc, split_host_port);
+	tcase_add_test(tc, port_only_digits);
 	tcase_add_test(tc, equality);
 	suite_add_tcase(s, tc);
 	return check_run(s);

@@ -31,7 +31,7 @@ nonblock(int fd)
 }
 
 static void
-rig_init(struct rig *g)
+rig_init_cap(struct rig *g, size_t cap)
 {
 	int c[2], b[2];
 
@@ -46,8 +46,14 @@ rig_init(struct rig *g)
 		nonblock(c[i]);
 		nonblock(b[i]);
 	}
-	g->pool = bufpool_new(CAP, 4);
+	g->pool = bufpool_new(cap, 4);
 	relay_init(&g->r, g->pool, g->relay_c, NULL, g->relay_b);
+}
+
+static void
+rig_init(struct rig *g)
+{
+	rig_init_cap(g, CAP);
 }
 
 static void
@@ -297,6 +303,37 @@ START_TEST(backend_reset_still_delivers)
 }
 END_TEST
 
+/* Found by fuzz_relay: with a one-byte buffer, a full buffer the other
+ * side could not take was "compacted" in place, which moved nothing but
+ * counted as progress, so relay_run never returned. */
+START_TEST(one_byte_buffer_stalls_without_spinning)
+{
+	enum { N = 2000 };
+	unsigned char in[N], out[N];
+	size_t sent = 0, got = 0;
+	struct rig g;
+	ssize_t n;
+
+	for (size_t i = 0; i < N; i++)
+		in[i] = (unsigned char)(i * 7);
+	rig_init_cap(&g, 1);
+	relay_run(&g.r);
+	/* One byte per send fills the client's socket with small packets
+	 * long before N bytes: the relay must then wait, not spin. */
+	while (sent < N && (n = write(g.backend, in + sent, N - sent)) > 0)
+		sent += (size_t)n;
+	ck_assert_uint_eq(sent, N);
+	ck_assert_int_eq(rig_settle(&g), RELAY_OK);
+	ck_assert_uint_le(relay_buffered(&g.r), 1);
+	while (got < N) {
+		got += drain(g.client, out + got, N - got);
+		ck_assert_int_eq(rig_settle(&g), RELAY_OK);
+	}
+	ck_assert_mem_eq(in, out, N);
+	rig_free(&g);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -309,6 +346,7 @@ main(void)
 	tcase_add_test(tc, backend_first_half_close);
 	tcase_add_test(tc, peer_gone_is_an_error);
 	tcase_add_test(tc, backend_reset_still_delivers);
+	tcase_add_test(tc, one_byte_buffer_stalls_without_spinning);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

@@ -1,6 +1,7 @@
 /* The server-name table: exact names, one-label wildcards, default. */
 #include <check.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "../check_run.h"
 #include "sni.h"
@@ -69,6 +70,39 @@ START_TEST(empty_table_is_default)
 }
 END_TEST
 
+/* Found by fuzz_sni: sni_add stored names of up to 255 bytes, but
+ * lookups had room for 254, so a 255-byte name was never found. */
+START_TEST(longest_name_found)
+{
+	struct sni_table *t = sni_new(&def);
+	char name[300], wname[300];
+
+	memset(name, 'h', 255);
+	memcpy(name + 250, ".test", 6);
+	ck_assert_uint_eq(strlen(name), 255);
+	ck_assert_int_eq(sni_add(t, name, &a, NULL), 0);
+	ck_assert_ptr_eq(sni_lookup(t, name), &a);
+	/* A trailing dot is not part of the name. */
+	strcat(name, ".");
+	ck_assert_ptr_eq(sni_lookup(t, name), &a);
+	/* A wildcard's longest match is 255 bytes too. */
+	memset(wname, 'w', 254);
+	memcpy(wname, "*.", 2);
+	wname[254] = '\0';
+	ck_assert_int_eq(sni_add(t, wname, &wild, NULL), 0);
+	memset(name, 'w', 255);
+	memcpy(name, "ab.", 3);
+	name[255] = '\0';
+	ck_assert_ptr_eq(sni_lookup(t, name), &wild);
+	/* 256 bytes is too long for either. */
+	memset(name, 'h', 256);
+	name[256] = '\0';
+	ck_assert_int_eq(sni_add(t, name, &b, NULL), -2);
+	ck_assert_ptr_eq(sni_lookup(t, name), &def);
+	sni_free(t);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -79,6 +113,7 @@ main(void)
 	tcase_add_test(tc, duplicates_reported);
 	tcase_add_test(tc, many_names);
 	tcase_add_test(tc, empty_table_is_default);
+	tcase_add_test(tc, longest_name_found);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
