@@ -413,6 +413,30 @@ daemon_setup_signals(struct daemon *d)
 	return 0;
 }
 
+/* daemon_signals_off removes the signal events. Freeing them restores
+ * the default actions, and a second SIGTERM during teardown would then
+ * kill the process (exit status 143 instead of 0): the signals are
+ * ignored from here on, blocked meanwhile so none slips in between. */
+static void
+daemon_signals_off(struct daemon *d)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2 };
+	sigset_t set, old;
+
+	sigemptyset(&set);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaddset(&set, sigs[i]);
+	sigprocmask(SIG_BLOCK, &set, &old);
+	for (size_t i = 0; i < sizeof(d->sig_ev) / sizeof(d->sig_ev[0]); i++) {
+		if (d->sig_ev[i] != NULL)
+			event_free(d->sig_ev[i]);
+		d->sig_ev[i] = NULL;
+	}
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		signal(sigs[i], SIG_IGN);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
 static void
 daemon_free(struct daemon *d)
 {
@@ -423,10 +447,7 @@ daemon_free(struct daemon *d)
 		worker_join(&d->workers[i]);
 	free(d->workers);
 	peer_table_free(d->peers);
-	for (size_t i = 0; i < sizeof(d->sig_ev) / sizeof(d->sig_ev[0]); i++) {
-		if (d->sig_ev[i] != NULL)
-			event_free(d->sig_ev[i]);
-	}
+	daemon_signals_off(d);
 	if (d->notify_ev != NULL)
 		event_free(d->notify_ev);
 	if (d->drain_ev != NULL)

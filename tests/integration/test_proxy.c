@@ -481,6 +481,33 @@ START_TEST(sigterm_drains_open_connections)
 }
 END_TEST
 
+/* Signals keep coming while the daemon shuts down (an impatient operator,
+ * a supervisor repeating itself): the exit stays clean. */
+START_TEST(repeated_sigterm_exits_cleanly)
+{
+	struct h_daemon d;
+	pid_t bpid;
+	int st = -1;
+
+	for (int round = 0; round < 5; round++) {
+		start_with(&d, "sigterms", "echo", NULL, NULL, &bpid);
+		for (int i = 0; i < 2000; i++) {
+			kill(d.pid, i % 2 ? SIGTERM : SIGINT);
+			if (waitpid(d.pid, &st, WNOHANG) == d.pid)
+				break;
+			usleep(500);
+		}
+		waitpid(d.pid, &st, 0);
+		d.pid = 0;
+		ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		    "round %d: exit status %d, signal %d", round,
+		    WIFEXITED(st) ? WEXITSTATUS(st) : -1,
+		    WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+		kill(bpid, SIGTERM);
+	}
+}
+END_TEST
+
 START_TEST(shutdown_timeout_closes_with_close_notify)
 {
 	struct h_daemon d;
@@ -802,6 +829,7 @@ main(void)
 	tcase_add_test(tc, thousand_concurrent_connections);
 	tcase_add_test(tc, ipv6_and_unix_listeners);
 	tcase_add_test(tc, sigterm_drains_open_connections);
+	tcase_add_test(tc, repeated_sigterm_exits_cleanly);
 	tcase_add_test(tc, shutdown_timeout_closes_with_close_notify);
 	tcase_add_test(tc, no_openssl_in_the_process);
 	tcase_add_test(tc, config_test_mode);
