@@ -70,6 +70,13 @@ make_pki(void)
 static pid_t start_responder_with(const char *signer, const char *validity,
     const char *flag, const char *flag_arg);
 
+static void
+stop_responder(pid_t pid)
+{
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
+}
+
 static pid_t
 start_responder(void)
 {
@@ -226,8 +233,7 @@ START_TEST(fetched_stapled_and_cached)
 	free(out);
 	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
 	/* The responder goes away; a restart staples from the cache. */
-	kill(rpid, SIGTERM);
-	waitpid(rpid, NULL, 0);
+	stop_responder(rpid);
 	ck_assert_int_eq(h_daemon_start(&d, "cached", conf(port, bport)), 0);
 	ck_assert(h_log_contains(&d, "good response from the cache", 3000));
 	out = status(port, "good.ocsp.test");
@@ -264,8 +270,7 @@ START_TEST(responder_down_at_start)
 	ck_assert_msg(strstr(out, "Cert Status: good"), "%s", out);
 	free(out);
 	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
-	kill(rpid, SIGTERM);
-	waitpid(rpid, NULL, 0);
+	stop_responder(rpid);
 	kill(bpid, SIGTERM);
 }
 END_TEST
@@ -282,8 +287,7 @@ START_TEST(responder_down_after_a_good_fetch)
 	rpid = start_responder_for("1m");
 	ck_assert_int_eq(h_daemon_start(&d, "keep", conf(port, bport)), 0);
 	ck_assert(h_log_contains(&d, ECDSA_GOOD, 5000));
-	kill(rpid, SIGTERM);
-	waitpid(rpid, NULL, 0);
+	stop_responder(rpid);
 	ck_assert(h_log_contains(&d, "no answer from the responder; keeping "
 	    "the response stapled until it expires", 45000));
 	out = status(port, "good.ocsp.test");
@@ -308,8 +312,7 @@ START_TEST(responses_checked_before_stapling)
 	ck_assert(h_log_contains(&d, "ocsp context 'good' (ECDSA certificate): "
 	    "good response from http://", 5000));
 	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
-	kill(rpid, SIGTERM);
-	waitpid(rpid, NULL, 0);
+	stop_responder(rpid);
 	/* A signer nobody authorized: rejected, nothing stapled. */
 	free(h_run(NULL, "rm -f %s/ocsp-cache/*", h_dir()));
 	rpid = start_responder_as("rogue");
@@ -320,8 +323,7 @@ START_TEST(responses_checked_before_stapling)
 	ck_assert_msg(strstr(out, "no response sent"), "%s", out);
 	free(out);
 	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
-	kill(rpid, SIGTERM);
-	waitpid(rpid, NULL, 0);
+	stop_responder(rpid);
 	kill(bpid, SIGTERM);
 }
 END_TEST
@@ -346,8 +348,7 @@ rejected_live(int port, int bport, const char *flag, const char *flag_arg,
 	ck_assert_msg(strstr(out, "no response sent"), "%s", out);
 	free(out);
 	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
-	kill(rpid, SIGTERM);
-	waitpid(rpid, NULL, 0);
+	stop_responder(rpid);
 }
 
 START_TEST(wrong_or_stale_responses_rejected)
@@ -445,8 +446,7 @@ START_TEST(refreshes_keep_memory_flat)
 	(void)rss_end;
 #endif
 	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
-	kill(rpid, SIGTERM);
-	waitpid(rpid, NULL, 0);
+	stop_responder(rpid);
 	kill(bpid, SIGTERM);
 }
 END_TEST
