@@ -15,9 +15,7 @@
 #include <event2/util.h>
 
 #include "config.h"
-
-/* How long a config load waits for DNS before calling a name unresolvable. */
-#define BACKEND_DNS_TIMEOUT_S 10
+#include "resolver.h"
 
 struct backend_query {
 	struct config *cfg;
@@ -103,16 +101,19 @@ backend_resolve_names(struct config *cfg, struct backend *out,
 	struct event_base *base = event_base_new();
 	struct evdns_base *dns = NULL;
 	struct event *timer = NULL;
-	struct timeval tv = { BACKEND_DNS_TIMEOUT_S, 0 };
+	/* The resolver gives up on its own; the timer only bounds a loop
+	 * that would otherwise wait on a resolver that never calls back. */
+	uint64_t wait_ms = resolver_wait_ms(cfg->global.resolver_timeout_ms) +
+	    1000;
+	struct timeval tv = { (time_t)(wait_ms / 1000),
+	    (suseconds_t)(wait_ms % 1000) * 1000 };
 	struct evutil_addrinfo hints;
 	int pending = 0;
 
 	(void)out;
 	if (base != NULL)
-		dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-		    EVDNS_BASE_DISABLE_WHEN_INACTIVE);
-	if (dns == NULL)
-		dns = base ? evdns_base_new(base, 0) : NULL;
+		dns = resolver_new(base, &cfg->global.resolver,
+		    cfg->global.resolver_timeout_ms);
 	if (dns == NULL) {
 		config_error(cfg, 0, NULL, "cannot start the DNS resolver");
 		if (base != NULL)
@@ -139,7 +140,7 @@ backend_resolve_names(struct config *cfg, struct backend *out,
 		if (!qs[i].done) {
 			config_error(cfg, qs[i].cb->address.lines[qs[i].item],
 			    "address", "cannot resolve '%s': no answer within "
-			    "%ds", qs[i].host, BACKEND_DNS_TIMEOUT_S);
+			    "%llums", qs[i].host, (unsigned long long)wait_ms);
 			if (qs[i].req != NULL)
 				evdns_getaddrinfo_cancel(qs[i].req);
 		}

@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "confval.h"
+#include "resolver.h"
 #include "session_store.h"
 
 enum conf_section {
@@ -166,6 +167,13 @@ static const struct conf_key keys[] = {
 	  G(ocsp_must_staple_strict), "no", 0, 0, 0,
 	  "a must-staple certificate without a valid response is an error "
 	  "in the log, not a warning" },
+	{ SEC_GLOBAL, "resolver", T_LIST, G(resolver), NULL, 0, 0, 0,
+	  "DNS servers (IP, IP:PORT or [IPv6]:PORT) for the host names of "
+	  "backends, session_store and OCSP responders, asked without "
+	  "blocking; unset = those of /etc/resolv.conf" },
+	{ SEC_GLOBAL, "resolver_timeout", T_DURATION, G(resolver_timeout_ms),
+	  "5s", 0, 100, 60000,
+	  "wait for one DNS answer; each server is asked twice" },
 	{ SEC_GLOBAL, "busy_poll", T_DURATION, G(busy_poll_ms), "0", 0, 0,
 	  1000, "after activity, poll without sleeping this long (0 = off); "
 	  "trades CPU for latency" },
@@ -1084,6 +1092,14 @@ config_check(struct config *cfg)
 			    "session_store"), "session_store", "%s", err);
 	}
 	config_check_admin(cfg);
+	for (size_t i = 0; i < cfg->global.resolver.num; i++) {
+		char err[160];
+
+		if (resolver_check(cfg->global.resolver.v[i], err,
+		    sizeof(err)) != 0)
+			config_error(cfg, cfg->global.resolver.lines[i],
+			    "resolver", "%s", err);
+	}
 	if (al != NULL && confval_bool(al, &b) != 0 && al[0] != '/' &&
 	    strcmp(al, "stderr") != 0 && strcmp(al, "syslog") != 0)
 		config_error(cfg, config_key_line(&cfg->global.h, "access_log"),

@@ -73,6 +73,8 @@ struct conf_global {
 	uint64_t renegotiation_window_ms;
 	int64_t max_connections_per_address;
 	int64_t max_handshakes_per_address; /* per second */
+	struct strlist resolver; /* DNS servers; empty: /etc/resolv.conf */
+	uint64_t resolver_timeout_ms;
 };
 
 struct conf_listener {
