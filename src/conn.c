@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -18,6 +19,7 @@
 #include "clock.h"
 #include "daemon.h"
 #include "generation.h"
+#include "linger.h"
 #include "listener.h"
 #include "log.h"
 #include "peer_table.h"
@@ -53,6 +55,7 @@ struct conn {
 	struct event ev[2];
 	uint8_t hs_want; /* RELAY_WANT_* the handshake waits for */
 	uint8_t sni_refused; /* sni_strict and no context for the name */
+	uint8_t timed_out; /* closing because the client was silent */
 	int alert_sent; /* fatal alert BoringSSL sent: (level << 8) | desc */
 	/* A session-store lookup the handshake waits for, and its result. */
 	struct store_lookup *lookup;
@@ -193,6 +196,22 @@ conn_count_bytes(struct conn *c)
 	}
 }
 
+/* conn_should_linger returns whether the client may still be sending
+ * when we close, so that closing at once would answer with a reset. */
+static int
+conn_should_linger(struct conn *c)
+{
+	int unread = 0;
+
+	if (c->state == CONN_RELAYING && c->relay.end[RELAY_CLIENT].read_eof)
+		return 0;
+	if (ioctl(c->cfd, FIONREAD, &unread) == 0 && unread > 0)
+		return 1;
+	/* A silent client and one that waits for our handshake flight
+	 * send nothing more: a plain close is clean. */
+	return !c->timed_out && c->state != CONN_HANDSHAKE;
+}
+
 /* conn_close is the one way out: it logs the connection's line, releases
  * everything it owns and frees it. Callers return right after. */
 static void
@@ -222,7 +241,10 @@ conn_close(struct conn *c, const char *reason)
 	SSL_SESSION_free(c->looked_up);
 	relay_release(&c->relay);
 	SSL_free(c->ssl);
-	close(c->cfd);
+	if (conn_should_linger(c))
+		linger_close(w->linger, c->cfd);
+	else
+		close(c->cfd);
 	if (c->bfd >= 0)
 		close(c->bfd);
 	atomic_fetch_sub_explicit(&c->listener->num_conns, 1,
@@ -519,6 +541,14 @@ conn_handshake(struct conn *c)
 	ret = SSL_do_handshake(c->ssl);
 	saved_errno = errno;
 	err = SSL_get_error(c->ssl, ret);
+	if (ret == 1 && SSL_version(c->ssl) >= TLS1_3_VERSION &&
+	    SSL_write(c->ssl, "", 0) < 0) {
+		/* BoringSSL holds TLS 1.3 session tickets back until the next
+		 * write, which would be the backend's first bytes: a client
+		 * that waits for a ticket before it speaks would get none.
+		 * The empty write queues them with this flush. */
+		ERR_clear_error();
+	}
 	/* Send the flight (or alert) BoringSSL gathered in the BIO. */
 	flushed = tls_bio_flush(SSL_get_wbio(c->ssl));
 	if (flushed < 0 && err != SSL_ERROR_SSL) {
@@ -629,6 +659,7 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	switch (c->state) {
 	case CONN_HANDSHAKE:
 		stat_add(&c->w->stats->hs_fail[STAT_HS_TIMEOUT], 1);
+		c->timed_out = 1;
 		conn_close(c, "handshake timeout");
 		return;
 	case CONN_CONNECTING:
@@ -639,6 +670,7 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		 * instead of being re-armed on every read. */
 		idle_ms = (clock_mono_ns() - c->last_active_ns) / 1000000;
 		if (idle_ms >= c->gen->idle_timeout_ms) {
+			c->timed_out = 1;
 			conn_close(c, "idle timeout");
 			return;
 		}

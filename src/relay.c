@@ -194,6 +194,30 @@ relay_shut(struct relay *r, enum relay_side s)
 	return 0;
 }
 
+/* relay_post_handshake hands BoringSSL's held-back handshake messages (a
+ * KeyUpdate answer, TLS 1.3 session tickets) to the BIO. BoringSSL sends
+ * them only with the next write, which may never come if the backend is
+ * silent. Returns 0 or -2 on error. */
+static int
+relay_post_handshake(struct relay *r)
+{
+	static const uint8_t none[1];
+	struct relay_end *e = &r->end[RELAY_CLIENT];
+	int ret;
+
+	/* A write in progress carries them anyway, and after close_notify
+	 * nothing else may be sent. */
+	if (e->ssl == NULL || e->write_shut ||
+	    e->write_blocked != RELAY_WANT_NONE)
+		return 0;
+	ERR_clear_error();
+	ret = SSL_write(e->ssl, none, 0);
+	if (ret >= 0)
+		return 0;
+	return relay_tls_result(r, RELAY_CLIENT, ret, 0, &e->write_blocked) ==
+	    -2 ? -2 : 0;
+}
+
 /* relay_flush sends the TLS output gathered during this run in one write,
  * then the pending half-close. Returns 0 or -2 on error. */
 static int
@@ -204,6 +228,8 @@ relay_flush(struct relay *r)
 
 	if (e->ssl == NULL || e->flush_blocked)
 		return 0;
+	if (relay_post_handshake(r) != 0)
+		return -2;
 	rc = tls_bio_flush(SSL_get_wbio(e->ssl));
 	if (rc < 0) {
 		relay_fail(r, RELAY_CLIENT, "write", strerror(errno));

@@ -17,6 +17,7 @@
 #include "daemon.h"
 #include "generation.h"
 #include "listener.h"
+#include "linger.h"
 #include "log.h"
 #include "bufpool.h"
 #include "peer_table.h"
@@ -342,7 +343,8 @@ worker_init(struct worker *w, struct daemon *d, int id)
 	w->wake_ev = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST,
 	    worker_wake_cb, w);
 	w->pause_ev = evtimer_new(w->base, worker_accept_resume, w);
-	if (w->wake_ev == NULL || w->pause_ev == NULL)
+	w->linger = linger_set_new(w->base);
+	if (w->wake_ev == NULL || w->pause_ev == NULL || w->linger == NULL)
 		return -1;
 	event_add(w->wake_ev, NULL);
 	atomic_store(&w->socks_version, atomic_load(&d->socks_version));
@@ -441,6 +443,8 @@ worker_join(struct worker *w)
 	if (w->thread != 0)
 		pthread_join(w->thread, NULL);
 	conn_close_all(w, "shutdown");
+	linger_set_free(w->linger);
+	w->linger = NULL;
 	for (size_t i = 0; i < w->num_accepts; i++)
 		event_free(w->accepts[i].ev);
 	free(w->accepts);

@@ -15,6 +15,7 @@ struct event_base;
 struct generation;
 struct listen_sock;
 struct bufpool;
+struct linger_set;
 
 /* Commands from the control thread, as bits in worker.cmd. */
 enum worker_cmd {
@@ -42,6 +43,7 @@ struct worker {
 	int accept_paused;
 
 	struct conn *conns; /* intrusive list, for drain and close-all */
+	struct linger_set *linger; /* closed sockets still read from */
 	size_t num_conns;
 
 	/* Bumped by every event handled; busy polling watches it. */
