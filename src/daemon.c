@@ -158,6 +158,18 @@ daemon_tickets_arm(struct daemon *d)
 static void
 daemon_notify_cb(evutil_socket_t fd, short what, void *arg);
 
+/* daemon_wake makes the control loop run daemon_notify_cb; any thread. */
+static void
+daemon_wake(void *arg)
+{
+	struct daemon *d = arg;
+	uint64_t one = 1;
+
+	/* EAGAIN: the counter is full, so a wake-up is pending anyway. */
+	if (write(d->notify_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_msg(LOGL_ERROR, "control: wake-up: %s", strerror(errno));
+}
+
 static void daemon_reload(struct daemon *d);
 
 /* daemon_swap_done finishes a reload once every worker accepts on the new
@@ -193,6 +205,7 @@ daemon_notify_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		log_msg(LOGL_ERROR, "control: read: %s", strerror(errno));
+	generation_reap();
 	if (d->swapping)
 		daemon_swap_done(d);
 	for (int i = 0; i < d->num_workers; i++) {
@@ -446,6 +459,8 @@ daemon_free(struct daemon *d)
 	for (int i = 0; i < d->num_workers; i++)
 		worker_join(&d->workers[i]);
 	free(d->workers);
+	/* No other thread holds a generation now. */
+	generation_set_reaper(NULL, NULL);
 	peer_table_free(d->peers);
 	daemon_signals_off(d);
 	if (d->notify_ev != NULL)
@@ -594,6 +609,7 @@ daemon_run(const char *config_path, struct generation *gen)
 	if (d.notify_ev == NULL || d.drain_ev == NULL ||
 	    event_add(d.notify_ev, NULL) != 0)
 		goto out;
+	generation_set_reaper(daemon_wake, &d);
 	if ((d.peers = peer_table_new(0)) == NULL) {
 		log_msg(LOGL_ERROR, "out of memory for the address table");
 		goto out;

@@ -17,6 +17,7 @@
 #include "sni.h"
 
 static atomic_ulong generation_next_id = 1;
+static atomic_ulong generation_num_live;
 
 static void
 ctx_set_release(struct ctx_set *s)
@@ -315,6 +316,7 @@ generation_build(struct config *cfg)
 	g->peer_limits.reneg_window_ms = cfg->global.renegotiation_window_ms;
 	g->session_store = cfg->global.session_store;
 	g->id = atomic_fetch_add(&generation_next_id, 1);
+	atomic_fetch_add(&generation_num_live, 1);
 	atomic_init(&g->refs, 1);
 	return g;
 fail:
@@ -329,15 +331,76 @@ generation_ref(struct generation *g)
 	atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
 }
 
+/* Generations whose last reference went on another thread than the
+ * reaper's wait here, linked through |dead_next|, for generation_reap. */
+static _Atomic(struct generation *) generation_dead;
+static atomic_int generation_reaper_on;
+static pthread_t generation_reaper;
+static void (*generation_reaper_wake)(void *);
+static void *generation_reaper_arg;
+
+/* generation_destroy frees a generation whose last reference is gone. */
+static void
+generation_destroy(struct generation *g)
+{
+	log_msg(LOGL_DEBUG, "generation %lu released", g->id);
+	generation_free(g);
+	atomic_fetch_sub(&generation_num_live, 1);
+}
+
+void
+generation_set_reaper(void (*wake)(void *), void *arg)
+{
+	if (wake != NULL) {
+		generation_reaper = pthread_self();
+		generation_reaper_wake = wake;
+		generation_reaper_arg = arg;
+		atomic_store(&generation_reaper_on, 1);
+		return;
+	}
+	atomic_store(&generation_reaper_on, 0);
+	generation_reap();
+}
+
+void
+generation_reap(void)
+{
+	struct generation *g = atomic_exchange(&generation_dead, NULL);
+
+	while (g != NULL) {
+		struct generation *next = g->dead_next;
+
+		generation_destroy(g);
+		g = next;
+	}
+}
+
+unsigned long
+generation_live(void)
+{
+	return atomic_load(&generation_num_live);
+}
+
 void
 generation_unref(struct generation *g)
 {
-	if (g == NULL)
+	if (g == NULL ||
+	    atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
 		return;
-	if (atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) == 1) {
-		log_msg(LOGL_DEBUG, "generation %lu released", g->id);
-		generation_free(g);
+	if (atomic_load(&generation_reaper_on) &&
+	    !pthread_equal(pthread_self(), generation_reaper)) {
+		/* Freeing thousands of contexts would stall this worker's
+		 * loop: hand the generation to the reaper's thread. Only
+		 * pushes race here, and the reaper takes the whole list, so
+		 * a plain compare-and-swap push is enough. */
+		g->dead_next = atomic_load(&generation_dead);
+		while (!atomic_compare_exchange_weak(&generation_dead,
+		    &g->dead_next, g))
+			;
+		generation_reaper_wake(generation_reaper_arg);
+		return;
 	}
+	generation_destroy(g);
 }
 
 static struct backend *

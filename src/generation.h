@@ -44,6 +44,7 @@ struct listener_conf {
 
 struct generation {
 	atomic_long refs;
+	struct generation *dead_next; /* waiting for generation_reap */
 	unsigned long id;
 	int64_t loaded_at; /* Unix time the config was read */
 	struct config *cfg; /* owned */
@@ -73,9 +74,26 @@ struct generation *generation_build(struct config *cfg);
 /* generation_ref takes a reference. */
 void generation_ref(struct generation *g);
 
-/* generation_unref drops a reference and frees |g| with the last one, on
- * whichever thread that is. NULL is fine. */
+/* generation_unref drops a reference. The last one frees |g| on the
+ * reaper's thread (see generation_set_reaper): dropped on any other
+ * thread, |g| is queued for generation_reap and the reaper woken. Without
+ * a reaper it is freed at once. NULL is fine. */
 void generation_unref(struct generation *g);
+
+/* generation_set_reaper makes the calling thread the one that frees
+ * generations: |wake|(|arg|) is called from the thread that dropped a
+ * last reference, and must make the reaper call generation_reap soon.
+ * NULL |wake| ends that and frees what is queued; call it once no other
+ * thread holds generations. Freeing thousands of TLS contexts takes a
+ * while, and on the control thread it delays no connection. */
+void generation_set_reaper(void (*wake)(void *), void *arg);
+
+/* generation_reap frees the generations queued for the reaper. */
+void generation_reap(void);
+
+/* generation_live returns how many generations are built and not yet
+ * freed (for tests and metrics). */
+unsigned long generation_live(void);
 
 /* generation_route picks the backend of a finished handshake: the
  * context's alpn_backend, the context's backend, the listener's
