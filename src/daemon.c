@@ -122,8 +122,9 @@ daemon_tickets_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* daemon_tickets_arm (re)starts the ticket timer for the published
- * configuration: rotation without a file, change polling with one. */
-static void
+ * configuration: rotation without a file, change polling with one.
+ * Returns 0, or -1 with errno set if it cannot. */
+static int
 daemon_tickets_arm(struct daemon *d)
 {
 	const struct conf_global *gl = &generation_peek()->cfg->global;
@@ -137,8 +138,10 @@ daemon_tickets_arm(struct daemon *d)
 	if (d->tickets_ev == NULL)
 		d->tickets_ev = event_new(d->base, -1, EV_PERSIST,
 		    daemon_tickets_cb, d);
-	if (d->tickets_ev == NULL)
-		return;
+	if (d->tickets_ev == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
 	event_del(d->tickets_ev);
 	/* Keys shared through the store: the sync polls and rotates them. */
 	ticket_sync_free(d->ticket_sync);
@@ -147,12 +150,19 @@ daemon_tickets_arm(struct daemon *d)
 		d->ticket_sync = ticket_sync_new(d->base, gl->session_store,
 		    gl->session_store_prefix, gl->ticket_rotation_ms,
 		    gl->session_timeout_ms);
-		return;
+		if (d->ticket_sync == NULL) {
+			errno = ENOMEM;
+			return -1;
+		}
+		return 0;
 	}
 	if (file != NULL)
 		stat(file, &d->tickets_st);
-	if (gl->session_tickets)
-		event_add(d->tickets_ev, &tv);
+	if (gl->session_tickets && event_add(d->tickets_ev, &tv) != 0) {
+		errno = ENOMEM;
+		return -1;
+	}
+	return 0;
 }
 
 static void
@@ -234,18 +244,77 @@ daemon_reload_failed(struct daemon *d, struct config *cfg, const char *why)
 	daemon_status(d, "");
 }
 
+/* daemon_start_only warns about each setting of |next| that differs from
+ * the running one and takes effect only at a restart. */
+static void
+daemon_start_only(const struct daemon *d, const struct generation *cur,
+    const struct generation *next)
+{
+	const struct conf_global *a = &cur->cfg->global, *b = &next->cfg->global;
+	const char *path = next->cfg->path;
+
+	if (daemon_num_workers(next) != d->num_workers)
+		log_msg(LOGL_WARNING, "reload: %s: key 'workers': %d workers "
+		    "need a restart; keeping %d", path,
+		    daemon_num_workers(next), d->num_workers);
+	if (a->buffer_size != b->buffer_size)
+		log_msg(LOGL_WARNING, "reload: %s: key 'buffer_size': %llu "
+		    "bytes need a restart; keeping %llu", path,
+		    (unsigned long long)b->buffer_size,
+		    (unsigned long long)a->buffer_size);
+	if ((a->user == NULL) != (b->user == NULL) ||
+	    (a->user != NULL && strcmp(a->user, b->user) != 0))
+		log_msg(LOGL_WARNING, "reload: %s: key 'user': a change needs "
+		    "a restart; still running as %s", path,
+		    a->user != NULL ? a->user : "the starting user");
+	if ((a->group == NULL) != (b->group == NULL) ||
+	    (a->group != NULL && strcmp(a->group, b->group) != 0))
+		log_msg(LOGL_WARNING, "reload: %s: key 'group': a change needs "
+		    "a restart; keeping the groups of the start", path);
+}
+
+/* daemon_reload_side_effects switches what lives outside the generation
+ * (log targets, the admin endpoint) to |g|'s settings. On failure it
+ * puts back those of |cur| and returns -1 with the reason in |why|. */
+static int
+daemon_reload_side_effects(struct daemon *d, const struct generation *cur,
+    const struct generation *g, char *why, size_t why_len)
+{
+	const struct conf_global *gl = &g->cfg->global;
+
+	if (daemon_apply_logging(d, g->cfg) != 0) {
+		snprintf(why, why_len, "cannot open the access log '%s'",
+		    gl->access_log);
+		daemon_apply_logging(d, cur->cfg);
+		return -1;
+	}
+	if (admin_apply(&d->admin, d, gl) != 0) {
+		snprintf(why, why_len, "cannot serve admin on '%s'", gl->admin);
+		daemon_apply_logging(d, cur->cfg);
+		/* The old endpoint is still up unless it had to make way
+		 * for the new one on the same address. */
+		if (admin_apply(&d->admin, d, &cur->cfg->global) != 0)
+			log_msg(LOGL_ERROR, "reload: cannot serve admin on '%s' "
+			    "again either: the admin endpoint is off",
+			    cur->cfg->global.admin);
+		return -1;
+	}
+	return 0;
+}
+
 /* daemon_reload is the reload transaction: build a whole generation with
- * the code `tlsproxy -t` runs, bind what is new, and only if all of that
- * worked publish it and move the workers to the new sockets. A failure
- * changes nothing. */
+ * the code `tlsproxy -t` runs, bind what is new, open the new log target
+ * and admin endpoint, and only if all of that worked publish it and move
+ * the workers to the new sockets. A failure changes nothing. */
 static void
 daemon_reload(struct daemon *d)
 {
 	struct listener_set next;
+	const struct generation *cur = generation_peek();
 	struct generation *g;
 	struct config *cfg;
 	struct timespec ts;
-	char err[512], why[64];
+	char err[512], why[160];
 
 	if (d->swapping) {
 		d->reload_again = 1;
@@ -268,9 +337,7 @@ daemon_reload(struct daemon *d)
 		daemon_reload_failed(d, cfg, why);
 		return;
 	}
-	if (daemon_num_workers(g) != d->num_workers)
-		log_msg(LOGL_WARNING, "reload: workers = %d needs a restart; "
-		    "keeping %d", daemon_num_workers(g), d->num_workers);
+	daemon_start_only(d, cur, g);
 	if (listener_set_open(&next, &d->socks, g->cfg, &d->listeners,
 	    d->num_workers, err, sizeof(err)) != 0) {
 		log_msg(LOGL_ERROR, "reload: %s", err);
@@ -278,22 +345,38 @@ daemon_reload(struct daemon *d)
 		daemon_reload_failed(d, NULL, "cannot bind a new address");
 		return;
 	}
-	daemon_apply_logging(d, g->cfg);
+	if (daemon_reload_side_effects(d, cur, g, why, sizeof(why)) != 0) {
+		listener_set_close_unused(&next, &d->socks);
+		generation_unref(g);
+		daemon_reload_failed(d, NULL, why);
+		return;
+	}
 	generation_activate(g);
 	generation_publish(g);
-	daemon_tickets_arm(d);
 	ocsp_fetcher_sync(d->ocsp, g);
-	admin_apply(&d->admin, d, &g->cfg->global);
 	d->old_socks = d->socks;
 	d->socks = next;
 	d->swapping = 1;
 	atomic_fetch_add(&d->socks_version, 1);
-	d->reloads_ok++;
-	snprintf(d->last_reload, sizeof(d->last_reload), "last reload OK "
-	    "(%lu so far)", d->reloads_ok);
-	log_msg(LOGL_INFO, "reload: generation %lu published (%zu listeners, "
-	    "%zu contexts, %zu backends)", generation_peek()->id,
-	    g->num_listeners, g->shared.num_contexts, g->num_backends);
+	if (daemon_tickets_arm(d) != 0) {
+		/* Published already: the generation serves, but keys would
+		 * not rotate or follow their file. Say so everywhere. */
+		d->reloads_failed++;
+		snprintf(d->last_reload, sizeof(d->last_reload), "last reload "
+		    "FAILED (cannot schedule session-ticket keys: %s); "
+		    "generation %lu serving", strerror(errno),
+		    generation_peek()->id);
+		log_msg(LOGL_ERROR, "reload: generation %lu published, but %s",
+		    generation_peek()->id, d->last_reload);
+	} else {
+		d->reloads_ok++;
+		snprintf(d->last_reload, sizeof(d->last_reload), "last reload "
+		    "OK (%lu so far)", d->reloads_ok);
+		log_msg(LOGL_INFO, "reload: generation %lu published (%zu "
+		    "listeners, %zu contexts, %zu backends)",
+		    generation_peek()->id, g->num_listeners,
+		    g->shared.num_contexts, g->num_backends);
+	}
 	for (int i = 0; i < d->num_workers; i++)
 		worker_command(&d->workers[i], WORKER_SOCKETS);
 	daemon_swap_done(d);
@@ -511,7 +594,11 @@ daemon_drop_privileges(const struct config *cfg)
 	}
 	if (getuid() == uid && geteuid() == uid && getgid() == gid)
 		return 0;
-	if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
+	/* Every group of the user, not only the primary one: on Debian,
+	 * keys are often readable through a supplementary group
+	 * (ssl-cert), and reloads after the switch must still read them. */
+	if (initgroups(cfg->global.user, gid) != 0 || setgid(gid) != 0 ||
+	    setuid(uid) != 0) {
 		log_msg(LOGL_ERROR, "cannot switch to user '%s': %s",
 		    cfg->global.user, strerror(errno));
 		return -1;
@@ -618,7 +705,11 @@ daemon_run(const char *config_path, struct generation *gen)
 		log_msg(LOGL_ERROR, "cannot start %d workers", n);
 		goto out;
 	}
-	daemon_tickets_arm(&d);
+	if (daemon_tickets_arm(&d) != 0) {
+		log_msg(LOGL_ERROR, "cannot schedule session-ticket keys: %s",
+		    strerror(errno));
+		goto out;
+	}
 	d.ocsp = ocsp_fetcher_new(d.base);
 	ocsp_fetcher_sync(d.ocsp, generation_peek());
 	if (daemon_watchdog_start(&d) != 0)

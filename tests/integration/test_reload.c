@@ -2,6 +2,8 @@
  * connections finish on their generation, a broken config changes
  * nothing, and systemd hears about it. */
 #include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -249,14 +251,44 @@ START_TEST(reloads_under_load_lose_nothing)
 }
 END_TEST
 
+/* A notify socket's reader, on its own thread: collects every message,
+ * '|'-separated. */
+struct notify_reader {
+	int fd;
+	atomic_int stop;
+	char all[16384];
+};
+
+static void *
+notify_read(void *arg)
+{
+	struct notify_reader *nr = arg;
+	char buf[1024];
+
+	while (!atomic_load(&nr->stop)) {
+		ssize_t n = recv(nr->fd, buf, sizeof(buf) - 1, 0);
+
+		if (n > 0) {
+			buf[n] = '\0';
+			strncat(nr->all, buf, sizeof(nr->all) - strlen(nr->all) - 2);
+			strcat(nr->all, "|");
+		} else {
+			usleep(5000);
+		}
+	}
+	return NULL;
+}
+
 START_TEST(systemd_hears_ready_reloading_stopping)
 {
 	struct h_daemon d;
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	pid_t bpid;
 	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
-	char binds[64], all[8192] = "", buf[1024];
-	long long end;
+	char binds[64];
+	struct notify_reader nr = { .fd = -1 };
+	pthread_t reader;
+	const char *all = nr.all;
 	int fd;
 
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/notify.sock",
@@ -264,6 +296,10 @@ START_TEST(systemd_hears_ready_reloading_stopping)
 	unlink(sun.sun_path);
 	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0);
 	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	/* Read as systemd does, all along: a datagram queue holds only a
+	 * few messages, and sd_notify blocks when it is full. */
+	nr.fd = fd;
+	ck_assert_int_eq(pthread_create(&reader, NULL, notify_read, &nr), 0);
 	setenv("NOTIFY_SOCKET", sun.sun_path, 1);
 	setenv("WATCHDOG_USEC", "200000", 1);
 	snprintf(binds, sizeof(binds), "127.0.0.1:%d", port);
@@ -277,18 +313,9 @@ START_TEST(systemd_hears_ready_reloading_stopping)
 	rewrite(&d, conf(binds, bport, "missing"));
 	ck_assert(h_log_contains(&d, "reload failed", 3000));
 	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
-	end = h_now_ms() + 2000;
-	while (h_now_ms() < end) {
-		ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
-
-		if (n > 0) {
-			buf[n] = '\0';
-			strncat(all, buf, sizeof(all) - strlen(all) - 2);
-			strcat(all, "|");
-		} else {
-			usleep(10000);
-		}
-	}
+	usleep(200000);
+	atomic_store(&nr.stop, 1);
+	pthread_join(reader, NULL);
 	close(fd);
 	h_write("notify.txt", all);
 	ck_assert_msg(strstr(all, "READY=1\nSTATUS=generation 1,") != NULL,
@@ -395,6 +422,136 @@ START_TEST(privileges_dropped_after_binding)
 }
 END_TEST
 
+/* with_global returns conf() with |lines| added to [global]. */
+static const char *
+with_global(const char *binds, int bport, const char *lines)
+{
+	static char text[4096];
+	const char *base = conf(binds, bport, "leaf");
+	const char *rest = strstr(base, "[listener");
+
+	snprintf(text, sizeof(text), "%.*s%s\n%s", (int)(rest - base), base,
+	    lines, rest);
+	return text;
+}
+
+START_TEST(reload_failing_after_build_is_reported_failed)
+{
+	struct h_daemon d;
+	pid_t bpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+	int admin = h_free_port(), taken = h_free_port(), holder;
+	char binds[64], lines[512], *out;
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+
+	snprintf(binds, sizeof(binds), "127.0.0.1:%d", port);
+	snprintf(lines, sizeof(lines), "admin = 127.0.0.1:%d", admin);
+	ck_assert_int_eq(h_daemon_start(&d, "sidefail", with_global(binds,
+	    bport, lines)), 0);
+	/* The access log cannot be opened: nothing changes. */
+	snprintf(lines, sizeof(lines), "admin = 127.0.0.1:%d\naccess_log = "
+	    "%s/no-such-dir/access.log", admin, h_dir());
+	rewrite(&d, with_global(binds, bport, lines));
+	ck_assert(h_log_contains(&d, "reload failed: cannot open the access "
+	    "log", 3000));
+	/* The admin endpoint cannot move to an address already taken. */
+	holder = socket(AF_INET, SOCK_STREAM, 0);
+	sin.sin_port = htons((uint16_t)taken);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(holder, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ck_assert_int_eq(listen(holder, 1), 0);
+	snprintf(lines, sizeof(lines), "admin = 127.0.0.1:%d", taken);
+	rewrite(&d, with_global(binds, bport, lines));
+	ck_assert(h_log_contains(&d, "reload failed: cannot serve admin on",
+	    3000));
+	close(holder);
+	ck_assert_int_eq(count(&d, "reload failed"), 2);
+	ck_assert_int_eq(count(&d, "published"), 0);
+	/* The old endpoint still answers and counts both failures; the
+	 * first generation still serves, its access log still on stderr. */
+	out = h_run(NULL, "curl -sS http://127.0.0.1:%d/metrics | grep "
+	    "'^tlsproxy_reloads_total'", admin);
+	ck_assert_msg(strstr(out, "tlsproxy_reloads_total{result=\"failed\"} 2")
+	    != NULL && strstr(out, "tlsproxy_reloads_total{result=\"ok\"} 0")
+	    != NULL, "%s", out);
+	free(out);
+	out = h_run(NULL, "curl -sS http://127.0.0.1:%d/status", admin);
+	ck_assert_msg(strstr(out, "last reload FAILED (cannot serve admin") !=
+	    NULL, "%s", out);
+	free(out);
+	out = h_run(NULL, "curl -sS --cacert %s/ca.pem https://localhost:%d/ok",
+	    h_dir(), port);
+	ck_assert_str_eq(out, "hello from tlsproxy's demo backend: GET /ok\n");
+	free(out);
+	ck_assert(h_log_contains(&d, "reason=\"done\"", 3000));
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
+START_TEST(start_only_settings_warn_on_reload)
+{
+	struct h_daemon d;
+	pid_t bpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+	char binds[64], text[4096];
+
+	snprintf(binds, sizeof(binds), "127.0.0.1:%d", port);
+	ck_assert_int_eq(h_daemon_start(&d, "startonly", conf(binds, bport,
+	    "leaf")), 0);
+	snprintf(text, sizeof(text), "%s", with_global(binds, bport,
+	    "buffer_size = 32k"));
+	memcpy(strstr(text, "workers = 2\n"), "workers = 3\n", 12);
+	rewrite(&d, text);
+	ck_assert(h_log_contains(&d, "published", 3000));
+	ck_assert(h_log_contains(&d, "key 'workers': 3 workers need a restart; "
+	    "keeping 2", 0));
+	ck_assert(h_log_contains(&d, "key 'buffer_size': 32768 bytes need a "
+	    "restart; keeping 65536", 0));
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
+START_TEST(supplementary_groups_kept_after_drop)
+{
+	struct h_daemon d;
+	pid_t bpid;
+	int bport, port = h_free_port(), st;
+	char binds[64], text[4096], *out;
+	const char *user = "tlsproxy-test-u", *group = "tlsproxy-test-g";
+
+	if (geteuid() != 0 || access("/usr/sbin/useradd", X_OK) != 0)
+		return; /* only root can make users and switch to them */
+	/* A key readable only through a supplementary group of the user,
+	 * as Debian's ssl-cert group is used. */
+	free(h_run(NULL, "userdel %s 2>/dev/null; groupdel %s 2>/dev/null; "
+	    "groupadd %s && useradd -M -N -g nogroup -G %s -s /usr/sbin/nologin "
+	    "%s", user, group, group, group, user));
+	out = h_run(&st, "cd '%s' && cp leaf.key grp.key && chgrp %s grp.key && "
+	    "chmod 0640 grp.key && id %s", h_dir(), group, user);
+	ck_assert_msg(st == 0, "%s", out);
+	free(out);
+	bport = h_backend("http", NULL, &bpid);
+	snprintf(binds, sizeof(binds), "127.0.0.1:%d", port);
+	snprintf(text, sizeof(text), "user = %s", user);
+	snprintf(text, sizeof(text), "%s", with_global(binds, bport, text));
+	strcpy(strstr(text, "leaf.key"), "grp.key\n");
+	ck_assert_int_eq(h_daemon_start(&d, "groups", text), 0);
+	ck_assert(h_log_contains(&d, "running as user tlsproxy-test-u", 0));
+	rewrite(&d, text);
+	ck_assert(h_log_contains(&d, "published", 3000));
+	ck_assert_int_eq(count(&d, "reload failed"), 0);
+	out = h_run(&st, "curl -sS --cacert %s/ca.pem https://localhost:%d/g",
+	    h_dir(), port);
+	ck_assert_int_eq(st, 0);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(bpid, SIGTERM);
+	free(h_run(NULL, "userdel %s; groupdel %s", user, group));
+}
+END_TEST
+
 int
 main(void)
 {
@@ -410,6 +567,9 @@ main(void)
 	tcase_add_test(tc, systemd_hears_ready_reloading_stopping);
 	tcase_add_test(tc, socket_activation_adopts_matching_sockets);
 	tcase_add_test(tc, privileges_dropped_after_binding);
+	tcase_add_test(tc, reload_failing_after_build_is_reported_failed);
+	tcase_add_test(tc, start_only_settings_warn_on_reload);
+	tcase_add_test(tc, supplementary_groups_kept_after_drop);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
