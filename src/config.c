@@ -211,7 +211,7 @@ static const struct conf_key keys[] = {
 	{ SEC_BACKEND, "proxy_protocol", T_STRING, B(proxy_protocol), NULL, 0,
 	  0, 0, "off, v1 or v2; unset = as the listener says" },
 	{ SEC_BACKEND, "proxy_protocol_client_cert", T_BOOL,
-	  B(proxy_protocol_client_cert), "no", 0, 0, 0,
+	  B(proxy_protocol_client_cert), NULL, 0, 0, 0,
 	  "v2: also send the client's certificate; unset = as the listener "
 	  "says" },
 
@@ -1242,6 +1242,9 @@ config_print_keys(void)
 		if (def == NULL && keys[i].sec != SEC_GLOBAL &&
 		    config_key_find(SEC_GLOBAL, keys[i].name, NULL) != NULL)
 			def = "(from [global])";
+		else if (def == NULL && keys[i].sec == SEC_BACKEND &&
+		    config_key_find(SEC_LISTENER, keys[i].name, NULL) != NULL)
+			def = "(from [listener])";
 		else if (def == NULL)
 			def = keys[i].required ? "(required)" : "-";
 		printf("%s\t%s\t%s\t%s\t%s\n", section_names[keys[i].sec],

@@ -35,6 +35,15 @@ else
 	notok "keys missing from conf/tlsproxy.conf:$missing_conf"
 fi
 
+# Each key in its own section, with the table's type and default; no
+# description of a key the table lacks.
+if out=$("$bin" --list-keys | python3 "$src/tests/shell/check_keys.py" \
+    "$src/man/tlsproxy.conf.5"); then
+	ok "tlsproxy.conf(5) gives every key its section, type and default"
+else
+	notok "tlsproxy.conf(5) against the key table: $out"
+fi
+
 for opt in --list-keys --list-ciphers --list-curves --config --test --version; do
 	if grep -q -- "$(echo "$opt" | sed 's/-/\\\\-/g')" "$src/man/tlsproxy.8"; then
 		ok "tlsproxy(8) documents $opt"
