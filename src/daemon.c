@@ -23,6 +23,7 @@
 #include "log.h"
 #include "ocsp_fetch.h"
 #include "peer_table.h"
+#include "retire.h"
 #include "ticket_sync.h"
 #include "tickets.h"
 #include "worker.h"
@@ -193,6 +194,8 @@ daemon_notify_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		log_msg(LOGL_ERROR, "control: read: %s", strerror(errno));
+	/* Snapshots the workers have all passed since they were replaced. */
+	retire_collect();
 	if (d->swapping)
 		daemon_swap_done(d);
 	for (int i = 0; i < d->num_workers; i++) {
@@ -617,6 +620,10 @@ daemon_run(const char *config_path, struct generation *gen)
 out:
 	daemon_free(&d);
 	generation_publish(NULL);
+	/* No worker is left to read them: retired and current snapshots
+	 * go now. */
+	tickets_clear();
+	retire_collect();
 	log_access_close();
 	return rc;
 }

@@ -33,7 +33,8 @@ struct daemon {
 	atomic_int access_log;
 	atomic_long num_conns;
 	atomic_ullong next_conn_id;
-	/* Workers write here when they took new sockets or their loop ended. */
+	/* Workers write here when they took new sockets, passed a quiescent
+	 * point asked for by retire_defer, or their loop ended. */
 	int notify_fd;
 	struct event *notify_ev;
 	struct event *sig_ev[5];

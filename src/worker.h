@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "retire.h"
+
 struct conn;
 struct daemon;
 struct event;
@@ -22,6 +24,8 @@ enum worker_cmd {
 	WORKER_CLOSE_ALL = 2,   /* end every connection now */
 	WORKER_SOCKETS = 4,     /* accept on the daemon's new socket set */
 	WORKER_PING = 8,        /* answer in |pong| (systemd watchdog) */
+	WORKER_QUIESCE = 16,    /* pass a quiescent point, tell the control
+	                         * thread (retire.h) */
 };
 
 struct worker_accept;
@@ -56,6 +60,10 @@ struct worker {
 	atomic_uint socks_version;
 	/* The last watchdog ping this worker's loop answered. */
 	atomic_uint pong;
+	/* Registered while the thread runs: ticket keys and staples are read
+	 * without locks, and freed after every worker passed a quiescent
+	 * point (any event callback: none keeps a snapshot pointer). */
+	struct retire_reader reader;
 };
 
 /* worker_init prepares |w| (event base, pool, wake-up channel) and
