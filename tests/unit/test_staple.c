@@ -11,13 +11,10 @@
 #include <time.h>
 
 #include <openssl/bio.h>
-#include <openssl/ec_key.h>
-#include <openssl/evp.h>
-#include <openssl/nid.h>
 #include <openssl/ssl.h>
-#include <openssl/x509.h>
 
 #include "../check_run.h"
+#include "test_server_ctx.h"
 #include "retire.h"
 #include "staple.h"
 
@@ -88,39 +85,6 @@ START_TEST(prune_drops_only_expired)
 }
 END_TEST
 
-/* A self-signed P-256 certificate and its key, for in-memory
- * handshakes. */
-static SSL_CTX *
-server_ctx(void)
-{
-	EC_KEY *ec = EC_KEY_new_by_curve_name(NID_X9_62_prime256v1);
-	EVP_PKEY *pkey = EVP_PKEY_new();
-	X509 *x = X509_new();
-	X509_NAME *name = X509_NAME_new();
-	SSL_CTX *ctx = SSL_CTX_new(TLS_method());
-
-	ck_assert(ec != NULL && pkey != NULL && x != NULL && name != NULL &&
-	    ctx != NULL);
-	ck_assert_int_eq(EC_KEY_generate_key(ec), 1);
-	ck_assert_int_eq(EVP_PKEY_assign_EC_KEY(pkey, ec), 1);
-	ck_assert_int_eq(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-	    (const uint8_t *)"staple.test", -1, -1, 0), 1);
-	ck_assert_int_eq(X509_set_version(x, X509_VERSION_3), 1);
-	ck_assert_int_eq(ASN1_INTEGER_set(X509_get_serialNumber(x), 1), 1);
-	ck_assert_int_eq(X509_set_subject_name(x, name), 1);
-	ck_assert_int_eq(X509_set_issuer_name(x, name), 1);
-	ck_assert_ptr_nonnull(X509_gmtime_adj(X509_getm_notBefore(x), -3600));
-	ck_assert_ptr_nonnull(X509_gmtime_adj(X509_getm_notAfter(x), 3600));
-	ck_assert_int_eq(X509_set_pubkey(x, pkey), 1);
-	ck_assert(X509_sign(x, pkey, EVP_sha256()) > 0);
-	ck_assert_int_eq(SSL_CTX_use_certificate(ctx, x), 1);
-	ck_assert_int_eq(SSL_CTX_use_PrivateKey(ctx, pkey), 1);
-	X509_NAME_free(name);
-	X509_free(x);
-	EVP_PKEY_free(pkey);
-	return ctx;
-}
-
 /* handshake runs a TLS handshake in memory after |s| was applied to the
  * server side, and returns the length of the response the client got
  * stapled (0: none), copying up to |out_len| bytes of it to |out|. */
@@ -159,7 +123,7 @@ handshake(SSL_CTX *sctx, SSL_CTX *cctx, struct staple_slot *s, uint8_t *out,
 
 START_TEST(served_until_expiry_never_after)
 {
-	SSL_CTX *sctx = server_ctx(), *cctx = SSL_CTX_new(TLS_method());
+	SSL_CTX *sctx = test_server_ctx(), *cctx = SSL_CTX_new(TLS_method());
 	uint8_t h[32], got[16];
 	struct staple_slot *s;
 	int64_t now = (int64_t)time(NULL);
@@ -236,7 +200,7 @@ stress_run(void *arg)
 START_TEST(readers_never_see_freed_responses)
 {
 	struct stress_worker sw[STRESS_THREADS];
-	SSL_CTX *sctx = server_ctx(), *cctx = SSL_CTX_new(TLS_method());
+	SSL_CTX *sctx = test_server_ctx(), *cctx = SSL_CTX_new(TLS_method());
 	size_t before = staple_slots_live();
 	struct staple_slot *s;
 	uint8_t h[32];
