@@ -1,5 +1,11 @@
 /* worker.h: worker threads, each with its own event loop, listening
- * sockets and connections. Nothing on a worker's data path takes a lock. */
+ * sockets and connections. Handshakes read ticket keys and staples without
+ * locks (retire.h). The locks a worker can take: a session-cache shard's
+ * per TLS 1.2 handshake (session_cache.c), a peer-table stripe per
+ * renegotiation attempt, the generation lock once after each reload (and
+ * the staple-slot list when it frees a generation), the access log's
+ * lock at its first line (to register its ring), and the reclamation
+ * lock when the thread starts and exits. */
 #ifndef TLSPROXY_WORKER_H
 #define TLSPROXY_WORKER_H
 
