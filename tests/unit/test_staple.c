@@ -114,7 +114,7 @@ handshake(SSL_CTX *sctx, SSL_CTX *cctx, struct staple_slot *s, uint8_t *out,
 	}
 	ck_assert(done_s && done_c);
 	SSL_get0_ocsp_response(cli, &resp, &resp_len);
-	if (out != NULL)
+	if (out != NULL && resp_len > 0)
 		memcpy(out, resp, resp_len < out_len ? resp_len : out_len);
 	SSL_free(srv);
 	SSL_free(cli);
