@@ -23,6 +23,8 @@
 #include "log.h"
 #include "ocsp_fetch.h"
 #include "peer_table.h"
+#include "retire.h"
+#include "staple.h"
 #include "ticket_sync.h"
 #include "tickets.h"
 #include "worker.h"
@@ -165,6 +167,18 @@ daemon_tickets_arm(struct daemon *d)
 	return 0;
 }
 
+/* How often expired staples are dropped: handshakes only skip them. */
+#define DAEMON_STAPLE_PRUNE_S 60
+
+static void
+daemon_staple_prune(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	staple_prune((int64_t)time(NULL));
+}
+
 static void
 daemon_notify_cb(evutil_socket_t fd, short what, void *arg);
 
@@ -216,6 +230,8 @@ daemon_notify_cb(evutil_socket_t fd, short what, void *arg)
 	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		log_msg(LOGL_ERROR, "control: read: %s", strerror(errno));
 	generation_reap();
+	/* Snapshots the workers have all passed since they were replaced. */
+	retire_collect();
 	if (d->swapping)
 		daemon_swap_done(d);
 	for (int i = 0; i < d->num_workers; i++) {
@@ -554,6 +570,8 @@ daemon_free(struct daemon *d)
 		event_free(d->watchdog_ev);
 	if (d->tickets_ev != NULL)
 		event_free(d->tickets_ev);
+	if (d->staple_ev != NULL)
+		event_free(d->staple_ev);
 	ticket_sync_free(d->ticket_sync);
 	ocsp_fetcher_free(d->ocsp);
 	if (d->notify_fd >= 0)
@@ -647,6 +665,7 @@ daemon_run(const char *config_path, struct generation *gen)
 {
 	struct daemon d;
 	const struct config *cfg = gen->cfg;
+	const struct timeval prune_tv = { DAEMON_STAPLE_PRUNE_S, 0 };
 	char err[512];
 	int n = daemon_num_workers(gen);
 	int rc = 1;
@@ -693,8 +712,11 @@ daemon_run(const char *config_path, struct generation *gen)
 	d.notify_ev = event_new(d.base, d.notify_fd, EV_READ | EV_PERSIST,
 	    daemon_notify_cb, &d);
 	d.drain_ev = evtimer_new(d.base, daemon_drain_expired, &d);
-	if (d.notify_ev == NULL || d.drain_ev == NULL ||
-	    event_add(d.notify_ev, NULL) != 0)
+	d.staple_ev = event_new(d.base, -1, EV_PERSIST, daemon_staple_prune,
+	    &d);
+	if (d.notify_ev == NULL || d.drain_ev == NULL || d.staple_ev == NULL ||
+	    event_add(d.notify_ev, NULL) != 0 ||
+	    event_add(d.staple_ev, &prune_tv) != 0)
 		goto out;
 	generation_set_reaper(daemon_wake, &d);
 	if ((d.peers = peer_table_new(0)) == NULL) {
@@ -724,6 +746,10 @@ daemon_run(const char *config_path, struct generation *gen)
 out:
 	daemon_free(&d);
 	generation_publish(NULL);
+	/* No worker is left to read them: retired and current snapshots
+	 * go now. */
+	tickets_clear();
+	retire_collect();
 	log_access_close();
 	return rc;
 }

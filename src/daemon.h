@@ -33,7 +33,8 @@ struct daemon {
 	atomic_int access_log;
 	atomic_long num_conns;
 	atomic_ullong next_conn_id;
-	/* Workers write here when they took new sockets or their loop ended. */
+	/* Workers write here when they took new sockets, passed a quiescent
+	 * point asked for by retire_defer, or their loop ended. */
 	int notify_fd;
 	struct event *notify_ev;
 	struct event *sig_ev[5];
@@ -46,6 +47,7 @@ struct daemon {
 	struct stat tickets_st;
 	struct ticket_sync *ticket_sync; /* ticket_keys = redis */
 	struct ocsp_fetcher *ocsp;
+	struct event *staple_ev; /* drops expired staples */
 	struct admin *admin; /* NULL while off */
 	struct peer_table *peers; /* client addresses, shared by the workers */
 	atomic_uint ping;

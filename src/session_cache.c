@@ -1,9 +1,16 @@
-/* session_cache.c: a locked hash table of serialized sessions with LRU
+/* session_cache.c: a sharded hash table of serialized sessions with LRU
  * eviction. Serialized copies, not SSL_SESSION objects, are kept: they
- * do not pin the SSL_CTX (and so the generation) that made them. */
+ * do not pin the SSL_CTX (and so the generation) that made them.
+ *
+ * The session ID's hash picks a shard; each shard has its own mutex,
+ * buckets, LRU list and share of the capacity, so workers looking up
+ * different sessions rarely wait for each other. A lock is held only to
+ * find, link or unlink an entry and copy its bytes: serializing and
+ * deserializing happen outside. */
 #include "session_cache.h"
 
 #include <pthread.h>
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,26 +20,50 @@
 
 #include "clock.h"
 
+/* A power of two; at most this many shards are used, fewer when the
+ * capacity is smaller, so that every shard holds at least one session. */
+#define CACHE_SHARDS 16
+#define CACHE_BUCKETS_PER_SHARD 256
+/* Sessions this small are copied out to the stack; larger ones (client
+ * certificate chains) to the heap. */
+#define CACHE_STACK_COPY 4096
+
 struct entry {
 	struct entry *hnext;           /* hash chain */
 	struct entry *lru_prev, *lru_next;
 	uint64_t expires_ms;
+	uint64_t used_ns;              /* last stored or found */
 	uint8_t id[SSL_MAX_SSL_SESSION_ID_LENGTH];
 	uint8_t id_len;
 	size_t der_len;
 	uint8_t der[];
 };
 
-static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct entry **buckets;
-static size_t num_buckets, count, capacity;
-static uint64_t timeout_ms = 300000;
-static struct entry *lru_head, *lru_tail; /* head: most recent */
+struct shard {
+	alignas(64) pthread_mutex_t lock;
+	struct entry **buckets;
+	size_t count, capacity;
+	struct entry *lru_head, *lru_tail; /* head: most recent */
+};
+
+static struct shard shards[CACHE_SHARDS];
+static pthread_once_t shards_once = PTHREAD_ONCE_INIT;
+/* Shards in use (0: no cache). Changed only with every shard's lock held,
+ * so it is stable under any one of them. */
+static _Atomic size_t num_shards;
+static _Atomic uint64_t timeout_ms = 300000;
 typedef void (*external_put_fn)(SSL *, SSL_SESSION *);
 typedef SSL_SESSION *(*external_get_fn)(SSL *, const uint8_t *, size_t);
 /* Set by the control thread on reload while workers read them. */
 static _Atomic(external_put_fn) external_put;
 static _Atomic(external_get_fn) external_get;
+
+static void
+cache_init_locks(void)
+{
+	for (size_t i = 0; i < CACHE_SHARDS; i++)
+		pthread_mutex_init(&shards[i].lock, NULL);
+}
 
 void
 session_cache_set_external(void (*put)(SSL *ssl, SSL_SESSION *session),
@@ -42,46 +73,68 @@ session_cache_set_external(void (*put)(SSL *ssl, SSL_SESSION *session),
 	atomic_store(&external_get, get);
 }
 
-static size_t
-cache_bucket(const uint8_t *id, size_t len)
+static uint64_t
+cache_hash(const uint8_t *id, size_t len)
 {
 	uint64_t h = 1469598103934665603ULL;
 
 	for (size_t i = 0; i < len; i++)
 		h = (h ^ id[i]) * 1099511628211ULL;
-	return (size_t)(h % num_buckets);
+	return h;
+}
+
+/* cache_lock_shard locks the shard of |h| and returns it, or NULL
+ * without a cache. */
+static struct shard *
+cache_lock_shard(uint64_t h)
+{
+	for (;;) {
+		size_t n = atomic_load(&num_shards);
+		struct shard *s;
+
+		if (n == 0)
+			return NULL;
+		/* The high bits: the low ones pick the bucket. */
+		s = &shards[(h >> 32) % n];
+		pthread_mutex_lock(&s->lock);
+		if (atomic_load(&num_shards) == n)
+			return s;
+		/* Resharded meanwhile: this may no longer be the shard. */
+		pthread_mutex_unlock(&s->lock);
+	}
 }
 
 static void
-cache_lru_unlink(struct entry *e)
+cache_lru_unlink(struct shard *s, struct entry *e)
 {
 	if (e->lru_prev != NULL)
 		e->lru_prev->lru_next = e->lru_next;
 	else
-		lru_head = e->lru_next;
+		s->lru_head = e->lru_next;
 	if (e->lru_next != NULL)
 		e->lru_next->lru_prev = e->lru_prev;
 	else
-		lru_tail = e->lru_prev;
+		s->lru_tail = e->lru_prev;
 	e->lru_prev = e->lru_next = NULL;
 }
 
 static void
-cache_lru_push(struct entry *e)
+cache_lru_push(struct shard *s, struct entry *e)
 {
 	e->lru_prev = NULL;
-	e->lru_next = lru_head;
-	if (lru_head != NULL)
-		lru_head->lru_prev = e;
-	lru_head = e;
-	if (lru_tail == NULL)
-		lru_tail = e;
+	e->lru_next = s->lru_head;
+	if (s->lru_head != NULL)
+		s->lru_head->lru_prev = e;
+	s->lru_head = e;
+	if (s->lru_tail == NULL)
+		s->lru_tail = e;
 }
 
 static struct entry **
-cache_find(const uint8_t *id, size_t len)
+cache_find(struct shard *s, const uint8_t *id, size_t len)
 {
-	struct entry **p = &buckets[cache_bucket(id, len)];
+	struct entry **p = &s->buckets[cache_hash(id, len) %
+	    CACHE_BUCKETS_PER_SHARD];
 
 	for (; *p != NULL; p = &(*p)->hnext) {
 		if ((*p)->id_len == len && memcmp((*p)->id, id, len) == 0)
@@ -91,41 +144,134 @@ cache_find(const uint8_t *id, size_t len)
 }
 
 static void
-cache_remove(struct entry **slot)
+cache_entry_free(struct entry *e)
+{
+	OPENSSL_cleanse(e->der, e->der_len);
+	free(e);
+}
+
+/* cache_unlink takes the entry at |slot| out of its shard. */
+static struct entry *
+cache_unlink(struct shard *s, struct entry **slot)
 {
 	struct entry *e = *slot;
 
 	*slot = e->hnext;
-	cache_lru_unlink(e);
-	OPENSSL_cleanse(e->der, e->der_len);
-	free(e);
-	count--;
+	e->hnext = NULL;
+	cache_lru_unlink(s, e);
+	s->count--;
+	return e;
 }
 
 static void
-cache_evict_oldest(void)
+cache_evict_oldest(struct shard *s)
 {
-	struct entry *e = lru_tail;
+	struct entry *e = s->lru_tail;
 
 	if (e != NULL)
-		cache_remove(cache_find(e->id, e->id_len));
+		cache_entry_free(cache_unlink(s, cache_find(s, e->id,
+		    e->id_len)));
+}
+
+/* cache_link adds |e| to |s| as its most recent entry, replacing one of
+ * the same ID and making room. */
+static void
+cache_link(struct shard *s, struct entry *e)
+{
+	struct entry **slot = cache_find(s, e->id, e->id_len);
+
+	if (*slot != NULL)
+		cache_entry_free(cache_unlink(s, slot));
+	while (s->count >= s->capacity)
+		cache_evict_oldest(s);
+	slot = cache_find(s, e->id, e->id_len);
+	e->hnext = *slot;
+	*slot = e;
+	cache_lru_push(s, e);
+	s->count++;
+}
+
+static int
+cache_by_use(const void *a, const void *b)
+{
+	const struct entry *x = *(struct entry *const *)a;
+	const struct entry *y = *(struct entry *const *)b;
+
+	return x->used_ns < y->used_ns ? -1 : x->used_ns > y->used_ns;
+}
+
+/* cache_reshard spreads every entry over |n| shards of the new
+ * capacities, least recently used first so that those are what a smaller
+ * cache drops. Every shard's lock is held. */
+static void
+cache_reshard(size_t n, size_t cap)
+{
+	struct entry **all = NULL;
+	size_t num = 0;
+
+	for (size_t i = 0; i < CACHE_SHARDS; i++)
+		num += shards[i].count;
+	/* Without a cache, or out of memory: start empty rather than break
+	 * a bound. */
+	if (num > 0 && (n == 0 || (all = malloc(num * sizeof(*all))) ==
+	    NULL)) {
+		for (size_t i = 0; i < CACHE_SHARDS; i++) {
+			while (shards[i].count > 0)
+				cache_evict_oldest(&shards[i]);
+		}
+	}
+	num = 0;
+	for (size_t i = 0; all != NULL && i < CACHE_SHARDS; i++) {
+		struct shard *s = &shards[i];
+
+		while (s->lru_tail != NULL)
+			all[num++] = cache_unlink(s, cache_find(s,
+			    s->lru_tail->id, s->lru_tail->id_len));
+	}
+	for (size_t i = 0; i < CACHE_SHARDS; i++)
+		shards[i].capacity = i < n ? cap / n + (i < cap % n) : 0;
+	atomic_store(&num_shards, n);
+	if (num > 0)
+		qsort(all, num, sizeof(*all), cache_by_use);
+	for (size_t i = 0; i < num; i++) {
+		struct shard *s = &shards[(cache_hash(all[i]->id,
+		    all[i]->id_len) >> 32) % n];
+
+		cache_link(s, all[i]);
+	}
+	free(all);
 }
 
 void
 session_cache_configure(size_t cap, uint64_t timeout)
 {
-	pthread_mutex_lock(&cache_lock);
-	timeout_ms = timeout;
-	capacity = cap;
-	if (buckets == NULL && cap > 0) {
-		num_buckets = 4096;
-		buckets = calloc(num_buckets, sizeof(*buckets));
-		if (buckets == NULL)
-			capacity = 0;
+	size_t n = cap < CACHE_SHARDS ? cap : CACHE_SHARDS;
+
+	pthread_once(&shards_once, cache_init_locks);
+	for (size_t i = 0; i < CACHE_SHARDS; i++)
+		pthread_mutex_lock(&shards[i].lock);
+	atomic_store(&timeout_ms, timeout);
+	for (size_t i = 0; i < n; i++) {
+		if (shards[i].buckets == NULL &&
+		    (shards[i].buckets = calloc(CACHE_BUCKETS_PER_SHARD,
+		    sizeof(*shards[i].buckets))) == NULL)
+			n = i;
 	}
-	while (count > capacity)
-		cache_evict_oldest();
-	pthread_mutex_unlock(&cache_lock);
+	if (n == 0)
+		cap = 0;
+	if (n == atomic_load(&num_shards)) {
+		for (size_t i = 0; i < n; i++) {
+			struct shard *s = &shards[i];
+
+			s->capacity = cap / n + (i < cap % n);
+			while (s->count > s->capacity)
+				cache_evict_oldest(s);
+		}
+	} else {
+		cache_reshard(n, cap);
+	}
+	for (size_t i = CACHE_SHARDS; i > 0; i--)
+		pthread_mutex_unlock(&shards[i - 1].lock);
 }
 
 static int
@@ -135,7 +281,9 @@ cache_new_cb(SSL *ssl, SSL_SESSION *session)
 	const uint8_t *id = SSL_SESSION_get_id(session, &id_len);
 	uint8_t *der = NULL;
 	size_t der_len;
-	struct entry *e, **slot;
+	struct shard *s;
+	struct entry *e;
+	uint64_t now;
 
 	/* TLS 1.3 resumes with tickets only: nothing to look up by ID. */
 	if (id_len == 0 || id_len > SSL_MAX_SSL_SESSION_ID_LENGTH ||
@@ -145,7 +293,8 @@ cache_new_cb(SSL *ssl, SSL_SESSION *session)
 
 	if (put != NULL)
 		put(ssl, session);
-	if (SSL_SESSION_to_bytes(session, &der, &der_len) != 1)
+	if (atomic_load_explicit(&num_shards, memory_order_relaxed) == 0 ||
+	    SSL_SESSION_to_bytes(session, &der, &der_len) != 1)
 		return 0;
 	e = malloc(sizeof(*e) + der_len);
 	if (e == NULL) {
@@ -159,50 +308,60 @@ cache_new_cb(SSL *ssl, SSL_SESSION *session)
 	memcpy(e->der, der, der_len);
 	OPENSSL_cleanse(der, der_len);
 	OPENSSL_free(der);
-	pthread_mutex_lock(&cache_lock);
-	if (capacity == 0) {
-		pthread_mutex_unlock(&cache_lock);
-		free(e);
+	now = clock_mono_ns();
+	e->used_ns = now;
+	e->expires_ms = now / 1000000 + atomic_load(&timeout_ms);
+	if ((s = cache_lock_shard(cache_hash(id, id_len))) == NULL) {
+		cache_entry_free(e);
 		return 0;
 	}
-	e->expires_ms = clock_mono_ms() + timeout_ms;
-	slot = cache_find(id, id_len);
-	if (*slot != NULL)
-		cache_remove(slot);
-	while (count >= capacity)
-		cache_evict_oldest();
-	slot = cache_find(id, id_len);
-	e->hnext = *slot;
-	*slot = e;
-	cache_lru_push(e);
-	count++;
-	pthread_mutex_unlock(&cache_lock);
+	cache_link(s, e);
+	pthread_mutex_unlock(&s->lock);
 	return 0;
 }
 
 static SSL_SESSION *
 cache_get_cb(SSL *ssl, const uint8_t *id, int id_len, int *out_copy)
 {
+	uint8_t stack[CACHE_STACK_COPY], *copy = NULL;
 	SSL_SESSION *session = NULL;
-	struct entry **slot;
+	struct entry **slot, *gone = NULL;
+	struct shard *s;
+	size_t copy_len = 0;
+	uint64_t now;
 
 	*out_copy = 0;
 	if (id_len <= 0 || id_len > SSL_MAX_SSL_SESSION_ID_LENGTH)
 		return NULL;
-	pthread_mutex_lock(&cache_lock);
-	if (capacity > 0 && *(slot = cache_find(id, (size_t)id_len)) != NULL) {
+	now = clock_mono_ns();
+	s = cache_lock_shard(cache_hash(id, (size_t)id_len));
+	if (s != NULL && *(slot = cache_find(s, id, (size_t)id_len)) != NULL) {
 		struct entry *e = *slot;
 
-		if (e->expires_ms <= clock_mono_ms()) {
-			cache_remove(slot);
+		if (e->expires_ms <= now / 1000000) {
+			gone = cache_unlink(s, slot);
 		} else {
-			session = SSL_SESSION_from_bytes(e->der, e->der_len,
-			    SSL_get_SSL_CTX(ssl));
-			cache_lru_unlink(e);
-			cache_lru_push(e);
+			copy_len = e->der_len;
+			copy = copy_len <= sizeof(stack) ? stack :
+			    malloc(copy_len);
+			if (copy != NULL)
+				memcpy(copy, e->der, copy_len);
+			e->used_ns = now;
+			cache_lru_unlink(s, e);
+			cache_lru_push(s, e);
 		}
 	}
-	pthread_mutex_unlock(&cache_lock);
+	if (s != NULL)
+		pthread_mutex_unlock(&s->lock);
+	if (gone != NULL)
+		cache_entry_free(gone);
+	if (copy != NULL) {
+		session = SSL_SESSION_from_bytes(copy, copy_len,
+		    SSL_get_SSL_CTX(ssl));
+		OPENSSL_cleanse(copy, copy_len);
+		if (copy != stack)
+			free(copy);
+	}
 	if (session == NULL) {
 		external_get_fn get = atomic_load(&external_get);
 
@@ -224,19 +383,25 @@ session_cache_attach(SSL_CTX *ctx)
 size_t
 session_cache_count(void)
 {
-	size_t n;
+	size_t n = 0;
 
-	pthread_mutex_lock(&cache_lock);
-	n = count;
-	pthread_mutex_unlock(&cache_lock);
+	pthread_once(&shards_once, cache_init_locks);
+	for (size_t i = 0; i < CACHE_SHARDS; i++) {
+		pthread_mutex_lock(&shards[i].lock);
+		n += shards[i].count;
+		pthread_mutex_unlock(&shards[i].lock);
+	}
 	return n;
 }
 
 void
 session_cache_clear(void)
 {
-	pthread_mutex_lock(&cache_lock);
-	while (count > 0)
-		cache_evict_oldest();
-	pthread_mutex_unlock(&cache_lock);
+	pthread_once(&shards_once, cache_init_locks);
+	for (size_t i = 0; i < CACHE_SHARDS; i++) {
+		pthread_mutex_lock(&shards[i].lock);
+		while (shards[i].count > 0)
+			cache_evict_oldest(&shards[i]);
+		pthread_mutex_unlock(&shards[i].lock);
+	}
 }

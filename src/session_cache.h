@@ -1,7 +1,9 @@
 /* session_cache.h: the server-side session cache for TLS 1.2 session IDs.
  * One cache for the whole process: every context and listener of every
  * generation uses it, so sessions survive reloads; a session still only
- * resumes where its session ID context matches. Bounded in size and age. */
+ * resumes where its session ID context matches. Bounded in size and age.
+ * Workers share it: it is split into shards by session ID, each with its
+ * own lock, least-recently-used order and share of the capacity. */
 #ifndef TLSPROXY_SESSION_CACHE_H
 #define TLSPROXY_SESSION_CACHE_H
 
@@ -10,7 +12,8 @@
 #include <stdint.h>
 
 /* session_cache_configure sets the capacity (0: no cache) and lifetime;
- * entries beyond the new capacity are dropped. */
+ * entries beyond the new capacity are dropped, least recently used first
+ * within each shard. */
 void session_cache_configure(size_t capacity, uint64_t timeout_ms);
 
 /* session_cache_attach makes |ctx| store and find sessions here. */

@@ -2,22 +2,49 @@
 #include "staple.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "retire.h"
+
+/* A response, immutable once published. */
+struct staple_resp {
+	struct retire_node retire;
+	int64_t expires;
+	size_t len;
+	uint8_t der[];
+};
+
 struct staple_slot {
 	struct staple_slot *next;
 	uint8_t hash[32];
-	pthread_rwlock_t lock;
-	uint8_t *der;
-	size_t len;
-	int64_t expires;
+	size_t refs; /* under slots_lock */
+	_Atomic(struct staple_resp *) resp;
 };
 
-/* Slots are few (one per certificate) and live until exit. */
+/* Guards the list and the reference counts: taken when contexts are built
+ * and released, and by the control side, never by a handshake. */
 static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct staple_slot *slots;
+static size_t slots_live;
+
+static void
+staple_resp_free(void *arg)
+{
+	free(arg);
+}
+
+/* staple_swap publishes |next| in |s| and retires what it replaces. */
+static void
+staple_swap(struct staple_slot *s, struct staple_resp *next)
+{
+	struct staple_resp *old = atomic_exchange(&s->resp, next);
+
+	if (old != NULL)
+		retire_defer(&old->retire, staple_resp_free, old);
+}
 
 struct staple_slot *
 staple_slot_get(const uint8_t hash[32])
@@ -29,68 +56,121 @@ staple_slot_get(const uint8_t hash[32])
 		if (memcmp(s->hash, hash, 32) == 0)
 			break;
 	}
-	if (s == NULL && (s = calloc(1, sizeof(*s))) != NULL) {
+	if (s != NULL) {
+		s->refs++;
+	} else if ((s = calloc(1, sizeof(*s))) != NULL) {
 		memcpy(s->hash, hash, 32);
-		pthread_rwlock_init(&s->lock, NULL);
+		s->refs = 1;
+		atomic_init(&s->resp, NULL);
 		s->next = slots;
 		slots = s;
+		slots_live++;
 	}
 	pthread_mutex_unlock(&slots_lock);
 	return s;
+}
+
+struct staple_slot *
+staple_slot_ref(struct staple_slot *s)
+{
+	if (s != NULL) {
+		pthread_mutex_lock(&slots_lock);
+		s->refs++;
+		pthread_mutex_unlock(&slots_lock);
+	}
+	return s;
+}
+
+void
+staple_slot_unref(struct staple_slot *s)
+{
+	struct staple_slot **p;
+	int last;
+
+	if (s == NULL)
+		return;
+	pthread_mutex_lock(&slots_lock);
+	last = --s->refs == 0;
+	if (last) {
+		for (p = &slots; *p != s; p = &(*p)->next)
+			;
+		*p = s->next;
+		slots_live--;
+	}
+	pthread_mutex_unlock(&slots_lock);
+	if (!last)
+		return;
+	/* Handshakes reach a slot only through a context holding a
+	 * reference: with none left, nobody can be reading the response. */
+	free(atomic_load_explicit(&s->resp, memory_order_relaxed));
+	free(s);
 }
 
 int
 staple_set(struct staple_slot *s, const uint8_t *der, size_t len,
     int64_t expires)
 {
-	uint8_t *copy = NULL, *old;
+	struct staple_resp *r = NULL;
 
-	if (der != NULL && (copy = malloc(len)) == NULL)
-		return -1;
-	if (copy != NULL)
-		memcpy(copy, der, len);
-	pthread_rwlock_wrlock(&s->lock);
-	old = s->der;
-	s->der = copy;
-	s->len = copy != NULL ? len : 0;
-	s->expires = expires;
-	pthread_rwlock_unlock(&s->lock);
-	free(old);
+	if (der != NULL) {
+		if ((r = malloc(sizeof(*r) + len)) == NULL)
+			return -1;
+		memset(r, 0, sizeof(*r));
+		memcpy(r->der, der, len);
+		r->len = len;
+		r->expires = expires;
+	}
+	staple_swap(s, r);
 	return 0;
 }
 
 void
 staple_apply(struct staple_slot *s, SSL *ssl)
 {
-	int expired = 0;
+	const struct staple_resp *r;
 
 	if (s == NULL)
 		return;
-	pthread_rwlock_rdlock(&s->lock);
-	if (s->der != NULL && (int64_t)time(NULL) < s->expires)
-		SSL_set_ocsp_response(ssl, s->der, s->len);
-	else if (s->der != NULL)
-		expired = 1;
-	pthread_rwlock_unlock(&s->lock);
-	if (!expired)
-		return;
-	/* Drop it, unless a fresh one replaced it meanwhile. */
-	pthread_rwlock_wrlock(&s->lock);
-	if (s->der != NULL && (int64_t)time(NULL) >= s->expires) {
-		free(s->der);
-		s->der = NULL;
-		s->len = 0;
-	}
-	pthread_rwlock_unlock(&s->lock);
+	/* Valid until this worker's next quiescent point (retire.h); the
+	 * response is copied into the connection. An expired one is left
+	 * for the control side to drop (staple_prune). */
+	r = atomic_load_explicit(&s->resp, memory_order_acquire);
+	if (r != NULL && (int64_t)time(NULL) < r->expires)
+		SSL_set_ocsp_response(ssl, r->der, r->len);
 }
 
 int
 staple_has(struct staple_slot *s)
 {
-	int has;
+	const struct staple_resp *r = atomic_load_explicit(&s->resp,
+	    memory_order_acquire);
 
-	pthread_rwlock_rdlock(&s->lock);
-	has = s->der != NULL;
-	pthread_rwlock_unlock(&s->lock);
-	return has;
+	return r != NULL;
+}
+
+void
+staple_prune(int64_t now)
+{
+	pthread_mutex_lock(&slots_lock);
+	for (struct staple_slot *s = slots; s != NULL; s = s->next) {
+		struct staple_resp *r = atomic_load_explicit(&s->resp,
+		    memory_order_acquire);
+
+		/* Only if no fresh response replaced it meanwhile. */
+		if (r != NULL && now >= r->expires &&
+		    atomic_compare_exchange_strong(&s->resp, &r, NULL))
+			retire_defer(&r->retire, staple_resp_free, r);
+	}
+	pthread_mutex_unlock(&slots_lock);
+}
+
+size_t
+staple_slots_live(void)
+{
+	size_t n;
+
+	pthread_mutex_lock(&slots_lock);
+	n = slots_live;
+	pthread_mutex_unlock(&slots_lock);
+	return n;
 }

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,14 +17,35 @@
 #include <openssl/mem.h>
 #include <openssl/rand.h>
 
+#include "log.h"
+#include "retire.h"
+
 /* Enough for any rotation scheme; a ring is searched per resumption. */
 #define TICKETS_MAX_KEYS 64
 
-/* Handshakes only read the ring; the control thread replaces it. */
-static pthread_rwlock_t tickets_lock = PTHREAD_RWLOCK_INITIALIZER;
-static struct ticket_ring tickets_current;
-static int tickets_current_from_file;
-static time_t tickets_since;
+/* The ring in use, immutable once published. Handshakes read it without
+ * a lock; the control side swaps it and retires the old one. */
+struct tickets_snap {
+	struct retire_node retire;
+	struct ticket_ring ring;
+	time_t since; /* when ring.keys[0] became the encrypting key */
+	int from_file;
+};
+
+static _Atomic(struct tickets_snap *) tickets_current;
+/* Serialises the writers (a rotation reads the ring it replaces) and lets
+ * the control side's getters read the snapshot: a retired one is freed
+ * under it when no reader is registered. Handshakes never take it. */
+static pthread_mutex_t tickets_write_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void
+tickets_snap_free(void *arg)
+{
+	struct tickets_snap *s = arg;
+
+	tickets_ring_free(&s->ring);
+	free(s);
+}
 
 static int
 tickets_push(struct ticket_ring *r, const uint8_t *key)
@@ -212,77 +234,114 @@ tickets_new_key_line(char *out, size_t out_len)
 	return 0;
 }
 
+/* tickets_install_locked publishes |r| (taking its keys) with
+ * tickets_write_lock held; on failure it wipes |r| and keeps the ring in
+ * use. */
+static int
+tickets_install_locked(struct ticket_ring *r, int from_file)
+{
+	struct tickets_snap *old = atomic_load_explicit(&tickets_current,
+	    memory_order_relaxed);
+	struct tickets_snap *s = r->num > 0 ? calloc(1, sizeof(*s)) : NULL;
+
+	if (r->num > 0 && s == NULL) {
+		tickets_ring_free(r);
+		return -1;
+	}
+	if (s != NULL) {
+		s->ring = *r;
+		s->from_file = from_file;
+		/* The age that matters is the encrypting key's. */
+		s->since = old != NULL && memcmp(old->ring.keys[0].name,
+		    r->keys[0].name, sizeof(r->keys[0].name)) == 0 ?
+		    old->since : time(NULL);
+	}
+	memset(r, 0, sizeof(*r));
+	atomic_store_explicit(&tickets_current, s, memory_order_release);
+	if (old != NULL)
+		retire_defer(&old->retire, tickets_snap_free, old);
+	return 0;
+}
+
 void
 tickets_install(struct ticket_ring *r, int from_file)
 {
-	struct ticket_ring old;
+	pthread_mutex_lock(&tickets_write_lock);
+	if (tickets_install_locked(r, from_file) != 0)
+		log_msg(LOGL_ERROR, "session tickets: out of memory installing "
+		    "new keys; keeping the keys in use");
+	pthread_mutex_unlock(&tickets_write_lock);
+}
 
-	pthread_rwlock_wrlock(&tickets_lock);
-	old = tickets_current;
-	tickets_current = *r;
-	/* The age that matters is the encrypting key's. */
-	if (r->num > 0 && (old.num == 0 || memcmp(old.keys[0].name,
-	    r->keys[0].name, sizeof(r->keys[0].name)) != 0))
-		tickets_since = time(NULL);
-	tickets_current_from_file = from_file;
-	pthread_rwlock_unlock(&tickets_lock);
-	memset(r, 0, sizeof(*r));
-	tickets_ring_free(&old);
+void
+tickets_clear(void)
+{
+	struct ticket_ring none = { NULL, 0 };
+
+	tickets_install(&none, 0);
 }
 
 int
 tickets_rotate(size_t keep)
 {
 	struct ticket_ring next;
+	const struct tickets_snap *cur;
 	uint8_t key[TICKET_KEY_LEN];
 	int rc = 0;
 
 	memset(&next, 0, sizeof(next));
 	RAND_bytes(key, sizeof(key));
-	pthread_rwlock_rdlock(&tickets_lock);
+	pthread_mutex_lock(&tickets_write_lock);
+	cur = atomic_load_explicit(&tickets_current, memory_order_relaxed);
 	rc |= tickets_push(&next, key);
-	for (size_t i = 0; i < tickets_current.num && next.num < keep; i++)
-		rc |= tickets_push(&next, (const uint8_t *)&tickets_current.keys[i]);
-	pthread_rwlock_unlock(&tickets_lock);
+	for (size_t i = 0; cur != NULL && i < cur->ring.num && next.num < keep;
+	    i++)
+		rc |= tickets_push(&next, (const uint8_t *)&cur->ring.keys[i]);
 	OPENSSL_cleanse(key, sizeof(key));
-	if (rc != 0) {
+	if (rc != 0)
 		tickets_ring_free(&next);
-		return -1;
-	}
-	tickets_install(&next, 0);
-	return 0;
+	else
+		rc = tickets_install_locked(&next, 0);
+	pthread_mutex_unlock(&tickets_write_lock);
+	return rc != 0 ? -1 : 0;
 }
 
 int64_t
 tickets_key_since(void)
 {
+	const struct tickets_snap *s;
 	int64_t v;
 
-	pthread_rwlock_rdlock(&tickets_lock);
-	v = tickets_current.num > 0 ? (int64_t)tickets_since : 0;
-	pthread_rwlock_unlock(&tickets_lock);
+	pthread_mutex_lock(&tickets_write_lock);
+	s = atomic_load_explicit(&tickets_current, memory_order_relaxed);
+	v = s != NULL ? (int64_t)s->since : 0;
+	pthread_mutex_unlock(&tickets_write_lock);
 	return v;
 }
 
 int
 tickets_from_file(void)
 {
+	const struct tickets_snap *s;
 	int v;
 
-	pthread_rwlock_rdlock(&tickets_lock);
-	v = tickets_current_from_file;
-	pthread_rwlock_unlock(&tickets_lock);
+	pthread_mutex_lock(&tickets_write_lock);
+	s = atomic_load_explicit(&tickets_current, memory_order_relaxed);
+	v = s != NULL && s->from_file;
+	pthread_mutex_unlock(&tickets_write_lock);
 	return v;
 }
 
 size_t
 tickets_num(void)
 {
+	const struct tickets_snap *s;
 	size_t n;
 
-	pthread_rwlock_rdlock(&tickets_lock);
-	n = tickets_current.num;
-	pthread_rwlock_unlock(&tickets_lock);
+	pthread_mutex_lock(&tickets_write_lock);
+	s = atomic_load_explicit(&tickets_current, memory_order_relaxed);
+	n = s != NULL ? s->ring.num : 0;
+	pthread_mutex_unlock(&tickets_write_lock);
 	return n;
 }
 
@@ -290,27 +349,26 @@ int
 tickets_key_cb(SSL *ssl, uint8_t *key_name, uint8_t *iv, EVP_CIPHER_CTX *ctx,
     HMAC_CTX *hmac_ctx, int encrypt)
 {
+	const struct tickets_snap *s;
 	struct ticket_key k;
 	int rc = 0;
 
 	(void)ssl;
-	pthread_rwlock_rdlock(&tickets_lock);
-	if (encrypt) {
-		if (tickets_current.num > 0) {
-			k = tickets_current.keys[0];
-			rc = 1;
-		}
-	} else {
-		for (size_t i = 0; i < tickets_current.num; i++) {
-			if (memcmp(tickets_current.keys[i].name, key_name, 16) == 0) {
-				k = tickets_current.keys[i];
+	/* Valid until this worker's next quiescent point (retire.h). */
+	s = atomic_load_explicit(&tickets_current, memory_order_acquire);
+	if (s != NULL && encrypt) {
+		k = s->ring.keys[0];
+		rc = 1;
+	} else if (s != NULL) {
+		for (size_t i = 0; i < s->ring.num; i++) {
+			if (memcmp(s->ring.keys[i].name, key_name, 16) == 0) {
+				k = s->ring.keys[i];
 				/* 2: valid, but renew it under the first key. */
 				rc = i == 0 ? 1 : 2;
 				break;
 			}
 		}
 	}
-	pthread_rwlock_unlock(&tickets_lock);
 	if (rc == 0)
 		return encrypt ? -1 : 0;
 	if (encrypt) {

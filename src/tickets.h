@@ -2,7 +2,10 @@
  * 16-byte name, a 16-byte HMAC secret and a 16-byte AES-128 key. The
  * first key of the ring encrypts new tickets; every key decrypts, and a
  * ticket under another key is renewed under the first. The ring in use is
- * process-wide, so it survives reloads, and is swapped atomically. */
+ * process-wide, so it survives reloads: an immutable snapshot that the
+ * control side swaps atomically and handshakes read without a lock; the
+ * old one is wiped and freed once no worker can still read it
+ * (retire.h). */
 #ifndef TLSPROXY_TICKETS_H
 #define TLSPROXY_TICKETS_H
 
@@ -44,8 +47,13 @@ void tickets_ring_free(struct ticket_ring *r);
 int tickets_new_key_line(char *out, size_t out_len);
 
 /* tickets_install makes |r| the ring in use, taking its keys; the
- * previous ring is wiped. |from_file| records where the keys came from. */
+ * previous ring is retired (wiped and freed once no handshake can read
+ * it). |from_file| records where the keys came from. Out of memory, |r|
+ * is wiped and the ring in use stays. Control side only. */
 void tickets_install(struct ticket_ring *r, int from_file);
+
+/* tickets_clear retires the ring in use, leaving none (at exit). */
+void tickets_clear(void);
 
 /* tickets_from_file returns whether the ring in use came from a file. */
 int tickets_from_file(void);

@@ -767,7 +767,8 @@ tls_ctx_ecdsa_params(struct tls_ctx *t, EVP_PKEY *pkey)
 	}
 }
 
-/* tls_ctx_slot returns the staple slot of the chain's leaf. */
+/* tls_ctx_slot returns the staple slot of the chain's leaf, with a
+ * reference that tls_ctx_release drops. */
 static struct staple_slot *
 tls_ctx_slot(STACK_OF(X509) *chain)
 {
@@ -1019,6 +1020,7 @@ tls_ctx_release(struct tls_ctx *t)
 		t->ctx[k] = NULL;
 	}
 	for (int k = 0; k < TLS_KEY_NUM; k++) {
+		staple_slot_unref(t->staple[k]);
 		free(t->ocsp_der[k]);
 		free(t->ocsp_url[k]);
 		X509_free(t->leaf[k]);

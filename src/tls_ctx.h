@@ -46,8 +46,9 @@ struct tls_ctx {
 	int alpn_strict;
 	uint8_t *npn;
 	size_t npn_len;
-	/* OCSP: the staple slot of each certificate, and a response read
-	 * from an ocsp file, installed when the generation is activated. */
+	/* OCSP: the staple slot of each certificate (a reference), and a
+	 * response read from an ocsp file, installed when the generation is
+	 * activated. */
 	struct staple_slot *staple[TLS_KEY_NUM];
 	uint8_t *ocsp_der[TLS_KEY_NUM];
 	size_t ocsp_len[TLS_KEY_NUM];

@@ -22,6 +22,7 @@
 #include "bufpool.h"
 #include "peer_table.h"
 #include "relay.h"
+#include "retire.h"
 #include "session_store.h"
 #include "stats.h"
 
@@ -276,6 +277,11 @@ worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 		conn_close_all(w, "shutdown");
 	if (cmd & WORKER_PING)
 		atomic_store(&w->pong, atomic_load(&w->d->ping));
+	if (cmd & WORKER_QUIESCE) {
+		/* Between callbacks this thread holds no snapshot pointer. */
+		retire_quiescent(&w->reader);
+		worker_notify_control(w);
+	}
 	worker_maybe_exit(w);
 }
 
@@ -397,12 +403,23 @@ worker_loop(struct worker *w)
 	}
 }
 
+/* worker_retire_wake asks the worker for a quiescent point; called by
+ * retire_defer on the thread that retires. */
+static void
+worker_retire_wake(void *arg)
+{
+	worker_command(arg, WORKER_QUIESCE);
+}
+
 static void *
 worker_main(void *arg)
 {
 	struct worker *w = arg;
 
+	retire_reader_add(&w->reader, worker_retire_wake, w);
 	worker_loop(w);
+	/* An exited worker must hold back no reclamation. */
+	retire_reader_remove(&w->reader);
 	atomic_store(&w->exited, 1);
 	worker_notify_control(w);
 	return NULL;

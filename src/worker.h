@@ -1,5 +1,10 @@
 /* worker.h: worker threads, each with its own event loop, listening
- * sockets and connections. Nothing on a worker's data path takes a lock. */
+ * sockets and connections. Handshakes read ticket keys and staples without
+ * locks (retire.h). The locks a worker can take: a session-cache shard's
+ * per TLS 1.2 handshake (session_cache.c), a peer-table stripe per
+ * renegotiation attempt, the generation lock once after each reload, the
+ * access log's lock at its first line (to register its ring), and the
+ * reclamation lock when the thread starts and exits. */
 #ifndef TLSPROXY_WORKER_H
 #define TLSPROXY_WORKER_H
 
@@ -7,6 +12,8 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "retire.h"
 
 struct conn;
 struct daemon;
@@ -23,6 +30,8 @@ enum worker_cmd {
 	WORKER_CLOSE_ALL = 2,   /* end every connection now */
 	WORKER_SOCKETS = 4,     /* accept on the daemon's new socket set */
 	WORKER_PING = 8,        /* answer in |pong| (systemd watchdog) */
+	WORKER_QUIESCE = 16,    /* pass a quiescent point, tell the control
+	                         * thread (retire.h) */
 };
 
 struct worker_accept;
@@ -58,6 +67,10 @@ struct worker {
 	atomic_uint socks_version;
 	/* The last watchdog ping this worker's loop answered. */
 	atomic_uint pong;
+	/* Registered while the thread runs: ticket keys and staples are read
+	 * without locks, and freed after every worker passed a quiescent
+	 * point (any event callback: none keeps a snapshot pointer). */
+	struct retire_reader reader;
 };
 
 /* worker_init prepares |w| (event base, pool, wake-up channel) and
