@@ -329,6 +329,9 @@ metrics_config(struct evbuffer *b, const struct daemon *d,
 	admin_one(b, "tlsproxy_access_log_dropped_lines_total", "counter",
 	    "Access-log lines dropped because the log target fell behind.",
 	    (double)log_access_dropped());
+	admin_one(b, "tlsproxy_log_dropped_lines_total", "counter",
+	    "Log messages dropped because standard error fell behind.",
+	    (double)log_msg_dropped());
 }
 
 static void

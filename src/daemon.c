@@ -741,6 +741,9 @@ daemon_run(const char *config_path, struct generation *gen)
 	    d.socks.num_socks, n);
 	daemon_status(&d, "READY=1\n");
 	event_base_dispatch(d.base);
+	/* The workers have stopped: what they queued comes before the last
+	 * line. */
+	log_access_flush();
 	log_msg(LOGL_INFO, "all connections closed; exiting");
 	rc = 0;
 out:

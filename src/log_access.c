@@ -1,8 +1,10 @@
-/* log_access.c: the access log. Every thread that logs fills a ring buffer
- * of its own, without locks or system calls; one writer thread empties the
- * rings into the target. A target that stalls (a full or hung disk, a pipe
- * nobody reads) stalls only the writer: the rings fill up, and further
- * lines are dropped and counted while the connections go on. */
+/* log_access.c: the access log, and the writer thread that also carries
+ * the messages of threads that must not wait for standard error. Every
+ * thread that logs fills a ring buffer of its own, without locks or system
+ * calls; one writer thread empties the rings into the targets. A target
+ * that stalls (a full or hung disk, a pipe nobody reads, a journal that
+ * pushes back) stalls only the writer: the rings fill up, and further lines
+ * are dropped and counted while the connections go on. */
 #include "log.h"
 
 #include <errno.h>
@@ -28,6 +30,8 @@
 #define ALOG_PERIOD_MS 50
 /* The longest line kept, newline included. */
 #define ALOG_LINE_MAX 2048
+/* Before each line in a ring: its length and what it is. */
+#define ALOG_HDR_LEN 4
 /* How long a change of target waits for a write under way. */
 #define ALOG_SWITCH_WAIT_MS 250
 
@@ -35,11 +39,23 @@ _Static_assert((ALOG_RING_SIZE & (ALOG_RING_SIZE - 1)) == 0,
     "the ring size is a power of two");
 /* A line with its prefix fits in one write that a pipe keeps whole. */
 _Static_assert(ALOG_LINE_MAX + 64 <= PIPE_BUF, "a line fits in PIPE_BUF");
+/* A record's header holds its length in 16 bits. */
+_Static_assert(ALOG_LINE_MAX <= 0xffff, "a line's length fits its header");
 
 enum alog_kind {
 	ALOG_STDERR,
 	ALOG_SYSLOG,
 	ALOG_FILE,
+};
+
+/* What a line in a ring is. One ring holds both, so that a thread's
+ * message and its access-log line reach standard error in the order the
+ * thread wrote them. */
+enum alog_rec {
+	/* For the access-log target, which decides on a prefix. */
+	ALOG_REC_ACCESS,
+	/* From log_msg, prefix included: always to standard error. */
+	ALOG_REC_MSG,
 };
 
 /* A target outlives its replacement for as long as the writer still uses
@@ -52,13 +68,17 @@ struct alog_target {
 };
 
 /* A single-producer, single-consumer ring. Positions only grow; the bytes
- * from tail to head are whole lines, each ending in a newline. The
- * producer's and the writer's fields sit on cache lines of their own, so
- * that the two do not steal the line from each other on every call. */
+ * from tail to head are whole records: a header of ALOG_HDR_LEN bytes (the
+ * line's length, and its enum alog_rec above that) and a line ending in a
+ * newline. Lengths rather than newlines delimit them, so that whatever a
+ * line holds, the next record is found. The producer's and the
+ * writer's fields sit on cache lines of their own, so that the two do not
+ * steal the line from each other on every call. */
 struct alog_ring {
 	/* Written by the producer. */
 	alignas(64) _Atomic size_t head;
 	_Atomic uint64_t dropped;
+	_Atomic uint64_t msg_dropped;
 	/* Set by the producer, reset by the writer. */
 	_Atomic int wake_sent;
 	/* Written by the writer. */
@@ -84,8 +104,9 @@ static struct {
 	unsigned num_opens;
 	_Atomic int stop;
 	/* Lines lost to the target or to a failed allocation, and the drops
-	 * of rings already freed. */
+	 * of rings already freed; the same for messages. */
 	_Atomic uint64_t dropped;
+	_Atomic uint64_t msg_dropped;
 	int wake_fd;
 	int syslog_open;
 	int failing; /* under drain_mu */
@@ -102,6 +123,30 @@ static _Thread_local unsigned alog_mine_epoch;
 /* A ring's lines are copied out here (under drain_mu), which frees the ring
  * before the write that may take long. */
 static char alog_scratch[ALOG_RING_SIZE];
+
+/* Whole lines gathered for one write(2). On standard error a write is at
+ * most PIPE_BUF bytes, which a pipe never splits or mixes with a write of
+ * another thread (log_msg's own, for one); a file takes larger ones. For
+ * each line it keeps where it ends and what it is, to count the lines a
+ * failed write loses. Under drain_mu. */
+#define ALOG_OUT_SIZE (64 * 1024)
+#define ALOG_OUT_LINES 4096
+
+struct alog_out {
+	int fd;
+	size_t cap;
+	size_t len;
+	size_t num_lines;
+	char buf[ALOG_OUT_SIZE];
+	uint32_t end[ALOG_OUT_LINES];
+	uint8_t rec[ALOG_OUT_LINES];
+	/* Lines lost, by enum alog_rec, and errno of the last failure. */
+	size_t lost[2];
+	int err;
+};
+
+/* One for standard error, one for an access-log file. */
+static struct alog_out alog_out_err, alog_out_file;
 
 static struct alog_target *
 alog_target_new(const char *name)
@@ -232,6 +277,7 @@ alog_ring_new(unsigned epoch)
 		return NULL;
 	atomic_init(&r->head, 0);
 	atomic_init(&r->dropped, 0);
+	atomic_init(&r->msg_dropped, 0);
 	atomic_init(&r->wake_sent, 0);
 	atomic_init(&r->tail, 0);
 	pthread_mutex_lock(&alog.mu);
@@ -268,41 +314,54 @@ alog_ring_get(const struct alog_ring *r, size_t pos, char *dst, size_t len)
 	memcpy(dst + first, r->buf, len - first);
 }
 
-void
-log_access(const char *line, size_t line_len)
+/* alog_drop counts a line of |rec| that did not fit in |r|. Only the
+ * ring's thread writes these counters, so a plain increment is enough;
+ * readers only need an untorn value. */
+static void
+alog_drop(struct alog_ring *r, enum alog_rec rec)
+{
+	_Atomic uint64_t *n = rec == ALOG_REC_MSG ? &r->msg_dropped :
+	    &r->dropped;
+
+	atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) +
+	    1, memory_order_relaxed);
+}
+
+/* alog_push queues |line| of |rec| (|nl|: add a newline) in the calling
+ * thread's ring. Returns 0 when it is queued or counted as dropped, -1
+ * when no writer runs. */
+static int
+alog_push(enum alog_rec rec, const char *line, size_t line_len, int nl)
 {
 	unsigned epoch = atomic_load_explicit(&alog.epoch,
 	    memory_order_acquire);
 	struct alog_ring *r = alog_mine;
-	size_t head, tail;
+	size_t head, tail, len = line_len + (nl ? 1 : 0);
+	uint32_t hdr;
 
 	if (epoch == 0)
-		return;
+		return -1;
 	if (r == NULL || alog_mine_epoch != epoch) {
 		r = alog_ring_new(epoch);
 		if (r == NULL) {
-			atomic_fetch_add(&alog.dropped, 1);
-			return;
+			atomic_fetch_add(rec == ALOG_REC_MSG ? &alog.msg_dropped :
+			    &alog.dropped, 1);
+			return 0;
 		}
 	}
-	if (line_len > ALOG_LINE_MAX - 1)
-		line_len = ALOG_LINE_MAX - 1;
 	head = atomic_load_explicit(&r->head, memory_order_relaxed);
 	/* Acquire: the writer is done with the bytes it gave back. */
 	tail = atomic_load_explicit(&r->tail, memory_order_acquire);
-	if (ALOG_RING_SIZE - (head - tail) < line_len + 1) {
-		/* This thread is the only writer of the counter, so a plain
-		 * increment is enough; readers only need an untorn value. */
-		uint64_t dropped = atomic_load_explicit(&r->dropped,
-		    memory_order_relaxed);
-
-		atomic_store_explicit(&r->dropped, dropped + 1,
-		    memory_order_relaxed);
-		return;
+	if (ALOG_RING_SIZE - (head - tail) < ALOG_HDR_LEN + len) {
+		alog_drop(r, rec);
+		return 0;
 	}
-	alog_ring_put(r, head, line, line_len);
-	alog_ring_put(r, head + line_len, "\n", 1);
-	head += line_len + 1;
+	hdr = (uint32_t)len | (uint32_t)rec << 16;
+	alog_ring_put(r, head, (const char *)&hdr, ALOG_HDR_LEN);
+	alog_ring_put(r, head + ALOG_HDR_LEN, line, line_len);
+	if (nl)
+		alog_ring_put(r, head + ALOG_HDR_LEN + line_len, "\n", 1);
+	head += ALOG_HDR_LEN + len;
 	/* Release: the writer sees the bytes no later than the position. */
 	atomic_store_explicit(&r->head, head, memory_order_release);
 	if (head - tail > ALOG_RING_SIZE / 2 &&
@@ -312,18 +371,24 @@ log_access(const char *line, size_t line_len)
 		atomic_store_explicit(&r->wake_sent, 1, memory_order_relaxed);
 		eventfd_write(alog.wake_fd, 1);
 	}
+	return 0;
 }
 
-static size_t
-alog_count_lines(const char *buf, size_t len)
+void
+log_access(const char *line, size_t line_len)
 {
-	const char *end = buf + len;
-	size_t n = 0;
+	if (line_len > ALOG_LINE_MAX - 1)
+		line_len = ALOG_LINE_MAX - 1;
+	alog_push(ALOG_REC_ACCESS, line, line_len, 1);
+}
 
-	for (const char *p = buf; (p = memchr(p, '\n', (size_t)(end - p))) !=
-	    NULL; p++)
-		n++;
-	return n;
+int
+log_access_queue_msg(const char *line, size_t line_len)
+{
+	/* Cut like an access-log line, keeping the newline. */
+	if (line_len > ALOG_LINE_MAX)
+		return alog_push(ALOG_REC_MSG, line, ALOG_LINE_MAX - 1, 1);
+	return alog_push(ALOG_REC_MSG, line, line_len, 0);
 }
 
 /* alog_write_all returns how many bytes of |buf| reached |fd|: all of them
@@ -353,63 +418,54 @@ alog_write_all(int fd, const char *buf, size_t len)
 	return off;
 }
 
-/* alog_emit_plain writes the lines as they are and returns how many were
- * lost. */
-static size_t
-alog_emit_plain(int fd, const char *buf, size_t len)
+/* alog_out_flush writes the gathered lines and counts those that did not
+ * get out whole as lost. */
+static void
+alog_out_flush(struct alog_out *o)
 {
-	size_t n = alog_write_all(fd, buf, len);
+	size_t n;
 
-	return alog_count_lines(buf + n, len - n);
-}
-
-/* alog_emit_prefixed puts the prefix of log_msg before each line and writes
- * whole lines, at most PIPE_BUF bytes at a time: on a pipe, a line from
- * log_msg on another thread then never lands inside one of ours. Returns
- * how many lines were lost. */
-static size_t
-alog_emit_prefixed(int fd, const char *buf, size_t len)
-{
-	char out[PIPE_BUF], prefix[64];
-	size_t prefix_len = log_prefix(prefix, sizeof(prefix), LOGL_INFO);
-	size_t out_len = 0, pos = 0, n;
-
-	if (prefix_len >= sizeof(prefix))
-		prefix_len = sizeof(prefix) - 1;
-	while (pos < len) {
-		const char *nl = memchr(buf + pos, '\n', len - pos);
-		size_t line_len = nl != NULL ? (size_t)(nl - buf) + 1 - pos :
-		    len - pos;
-
-		if (out_len + prefix_len + line_len > sizeof(out)) {
-			n = alog_write_all(fd, out, out_len);
-			if (n < out_len)
-				return alog_count_lines(out + n, out_len - n) +
-				    alog_count_lines(buf + pos, len - pos);
-			out_len = 0;
+	if (o->len == 0)
+		return;
+	n = alog_write_all(o->fd, o->buf, o->len);
+	if (n < o->len) {
+		o->err = errno;
+		for (size_t i = 0; i < o->num_lines; i++) {
+			if (o->end[i] > n)
+				o->lost[o->rec[i]]++;
 		}
-		memcpy(out + out_len, prefix, prefix_len);
-		memcpy(out + out_len + prefix_len, buf + pos, line_len);
-		out_len += prefix_len + line_len;
-		pos += line_len;
 	}
-	n = alog_write_all(fd, out, out_len);
-	return alog_count_lines(out + n, out_len - n);
+	o->len = 0;
+	o->num_lines = 0;
 }
 
-/* alog_emit_syslog sends each line as one message; syslog(3) reports no
- * failure, so none is lost as far as we can tell. */
-static size_t
-alog_emit_syslog(char *buf, size_t len)
+/* alog_out_add appends |prefix| and |line| (which ends in a newline) as
+ * one line of |rec|, writing out what was gathered first if both do not
+ * fit. */
+static void
+alog_out_add(struct alog_out *o, const char *prefix, size_t prefix_len,
+    const char *line, size_t line_len, enum alog_rec rec)
 {
-	char *p = buf, *end = buf + len, *nl;
+	if (o->len + prefix_len + line_len > o->cap ||
+	    o->num_lines == ALOG_OUT_LINES)
+		alog_out_flush(o);
+	memcpy(o->buf + o->len, prefix, prefix_len);
+	memcpy(o->buf + o->len + prefix_len, line, line_len);
+	o->len += prefix_len + line_len;
+	o->end[o->num_lines] = (uint32_t)o->len;
+	o->rec[o->num_lines++] = (uint8_t)rec;
+}
 
-	while (p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
-		*nl = '\0';
-		syslog(LOG_INFO, "%s", p);
-		p = nl + 1;
-	}
-	return 0;
+static void
+alog_out_start(struct alog_out *o, int fd, size_t cap)
+{
+	o->fd = fd;
+	o->cap = cap;
+	o->len = 0;
+	o->num_lines = 0;
+	o->lost[ALOG_REC_ACCESS] = 0;
+	o->lost[ALOG_REC_MSG] = 0;
+	o->err = 0;
 }
 
 /* alog_report says once when the target starts failing and once when it
@@ -431,13 +487,16 @@ alog_report(const struct alog_target *t, size_t lost, int err)
 	}
 }
 
-/* alog_drain_ring moves the lines of |r| to |t|. Under drain_mu. */
+/* alog_drain_ring moves the lines of |r| to their targets: messages to
+ * standard error, access-log lines to |t|. Under drain_mu. */
 static void
 alog_drain_ring(struct alog_ring *r, const struct alog_target *t)
 {
 	size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
 	size_t head = atomic_load_explicit(&r->head, memory_order_acquire);
-	size_t len = head - tail, lost;
+	size_t len = head - tail, pos = 0, num_access = 0;
+	char prefix[64];
+	size_t prefix_len = 0;
 
 	if (len == 0)
 		return;
@@ -445,18 +504,51 @@ alog_drain_ring(struct alog_ring *r, const struct alog_target *t)
 	atomic_store_explicit(&r->tail, head, memory_order_release);
 	if (atomic_load_explicit(&r->wake_sent, memory_order_relaxed))
 		atomic_store_explicit(&r->wake_sent, 0, memory_order_relaxed);
-	switch (t->kind) {
-	case ALOG_SYSLOG:
-		lost = alog_emit_syslog(alog_scratch, len);
-		break;
-	case ALOG_FILE:
-		lost = alog_emit_plain(t->fd, alog_scratch, len);
-		break;
-	default:
-		lost = alog_emit_prefixed(t->fd, alog_scratch, len);
-		break;
+	if (t->kind == ALOG_STDERR) {
+		prefix_len = log_prefix(prefix, sizeof(prefix), LOGL_INFO);
+		if (prefix_len >= sizeof(prefix))
+			prefix_len = sizeof(prefix) - 1;
 	}
-	alog_report(t, lost, errno);
+	alog_out_start(&alog_out_err, STDERR_FILENO, PIPE_BUF);
+	alog_out_start(&alog_out_file, t->fd, ALOG_OUT_SIZE);
+	while (pos < len) {
+		uint32_t hdr;
+		size_t line_len;
+		char *line;
+
+		memcpy(&hdr, alog_scratch + pos, ALOG_HDR_LEN);
+		line_len = hdr & 0xffff;
+		line = alog_scratch + pos + ALOG_HDR_LEN;
+		pos += ALOG_HDR_LEN + line_len;
+		if ((enum alog_rec)(hdr >> 16) == ALOG_REC_MSG) {
+			alog_out_add(&alog_out_err, "", 0, line, line_len,
+			    ALOG_REC_MSG);
+			continue;
+		}
+		num_access++;
+		switch (t->kind) {
+		case ALOG_SYSLOG:
+			/* syslog(3) reports no failure, so none is lost as
+			 * far as we can tell. */
+			syslog(LOG_INFO, "%.*s", (int)(line_len - 1), line);
+			break;
+		case ALOG_FILE:
+			alog_out_add(&alog_out_file, "", 0, line, line_len,
+			    ALOG_REC_ACCESS);
+			break;
+		default:
+			alog_out_add(&alog_out_err, prefix, prefix_len, line,
+			    line_len, ALOG_REC_ACCESS);
+			break;
+		}
+	}
+	alog_out_flush(&alog_out_err);
+	alog_out_flush(&alog_out_file);
+	atomic_fetch_add(&alog.msg_dropped, alog_out_err.lost[ALOG_REC_MSG]);
+	if (num_access > 0)
+		alog_report(t, alog_out_err.lost[ALOG_REC_ACCESS] +
+		    alog_out_file.lost[ALOG_REC_ACCESS], alog_out_file.lost[
+		    ALOG_REC_ACCESS] > 0 ? alog_out_file.err : alog_out_err.err);
 }
 
 void
@@ -486,6 +578,9 @@ alog_writer_main(void *arg)
 		if (poll(&pfd, 1, ALOG_PERIOD_MS) > 0)
 			eventfd_read(alog.wake_fd, &n);
 		log_access_flush();
+		/* Here rather than in a timer of some worker: a count of
+		 * suppressed messages must come out when their flood ends. */
+		log_msg_report_suppressed(0);
 	}
 	return NULL;
 }
@@ -563,6 +658,17 @@ log_access_reopen(void)
 }
 
 uint64_t
+log_msg_dropped(void)
+{
+	uint64_t n = atomic_load(&alog.msg_dropped);
+
+	for (struct alog_ring *r = atomic_load_explicit(&alog.rings,
+	    memory_order_acquire); r != NULL; r = r->next)
+		n += atomic_load_explicit(&r->msg_dropped, memory_order_relaxed);
+	return n;
+}
+
+uint64_t
 log_access_dropped(void)
 {
 	uint64_t n = atomic_load(&alog.dropped);
@@ -594,6 +700,8 @@ log_access_close(void)
 	for (r = atomic_exchange(&alog.rings, NULL); r != NULL; r = next) {
 		next = r->next;
 		atomic_fetch_add(&alog.dropped, atomic_load(&r->dropped));
+		atomic_fetch_add(&alog.msg_dropped,
+		    atomic_load(&r->msg_dropped));
 		free(r);
 	}
 	pthread_mutex_lock(&alog.mu);
@@ -606,4 +714,6 @@ log_access_close(void)
 	alog_target_put(t);
 	close(alog.wake_fd);
 	alog.wake_fd = -1;
+	/* Floods that had not ended yet: their counts come last. */
+	log_msg_report_suppressed(1);
 }

@@ -109,8 +109,6 @@ worker_admit(struct worker *w, const struct generation *g,
     const struct listener_conf *lc, const struct listener *l,
     const struct sockaddr *peer, socklen_t peer_len, struct peer_ref *ref)
 {
-	static _Atomic long last_warn;
-	long now = (long)time(NULL);
 	int why = worker_refusal(w, g, lc, l);
 	char addr[ADDR_STRLEN];
 
@@ -133,9 +131,9 @@ worker_admit(struct worker *w, const struct generation *g,
 	}
 	stat_add(&w->stats->refused[why], 1);
 	conn_log_refused(w, lc, peer, peer_len, stat_refusal_names[why]);
-	/* One warning per second at most: a flood must not flood the log.
-	 * Bans were logged when they started. */
-	if (why != STAT_REFUSE_BANNED && atomic_exchange(&last_warn, now) != now)
+	/* Bans were logged when they started. log_msg keeps a flood of
+	 * refusals to one warning a second. */
+	if (why != STAT_REFUSE_BANNED)
 		log_msg(LOGL_WARNING, "listener %s: %s reached, refusing new "
 		    "connections (client %s)", lc->name, stat_refusal_names[why],
 		    addr_format_sa(peer, peer_len, addr, sizeof(addr)));
@@ -417,6 +415,8 @@ worker_main(void *arg)
 	struct worker *w = arg;
 
 	retire_reader_add(&w->reader, worker_retire_wake, w);
+	/* Connections must never wait for stderr. */
+	log_msg_set_queued(1);
 	worker_loop(w);
 	/* An exited worker must hold back no reclamation. */
 	retire_reader_remove(&w->reader);

@@ -1,8 +1,12 @@
 /* The access log: lines from many threads arrive whole and in order, a
  * stalled target costs dropped lines and never a blocked caller, and the
- * target can be reopened and switched while lines flow. */
+ * target can be reopened and switched while lines flow. Messages: a thread
+ * that queues them never waits for a stalled stderr, keeps its order with
+ * its access-log lines, and is held to one line a second per call site,
+ * with the suppressed ones counted; other threads write at once. */
 #include <check.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -19,6 +23,8 @@
 #define LINES_PER_THREAD 10000
 #define STALL_LINES 20000
 #define STALL_AFTER_SWITCH 100
+#define FLOOD_LINES 100000
+#define SAME_SITE_LINES 1000
 
 static char dir[512];
 
@@ -439,6 +445,383 @@ START_TEST(long_lines_are_cut)
 }
 END_TEST
 
+/* capture_start points stderr at the file |name| of this run and returns
+ * the descriptor to give back to capture_end. */
+static int
+capture_start(const char *name)
+{
+	int saved = dup(STDERR_FILENO);
+	int fd = open(scratch(name), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND,
+	    0600);
+
+	ck_assert_int_ge(saved, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_ge(dup2(fd, STDERR_FILENO), 0);
+	close(fd);
+	return saved;
+}
+
+static void
+capture_end(int saved)
+{
+	ck_assert_int_ge(dup2(saved, STDERR_FILENO), 0);
+	close(saved);
+}
+
+/* flat returns up to 3000 bytes of |text| on one line, for a failure
+ * message: TAP takes one line. */
+static const char *
+flat(const char *text)
+{
+	static char buf[3001];
+	size_t i;
+
+	for (i = 0; i < sizeof(buf) - 1 && text[i] != '\0'; i++)
+		buf[i] = text[i] == '\n' ? '|' : text[i];
+	buf[i] = '\0';
+	return buf;
+}
+
+static size_t
+count_str(const char *text, const char *needle)
+{
+	size_t n = 0;
+
+	for (const char *p = text; (p = strstr(p, needle)) != NULL;
+	    p += strlen(needle))
+		n++;
+	return n;
+}
+
+/* sum_suppressed adds up the counts of suppressed messages that |text|
+ * reports for lines containing |site|, in either form. */
+static uint64_t
+sum_suppressed(const char *text, const char *site)
+{
+	uint64_t sum = 0;
+	const char *nl;
+
+	for (const char *p = text; (nl = strchr(p, '\n')) != NULL; p = nl + 1) {
+		char line[512];
+		const char *q;
+		size_t len = (size_t)(nl - p) < sizeof(line) - 1 ?
+		    (size_t)(nl - p) : sizeof(line) - 1;
+		unsigned long long n;
+
+		memcpy(line, p, len);
+		line[len] = '\0';
+		if (strstr(line, site) == NULL)
+			continue;
+		if ((q = strstr(line, " similar message")) == NULL)
+			continue;
+		/* "... (N similar messages suppressed)" or
+		 * "N similar messages suppressed after: ..." */
+		while (q > line && q[-1] >= '0' && q[-1] <= '9')
+			q--;
+		ck_assert_int_eq(sscanf(q, "%llu", &n), 1);
+		sum += n;
+	}
+	return sum;
+}
+
+struct flood {
+	_Atomic int done;
+	uint64_t took_ns;
+};
+
+static void *
+flood_thread(void *arg)
+{
+	struct flood *f = arg;
+	uint64_t start = now_ns();
+
+	log_msg_set_queued(1);
+	/* Debug lines are not rate-limited: each one is queued or
+	 * dropped. */
+	for (int i = 0; i < FLOOD_LINES; i++)
+		log_msg(LOGL_DEBUG, "flood seq=%06d", i);
+	/* Nor does the rate limit wait for anything. */
+	for (int i = 0; i < FLOOD_LINES; i++)
+		log_msg(LOGL_WARNING, "flood warning %d", i);
+	f->took_ns = now_ns() - start;
+	atomic_store(&f->done, 1);
+	return NULL;
+}
+
+START_TEST(queued_messages_never_wait_for_a_full_stderr)
+{
+	struct flood f = { 0 };
+	struct reader rd = { 0 };
+	pthread_t t, reader;
+	int p[2], saved, filler = 0, last = -1;
+	uint64_t deadline, dropped;
+	size_t lines = 0, warnings = 0;
+	const char *nl;
+
+	ck_assert_int_eq(pipe(p), 0);
+	/* Fill the pipe, then let writes block: a journal that has stopped
+	 * reading. */
+	ck_assert_int_eq(fcntl(p[1], F_SETFL, O_NONBLOCK), 0);
+	while (write(p[1], "filler\n", 7) == 7)
+		filler++;
+	ck_assert_int_eq(errno, EAGAIN);
+	ck_assert_int_eq(fcntl(p[1], F_SETFL, 0), 0);
+	saved = dup(STDERR_FILENO);
+	ck_assert_int_ge(dup2(p[1], STDERR_FILENO), 0);
+	log_set_level(LOGL_DEBUG);
+	ck_assert_int_eq(log_access_open(scratch("flood.access")), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, flood_thread, &f), 0);
+	/* A caller that blocks never comes back; give it ample time. */
+	deadline = now_ns() + 10000000000u;
+	while (!atomic_load(&f.done) && now_ns() < deadline)
+		sleep_ms(10);
+	ck_assert_msg(atomic_load(&f.done), "log_msg blocked on a full stderr");
+	pthread_join(t, NULL);
+	ck_assert_msg(f.took_ns < 2000000000u, "%d calls took %llu ms",
+	    2 * FLOOD_LINES, (unsigned long long)(f.took_ns / 1000000));
+	dropped = log_msg_dropped();
+	ck_assert_msg(dropped > FLOOD_LINES / 2, "%llu dropped",
+	    (unsigned long long)dropped);
+
+	/* Once stderr is read again, what was queued comes out, whole and
+	 * in order, and what was dropped is all that is missing. */
+	rd.fd = p[0];
+	ck_assert_int_eq(pthread_create(&reader, NULL, read_all, &rd), 0);
+	log_access_close();
+	ck_assert_uint_eq(log_msg_dropped(), dropped);
+	ck_assert_int_ge(dup2(saved, STDERR_FILENO), 0);
+	close(saved);
+	close(p[1]);
+	pthread_join(reader, NULL);
+	close(p[0]);
+	ck_assert_ptr_nonnull(rd.buf);
+	ck_assert_uint_eq(count_str(rd.buf, "filler\n"), (size_t)filler);
+	for (const char *q = rd.buf; (nl = strchr(q, '\n')) != NULL;
+	    q = nl + 1) {
+		const char *m, *w;
+		int seq = -1;
+
+		if (strncmp(q, "filler\n", 7) == 0)
+			continue;
+		w = memmem(q, (size_t)(nl + 1 - q), "flood warning 0\n", 16);
+		if (w != NULL) {
+			warnings++;
+			continue;
+		}
+		m = strstr(q, "flood seq=");
+		ck_assert_msg(m != NULL && m < nl, "stray line: %.*s",
+		    (int)(nl - q), q);
+		ck_assert_int_eq(sscanf(m, "flood seq=%d", &seq), 1);
+		ck_assert_int_eq(nl - m, 16);
+		ck_assert_int_gt(seq, last);
+		/* The first ones found an empty buffer. */
+		if (last == -1)
+			ck_assert_int_eq(seq, 0);
+		last = seq;
+		lines++;
+	}
+	/* The first warning may have found the buffer full; the count of
+	 * the others comes last, from log_access_close, in the one line of
+	 * |warnings| that is not the first warning. */
+	ck_assert_uint_eq(sum_suppressed(rd.buf, "flood warning 0"),
+	    FLOOD_LINES - 1);
+	ck_assert_uint_eq(lines + (warnings - 1) + dropped, FLOOD_LINES + 1);
+	free(rd.buf);
+}
+END_TEST
+
+struct same_site {
+	uint64_t took_ns;
+	int pause_ms;
+};
+
+/* same_site_thread logs like a worker: SAME_SITE_LINES lines from one call
+ * site and one line from each of two others. */
+static void *
+same_site_thread(void *arg)
+{
+	struct same_site *s = arg;
+	uint64_t start = now_ns();
+
+	log_msg_set_queued(1);
+	for (int i = 0; i < SAME_SITE_LINES; i++)
+		log_msg(LOGL_WARNING, "same site %d", i);
+	log_msg(LOGL_WARNING, "other site");
+	log_msg(LOGL_INFO, "third site %d", 3);
+	s->took_ns = now_ns() - start;
+	if (s->pause_ms > 0) {
+		sleep_ms(s->pause_ms);
+		log_msg(LOGL_WARNING, "same site %d", SAME_SITE_LINES);
+	}
+	return NULL;
+}
+
+START_TEST(one_line_per_second_per_call_site)
+{
+	struct same_site s = { 0 };
+	int saved = capture_start("same.stderr");
+	pthread_t t;
+	char *text;
+
+	ck_assert_int_eq(log_access_open(scratch("same.access")), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, same_site_thread, &s), 0);
+	pthread_join(t, NULL);
+	log_access_close();
+	capture_end(saved);
+	text = slurp(scratch("same.stderr"));
+	/* The first line comes out as it is, the other sites too. */
+	ck_assert_msg(strstr(text, "warning: same site 0\n") != NULL ||
+	    strstr(text, "<4>same site 0\n") != NULL, "%s", flat(text));
+	ck_assert_int_eq(count_str(text, "other site\n"), 1);
+	ck_assert_int_eq(count_str(text, "third site 3\n"), 1);
+	/* Every one of the others is counted, once. */
+	ck_assert_uint_eq(count_str(text, "same site ") -
+	    count_str(text, "after: same site ") +
+	    sum_suppressed(text, "same site "), SAME_SITE_LINES);
+	/* Unless this machine took most of a second for the loop, that was
+	 * one line and one count. */
+	if (s.took_ns < 800000000u) {
+		ck_assert_int_eq(count_str(text, "same site "), 2);
+		ck_assert_msg(strstr(text, "999 similar messages suppressed "
+		    "after: same site 0\n") != NULL, "%s", flat(text));
+	}
+	free(text);
+}
+END_TEST
+
+START_TEST(suppressed_count_told_when_the_second_ends)
+{
+	struct same_site s = { .pause_ms = 2500 };
+	int saved = capture_start("end.stderr");
+	const char *summary;
+	pthread_t t;
+	char *text = NULL;
+
+	ck_assert_int_eq(log_access_open(scratch("end.access")), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, same_site_thread, &s), 0);
+	pthread_join(t, NULL);
+	/* No flush: the writer told the count within the pause, and the line
+	 * after it is the next line of the site, without a count. */
+	for (int i = 0; i < 100; i++) {
+		text = slurp(scratch("end.stderr"));
+		if (strstr(text, "same site 1000\n") != NULL)
+			break;
+		free(text);
+		text = NULL;
+		sleep_ms(20);
+	}
+	ck_assert_ptr_nonnull(text);
+	summary = strstr(text, "similar messages suppressed after: same site ");
+	ck_assert_msg(summary != NULL && summary < strstr(text,
+	    "same site 1000\n"), "%s", flat(text));
+	ck_assert_msg(s.took_ns > 800000000u || strstr(text,
+	    "999 similar messages suppressed after: same site 0\n") != NULL,
+	    "%s", flat(text));
+	ck_assert_uint_eq(sum_suppressed(text, "same site "),
+	    SAME_SITE_LINES + 1 - (count_str(text, "same site ") -
+	    count_str(text, "after: same site ")));
+	free(text);
+	log_access_close();
+	capture_end(saved);
+}
+END_TEST
+
+START_TEST(next_line_of_the_site_carries_the_count)
+{
+	struct same_site s = { .pause_ms = 1100 };
+	int saved = capture_start("next.stderr");
+	pthread_t t;
+	char *text;
+
+	/* No writer: the thread writes its lines itself, and nobody tells
+	 * the count but the next line of the site. */
+	ck_assert_int_eq(pthread_create(&t, NULL, same_site_thread, &s), 0);
+	pthread_join(t, NULL);
+	capture_end(saved);
+	text = slurp(scratch("next.stderr"));
+	if (s.took_ns < 800000000u) {
+		ck_assert_int_eq(count_str(text, "same site "), 2);
+		ck_assert_msg(strstr(text, "same site 1000 (999 similar "
+		    "messages suppressed)\n") != NULL, "%s", flat(text));
+	}
+	ck_assert_uint_eq(count_str(text, "same site ") +
+	    sum_suppressed(text, "same site "), SAME_SITE_LINES + 1);
+	free(text);
+}
+END_TEST
+
+START_TEST(other_threads_write_at_once_and_unlimited)
+{
+	int saved = capture_start("control.stderr");
+	char *text;
+
+	ck_assert_int_eq(log_access_open(scratch("control.access")), 0);
+	/* Like the control thread listing the errors of a reload. */
+	for (int i = 0; i < 5; i++)
+		log_msg(LOGL_ERROR, "control %d", i);
+	text = slurp(scratch("control.stderr"));
+	ck_assert_int_eq(count_str(text, "control "), 5);
+	ck_assert_ptr_nonnull(strstr(text, "control 4\n"));
+	ck_assert_ptr_null(strstr(text, "suppressed"));
+	free(text);
+	log_access_close();
+	capture_end(saved);
+}
+END_TEST
+
+static void *
+ordered_thread(void *arg)
+{
+	char line[64];
+	int n;
+
+	(void)arg;
+	log_msg_set_queued(1);
+	for (int i = 0; i < 1000; i++) {
+		log_msg(LOGL_DEBUG, "message %04d", i);
+		n = snprintf(line, sizeof(line), "access %04d", i);
+		log_access(line, (size_t)n);
+		/* Bursts well below a buffer's worth. */
+		if (i % 100 == 99)
+			sleep_ms(5);
+	}
+	return NULL;
+}
+
+START_TEST(messages_and_access_lines_keep_thread_order)
+{
+	int saved = capture_start("order.stderr"), i = 0;
+	const char *nl;
+	pthread_t t;
+	char *text;
+
+	log_set_level(LOGL_DEBUG);
+	ck_assert_int_eq(log_access_open("stderr"), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, ordered_thread, NULL), 0);
+	pthread_join(t, NULL);
+	/* Closing writes out everything that was queued. */
+	log_access_close();
+	capture_end(saved);
+	text = slurp(scratch("order.stderr"));
+	ck_assert_uint_eq(log_msg_dropped(), 0);
+	for (const char *p = text; (nl = strchr(p, '\n')) != NULL;
+	    p = nl + 1, i++) {
+		char want[64];
+
+		snprintf(want, sizeof(want), "%s %04d\n", i % 2 == 0 ?
+		    "message" : "access", i / 2);
+		ck_assert_msg(strncmp(nl + 1 - strlen(want), want,
+		    strlen(want)) == 0, "line %d: %.*s", i, (int)(nl - p), p);
+		/* Each with its own prefix. */
+		ck_assert_msg(strstr(p, i % 2 == 0 ? "debug: " : "info: ") ==
+		    p + 25 || strncmp(p, i % 2 == 0 ? "<7>" : "<6>", 3) == 0,
+		    "line %d: %.*s", i, (int)(nl - p), p);
+	}
+	ck_assert_int_eq(i, 2000);
+	free(text);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -452,6 +835,15 @@ main(void)
 	tcase_add_test(tc, switch_file_stderr_file);
 	tcase_add_test(tc, lines_outside_open_and_close_are_dropped);
 	tcase_add_test(tc, long_lines_are_cut);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("messages");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, queued_messages_never_wait_for_a_full_stderr);
+	tcase_add_test(tc, one_line_per_second_per_call_site);
+	tcase_add_test(tc, suppressed_count_told_when_the_second_ends);
+	tcase_add_test(tc, next_line_of_the_site_carries_the_count);
+	tcase_add_test(tc, other_threads_write_at_once_and_unlimited);
+	tcase_add_test(tc, messages_and_access_lines_keep_thread_order);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
