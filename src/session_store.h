@@ -2,7 +2,8 @@
  * in Redis (Node's 'newSession'/'resumeSession'). Each worker has its own
  * connection on its own event loop; lookups are asynchronous, bounded by
  * session_store_timeout, and a store that is down only turns resumptions
- * into full handshakes. */
+ * into full handshakes. Memory stays bounded: a link with too many
+ * commands unanswered counts as down and is made again. */
 #ifndef TLSPROXY_SESSION_STORE_H
 #define TLSPROXY_SESSION_STORE_H
 
@@ -19,8 +20,9 @@ struct store_lookup;
  * "unix:/PATH" URL; returns 0, or -1 with the reason in |err|. */
 int session_store_parse(const char *url, char *err, size_t err_len);
 
-/* session_store_new connects to |url| from |base| (reconnecting with
- * backoff when it goes away). NULL |url|: no store. */
+/* session_store_new connects to |url| from |base|, reconnecting with
+ * backoff when the link goes away or stops answering. NULL |url|: no
+ * store. */
 struct session_store *session_store_new(struct event_base *base,
     const char *url, const char *prefix, uint64_t timeout_ms,
     uint64_t ttl_ms);
@@ -34,7 +36,7 @@ int session_store_same(const struct session_store *s, const char *url,
     const char *prefix);
 
 /* session_store_put stores |session| under its ID, with the TTL;
- * fire-and-forget. */
+ * fire-and-forget, skipped while the store is down. */
 void session_store_put(struct session_store *s, SSL_SESSION *session);
 
 /* session_store_lookup starts an asynchronous lookup of |id|. |done| is
@@ -56,11 +58,12 @@ int session_store_call(struct session_store *s, int argc, const char **argv,
     void (*done)(int status, const char *data, size_t len, long long num,
     void *arg), void *arg);
 
-/* session_store_prefix returns the key prefix of |s|. */
+/* session_store_key_prefix returns the key prefix of |s|. */
 const char *session_store_key_prefix(const struct session_store *s);
 
 /* session_store_report makes |s| keep |*gauge| at 2 while connected and
- * 1 while not; with |s| NULL (no store) it sets 0. */
+ * 1 while not (connecting, or too slow to answer); with |s| NULL (no
+ * store) it sets 0. */
 void session_store_report(struct session_store *s, _Atomic int *gauge);
 
 /* session_store_cancel stops |done| from being called for |l|. */

@@ -1,10 +1,14 @@
 /* Session resumption: session IDs and tickets, ticket keys shared by two
- * instances through a file and rotated, and what a reload keeps. */
+ * instances through a file and rotated, what a reload keeps, and a Redis
+ * store that is shared, down, slow or mute. */
 #include <check.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,17 +17,25 @@
 #include "harness.h"
 
 static const char *
-conf(int port, int bport, const char *global, const char *leaf)
+conf_workers(int workers, int port, int bport, const char *global,
+    const char *leaf)
 {
 	static char text[2048];
 
 	snprintf(text, sizeof(text),
-	    "[global]\nworkers = 2\nlog_level = debug\n%s\n"
+	    "[global]\nworkers = %d\nlog_level = debug\n%s\n"
 	    "[listener t]\nbind = 127.0.0.1:%d\ncontext = c\nbackend = b\n"
 	    "[backend b]\naddress = 127.0.0.1:%d\n"
 	    "[context c]\ncert = %s/%s.pem\nkey = %s/%s.key\n",
-	    global ? global : "", port, bport, h_dir(), leaf, h_dir(), leaf);
+	    workers, global ? global : "", port, bport, h_dir(), leaf, h_dir(),
+	    leaf);
 	return text;
+}
+
+static const char *
+conf(int port, int bport, const char *global, const char *leaf)
+{
+	return conf_workers(2, port, bport, global, leaf);
 }
 
 /* handshake runs one s_client request to |port|, saving the session to
@@ -366,6 +378,143 @@ START_TEST(redis_store_shared_by_two_instances)
 }
 END_TEST
 
+static void
+stop_pid(pid_t pid)
+{
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
+}
+
+/* store_up scrapes the admin endpoint on |aport| and returns the store
+ * gauge ('0', '1', or '?' when missing); |*out_ms| gets the time the
+ * scrape took. */
+static char
+store_up(int aport, long long *out_ms)
+{
+	long long t0 = h_now_ms();
+	char *out = h_run(NULL, "curl -sf -m 10 http://127.0.0.1:%d/metrics | "
+	    "awk '/^tlsproxy_session_store_up / { print $2 }'", aport);
+	char v = out[0] == '0' || out[0] == '1' ? out[0] : '?';
+
+	free(out);
+	if (out_ms != NULL)
+		*out_ms = h_now_ms() - t0;
+	return v;
+}
+
+/* wait_store_up polls the gauge until it is |want| (up to |wait_ms|). */
+static int
+wait_store_up(int aport, char want, int wait_ms)
+{
+	long long end = h_now_ms() + wait_ms;
+
+	do {
+		if (store_up(aport, NULL) == want)
+			return 1;
+		usleep(100000);
+	} while (h_now_ms() < end);
+	return 0;
+}
+
+/* mute_redis_start listens on |port| like a Redis server that answers the
+ * first command (the SELECT that makes a link ready) of its first
+ * |answered| clients, then nothing: it never reads again, so everything
+ * sent later stays with the sender. It dies with the test. */
+static pid_t
+mute_redis_start(int port, int answered)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	int one = 1, small = 4096, fd = socket(AF_INET, SOCK_STREAM, 0);
+	pid_t pid;
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_port = htons((uint16_t)port);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* Accepted sockets inherit it: the less the kernel holds, the sooner
+	 * what is unanswered shows in the sender's memory. */
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ck_assert_int_eq(listen(fd, 16), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		/* Not the test runner's handler, which stops the whole group. */
+		signal(SIGTERM, SIG_DFL);
+		for (;;) {
+			int c = accept(fd, NULL, NULL);
+			char buf[256];
+
+			/* Each client stays connected, unread, until we die. */
+			if (c >= 0 && answered > 0 && read(c, buf, sizeof(buf)) > 0 &&
+			    write(c, "+OK\r\n", 5) == 5)
+				answered--;
+		}
+	}
+	close(fd);
+	return pid;
+}
+
+/* full_handshakes runs |n| TLS 1.2 handshakes, each a new session, 250 at
+ * a time; returns how many succeeded. */
+static int
+full_handshakes(int port, int n)
+{
+	int ok = 0;
+
+	for (int i = 0; i < n; i += 250) {
+		char *out = h_run(NULL, "%s --tls12 --conns 250 127.0.0.1:%d | "
+		    "grep -c ok=1", h_bin("client"), port);
+
+		ok += atoi(out);
+		free(out);
+	}
+	return ok;
+}
+
+START_TEST(mute_store_keeps_memory_bounded)
+{
+	struct h_daemon d;
+	pid_t bpid, rpid;
+	int bport = h_backend("http", NULL, &bpid);
+	int port = h_free_port(), rport = h_free_port(), aport = h_free_port();
+	char global[400];
+	char *grep = h_run(NULL, "grep -c __asan_init %s", h_bin("tlsproxy"));
+	int asan = atoi(grep) > 0, n = 5000, ok;
+	long rss_n, rss_2n;
+
+	free(grep);
+	rpid = mute_redis_start(rport, 1);
+	/* One worker, one link: its socket buffers (several MB) fill after a
+	 * few thousand sessions, past which they would stay in the daemon.
+	 * No local cache, whose growth would hide the store's. */
+	snprintf(global, sizeof(global), "session_store = redis://127.0.0.1:%d\n"
+	    "session_tickets = no\nsession_cache_size = 0\naccess_log = no\n"
+	    "admin = 127.0.0.1:%d", rport, aport);
+	ck_assert_int_eq(h_daemon_start(&d, "mute", conf_workers(1, port,
+	    bport, global, "leaf")), 0);
+	d.keep_ports[0] = rport;
+	ck_assert_msg(wait_store_up(aport, '1', 5000), "the store is not up");
+	ok = full_handshakes(port, n);
+	ck_assert_int_eq(ok, n);
+	rss_n = h_rss_kib(d.pid);
+	ok = full_handshakes(port, n);
+	ck_assert_int_eq(ok, n);
+	rss_2n = h_rss_kib(d.pid);
+	/* Every session was offered to the store and none answered; what
+	 * waits for it is capped, so the second half costs nothing more
+	 * (AddressSanitizer's quarantine keeps freed memory resident). */
+	ck_assert_msg(asan || rss_2n - rss_n < 768, "RSS grew from %ld KiB "
+	    "after %d handshakes to %ld KiB after %d", rss_n, n, rss_2n, 2 * n);
+	ck_assert(h_log_contains(&d, "1024 commands unanswered", 0));
+	/* Reconnected, it does not answer SELECT either: down it stays. */
+	ck_assert_int_eq(store_up(aport, NULL), '0');
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	stop_pid(rpid);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
 START_TEST(ticket_keys_shared_and_rotated_through_redis)
 {
 	struct h_daemon d1, d2;
@@ -426,6 +575,7 @@ main(void)
 	tcase_add_test(tc, automatic_keys_rotate);
 	tcase_add_test(tc, redis_store_shared_by_two_instances);
 	tcase_add_test(tc, ticket_keys_shared_and_rotated_through_redis);
+	tcase_add_test(tc, mute_store_keeps_memory_bounded);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
