@@ -1,20 +1,29 @@
 /* session_store.c: sessions in Redis, through hiredis on the worker's
- * libevent loop. The commands waiting for an answer are capped, so that
- * a store that stops answering costs bounded memory. */
+ * libevent loop. Two things keep the loop and the memory safe from the
+ * store: a host name is looked up with evdns and hiredis is handed an
+ * address (it would call the blocking getaddrinfo otherwise), and the
+ * commands waiting for an answer are capped. */
 #include "session_store.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/util.h>
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <openssl/mem.h>
 
 #include "addr.h"
+#include "clock.h"
+#include "config.h"
 #include "log.h"
+#include "resolver.h"
 
 /* Reconnect backoff bounds. */
 #define STORE_BACKOFF_MIN_MS 100
@@ -30,9 +39,12 @@
  * and the link is made again; a store that answers at all keeps far
  * fewer in flight, even at thousands of handshakes a second. */
 #define STORE_MAX_PENDING 1024
+/* Addresses kept from one lookup of the host name, tried in turn. */
+#define STORE_MAX_ADDRS 4
 
 enum store_state {
 	STORE_WAITING,    /* for the retry timer */
+	STORE_RESOLVING,  /* for evdns */
 	STORE_CONNECTING, /* for connect, AUTH and SELECT */
 	STORE_UP,
 	STORE_DROPPING,   /* too much unanswered: closing on the next turn */
@@ -54,16 +66,31 @@ struct store_slot {
 	void *call_arg;
 };
 
+/* A lookup of the host name. evdns calls back exactly once, even when
+ * its base is freed first, and the callback frees it. */
+struct store_query {
+	struct session_store *s; /* NULL once the store stopped waiting */
+	int family;
+	uint64_t start_ms;
+};
+
 struct session_store {
 	struct event_base *base;
 	char *url;
 	char *prefix;
 	char host[256];
 	unsigned port;
+	int host_is_name;   /* |host| needs DNS */
 	char *unix_path;
 	char *password;
 	int db;
 	uint64_t timeout_ms, ttl_ms;
+	struct strlist dns_servers; /* [global] resolver, copied */
+	uint64_t dns_timeout_ms;
+	struct evdns_base *dns;     /* only for a host name */
+	struct store_query *query;  /* the lookup waited for, or NULL */
+	char addrs[STORE_MAX_ADDRS][INET6_ADDRSTRLEN];
+	size_t num_addrs, next_addr;
 	enum store_state state;
 	redisAsyncContext *ac;
 	int up;             /* connected and selected */
@@ -71,7 +98,7 @@ struct session_store {
 	int was_up;         /* last state logged, so outages log once */
 	char why[256];      /* the reason logged for the outage */
 	uint64_t backoff_ms;
-	/* The retry and the connect deadline, and the drop. */
+	/* The retry, lookup and connect deadlines, and the drop. */
 	struct event *timer;
 	struct store_slot slots[STORE_MAX_PENDING]; /* a ring */
 	size_t first_slot, num_slots;
@@ -86,7 +113,8 @@ struct store_lookup {
 	size_t slot;  /* its place in s->slots, which owns it */
 };
 
-static void store_connect(struct session_store *s);
+static void store_start(struct session_store *s);
+static void store_resolve(struct session_store *s, int family);
 
 /* store_parse_into fills |s| (may be NULL for a check) from |url|. */
 static int
@@ -151,7 +179,12 @@ store_parse_into(struct session_store *s, const char *url, char *err,
 		}
 	}
 	if (s != NULL) {
+		struct in6_addr a6;
+		struct in_addr a4;
+
 		snprintf(s->host, sizeof(s->host), "%s", host);
+		s->host_is_name = inet_pton(AF_INET, host, &a4) != 1 &&
+		    inet_pton(AF_INET6, host, &a6) != 1;
 		s->port = port;
 		s->db = db;
 		if (pass[0] != '\0' && (s->password = strdup(pass)) == NULL)
@@ -346,6 +379,8 @@ store_reply_cb(redisAsyncContext *ac, void *r, void *priv)
 	}
 }
 
+static void store_connect_next(struct session_store *s, const char *why);
+
 static void
 store_connect_cb(const redisAsyncContext *ac, int status)
 {
@@ -362,7 +397,7 @@ store_connect_cb(const redisAsyncContext *ac, int status)
 		snprintf(why, sizeof(why), "%s", ac->errstr);
 		/* hiredis frees the context after this callback. */
 		s->ac = NULL;
-		store_fail(s, why);
+		store_connect_next(s, why);
 		return;
 	}
 	/* AUTH and SELECT first; the last answer says the link is ready. */
@@ -393,21 +428,23 @@ store_disconnect_cb(const redisAsyncContext *ac, int status)
 	store_fail(s, ac->err != 0 ? ac->errstr : "connection closed");
 }
 
+/* store_connect_to starts a connection to |addr| (numeric: hiredis then
+ * does no DNS lookup of its own), or to the unix socket if NULL. */
 static void
-store_connect(struct session_store *s)
+store_connect_to(struct session_store *s, const char *addr)
 {
 	redisAsyncContext *ac;
 	char why[160];
 
-	ac = s->unix_path != NULL ? redisAsyncConnectUnix(s->unix_path) :
-	    redisAsyncConnect(s->host, (int)s->port);
+	ac = addr == NULL ? redisAsyncConnectUnix(s->unix_path) :
+	    redisAsyncConnect(addr, (int)s->port);
 	if (ac == NULL || ac->err != 0 ||
 	    redisLibeventAttach(ac, s->base) != REDIS_OK) {
 		snprintf(why, sizeof(why), "%s", ac == NULL ? "out of memory" :
 		    ac->err != 0 ? ac->errstr : "cannot watch the connection");
 		if (ac != NULL)
 			redisAsyncFree(ac);
-		store_fail(s, why);
+		store_connect_next(s, why);
 		return;
 	}
 	ac->data = s;
@@ -418,23 +455,150 @@ store_connect(struct session_store *s)
 	store_arm(s, STORE_CONNECT_TIMEOUT_MS);
 }
 
+/* store_connect_next tries the next address the host name resolved to,
+ * or, with none left, gives up until the retry with |why|. */
+static void
+store_connect_next(struct session_store *s, const char *why)
+{
+	char msg[400];
+
+	if (s->next_addr < s->num_addrs) {
+		store_connect_to(s, s->addrs[s->next_addr++]);
+		return;
+	}
+	if (s->num_addrs > 0) {
+		/* Say which address of the name failed. */
+		snprintf(msg, sizeof(msg), "%s: %s",
+		    s->addrs[s->num_addrs - 1], why);
+		store_fail(s, msg);
+		return;
+	}
+	store_fail(s, why);
+}
+
+static void
+store_resolved_cb(int err, struct evutil_addrinfo *res, void *arg)
+{
+	struct store_query *q = arg;
+	struct session_store *s = q->s;
+	int family = q->family;
+	uint64_t took_ms = clock_mono_ms() - q->start_ms;
+	char why[400];
+
+	free(q);
+	if (s == NULL) {
+		if (res != NULL)
+			evutil_freeaddrinfo(res);
+		return;
+	}
+	s->query = NULL;
+	evtimer_del(s->timer);
+	s->num_addrs = s->next_addr = 0;
+	for (const struct evutil_addrinfo *ai = res;
+	    ai != NULL && s->num_addrs < STORE_MAX_ADDRS; ai = ai->ai_next) {
+		const void *a = ai->ai_family == AF_INET ?
+		    (const void *)&((const struct sockaddr_in *)
+		    ai->ai_addr)->sin_addr :
+		    (const void *)&((const struct sockaddr_in6 *)
+		    ai->ai_addr)->sin6_addr;
+
+		if ((ai->ai_family == AF_INET || ai->ai_family == AF_INET6) &&
+		    evutil_inet_ntop(ai->ai_family, a, s->addrs[s->num_addrs],
+		    sizeof(s->addrs[0])) != NULL)
+			s->num_addrs++;
+	}
+	if (res != NULL)
+		evutil_freeaddrinfo(res);
+	if (s->num_addrs > 0) {
+		store_connect_next(s, NULL);
+		return;
+	}
+	if (family == AF_INET && (err == 0 || err == EVUTIL_EAI_NODATA ||
+	    err == EVUTIL_EAI_NONAME)) {
+		store_resolve(s, AF_INET6);
+		return;
+	}
+	/* evdns reports servers that never answer as a plain failure: the
+	 * time it took tells them apart. */
+	if (err != 0 && took_ms >= s->dns_timeout_ms)
+		snprintf(why, sizeof(why), "cannot resolve '%s': no answer from "
+		    "the DNS servers within %llums", s->host,
+		    (unsigned long long)took_ms);
+	else
+		snprintf(why, sizeof(why), "cannot resolve '%s': %s", s->host,
+		    err != 0 ? evutil_gai_strerror(err) : "no address");
+	store_fail(s, why);
+}
+
+/* store_resolve looks the host name up for one address family: IPv4
+ * first, then IPv6 if it has no IPv4 address, as hiredis itself would.
+ * Asking for both at once would have libevent cancel one internally when
+ * the other answers first, and that cancellation's callback could run
+ * after the store freed the evdns base. */
+static void
+store_resolve(struct session_store *s, int family)
+{
+	struct store_query *q = calloc(1, sizeof(*q));
+	struct evutil_addrinfo hints;
+
+	if (q == NULL) {
+		store_fail(s, "out of memory");
+		return;
+	}
+	q->s = s;
+	q->family = family;
+	q->start_ms = clock_mono_ms();
+	s->query = q;
+	s->state = STORE_RESOLVING;
+	/* evdns gives up on its own well before this; the deadline only
+	 * bounds a lookup that would never call back. */
+	store_arm(s, resolver_wait_ms(s->dns_timeout_ms) + 1000);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = family;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_protocol = IPPROTO_TCP;
+	/* The callback owns |q|, and may run before this returns (a name in
+	 * /etc/hosts). */
+	evdns_getaddrinfo(s->dns, s->host, NULL, &hints, store_resolved_cb, q);
+}
+
+static void
+store_start(struct session_store *s)
+{
+	if (s->unix_path != NULL)
+		store_connect_to(s, NULL);
+	else if (!s->host_is_name)
+		store_connect_to(s, s->host);
+	else
+		store_resolve(s, AF_INET);
+}
+
 static void
 store_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session_store *s = arg;
-	char why[256];
+	char why[400];
 
 	(void)fd;
 	(void)what;
 	switch (s->state) {
 	case STORE_WAITING:
-		store_connect(s);
+		store_start(s);
+		break;
+	case STORE_RESOLVING:
+		/* The query frees itself when evdns calls back. */
+		s->query->s = NULL;
+		s->query = NULL;
+		snprintf(why, sizeof(why), "cannot resolve '%s': no answer "
+		    "within %llums", s->host, (unsigned long long)
+		    (resolver_wait_ms(s->dns_timeout_ms) + 1000));
+		store_fail(s, why);
 		break;
 	case STORE_CONNECTING:
 		store_unlink(s);
 		snprintf(why, sizeof(why), "not ready within %dms",
 		    STORE_CONNECT_TIMEOUT_MS);
-		store_fail(s, why);
+		store_connect_next(s, why);
 		break;
 	case STORE_DROPPING:
 		/* Logged when it was decided. */
@@ -447,9 +611,38 @@ store_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+static int
+store_copy_servers(struct strlist *to, const struct strlist *from)
+{
+	if (from == NULL || from->num == 0)
+		return 0;
+	if ((to->v = calloc(from->num, sizeof(*to->v))) == NULL)
+		return -1;
+	for (; to->num < from->num; to->num++) {
+		if ((to->v[to->num] = strdup(from->v[to->num])) == NULL)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+store_same_servers(const struct strlist *a, const struct strlist *b)
+{
+	size_t num_b = b != NULL ? b->num : 0;
+
+	if (a->num != num_b)
+		return 0;
+	for (size_t i = 0; i < num_b; i++) {
+		if (strcmp(a->v[i], b->v[i]) != 0)
+			return 0;
+	}
+	return 1;
+}
+
 struct session_store *
 session_store_new(struct event_base *base, const char *url,
-    const char *prefix, uint64_t timeout_ms, uint64_t ttl_ms)
+    const char *prefix, uint64_t timeout_ms, uint64_t ttl_ms,
+    const struct strlist *resolver, uint64_t resolver_timeout_ms)
 {
 	struct session_store *s;
 	char err[256];
@@ -459,16 +652,25 @@ session_store_new(struct event_base *base, const char *url,
 	s->base = base;
 	s->timeout_ms = timeout_ms;
 	s->ttl_ms = ttl_ms;
+	s->dns_timeout_ms = resolver_timeout_ms;
 	s->was_up = 1; /* so that a first failure is logged */
 	s->url = strdup(url);
 	s->prefix = strdup(prefix);
 	s->timer = evtimer_new(base, store_timer_cb, s);
 	if (s->url == NULL || s->prefix == NULL || s->timer == NULL ||
-	    store_parse_into(s, url, err, sizeof(err)) != 0) {
+	    store_parse_into(s, url, err, sizeof(err)) != 0 ||
+	    store_copy_servers(&s->dns_servers, resolver) != 0) {
 		session_store_free(s);
 		return NULL;
 	}
-	store_connect(s);
+	if (s->host_is_name && (s->dns = resolver_new(base, &s->dns_servers,
+	    resolver_timeout_ms)) == NULL) {
+		log_msg(LOGL_ERROR, "session store %s: cannot start the DNS "
+		    "resolver", url);
+		session_store_free(s);
+		return NULL;
+	}
+	store_start(s);
 	return s;
 }
 
@@ -491,8 +693,17 @@ session_store_free(struct session_store *s)
 		return;
 	s->up = 0; /* what the completions below start sends nothing */
 	store_unlink(s);
+	if (s->query != NULL)
+		s->query->s = NULL;
+	/* Fails the lookups in flight; their callbacks, deferred to the
+	 * loop's next turn, free them. */
+	if (s->dns != NULL)
+		evdns_base_free(s->dns, 1);
 	if (s->timer != NULL)
 		event_free(s->timer);
+	for (size_t i = 0; i < s->dns_servers.num; i++)
+		free(s->dns_servers.v[i]);
+	free(s->dns_servers.v);
 	free(s->url);
 	free(s->prefix);
 	free(s->unix_path);
@@ -504,10 +715,15 @@ session_store_free(struct session_store *s)
 
 int
 session_store_same(const struct session_store *s, const char *url,
-    const char *prefix)
+    const char *prefix, const struct strlist *resolver,
+    uint64_t resolver_timeout_ms)
 {
-	return s != NULL && url != NULL && strcmp(s->url, url) == 0 &&
-	    strcmp(s->prefix, prefix) == 0;
+	if (s == NULL || url == NULL || strcmp(s->url, url) != 0 ||
+	    strcmp(s->prefix, prefix) != 0)
+		return 0;
+	return !s->host_is_name ||
+	    (s->dns_timeout_ms == resolver_timeout_ms &&
+	    store_same_servers(&s->dns_servers, resolver));
 }
 
 /* store_key formats prefix + hex(id). */
