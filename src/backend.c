@@ -148,6 +148,9 @@ backend_resolve_names(struct config *cfg, struct backend *out,
 	if (timer != NULL)
 		event_free(timer);
 	evdns_base_free(dns, 1);
+	/* Cancelled and failed queries complete on the next turn: let them,
+	 * or what libevent holds for them is never freed. */
+	event_base_loop(base, EVLOOP_NONBLOCK);
 	event_base_free(base);
 	return 0;
 }

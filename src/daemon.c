@@ -151,7 +151,8 @@ daemon_tickets_arm(struct daemon *d)
 	if (shared && gl->session_tickets) {
 		d->ticket_sync = ticket_sync_new(d->base, gl->session_store,
 		    gl->session_store_prefix, gl->ticket_rotation_ms,
-		    gl->session_timeout_ms);
+		    gl->session_timeout_ms, &gl->resolver,
+		    gl->resolver_timeout_ms);
 		if (d->ticket_sync == NULL) {
 			errno = ENOMEM;
 			return -1;
@@ -579,8 +580,12 @@ daemon_free(struct daemon *d)
 	listener_set_close_unused(&d->old_socks, &d->socks);
 	listener_set_close_unused(&d->socks, NULL);
 	listener_registry_free(&d->listeners);
-	if (d->base != NULL)
+	if (d->base != NULL) {
+		/* A name lookup the ticket sync's store failed frees itself in
+		 * a callback deferred to the next turn. */
+		event_base_loop(d->base, EVLOOP_NONBLOCK);
 		event_base_free(d->base);
+	}
 }
 
 /* daemon_drop_privileges switches to [global] user/group once sockets are

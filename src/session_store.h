@@ -2,7 +2,9 @@
  * in Redis (Node's 'newSession'/'resumeSession'). Each worker has its own
  * connection on its own event loop; lookups are asynchronous, bounded by
  * session_store_timeout, and a store that is down only turns resumptions
- * into full handshakes. */
+ * into full handshakes. Nothing here blocks the loop (the host name is
+ * looked up with evdns) or grows without bound (a link with too many
+ * commands unanswered counts as down and is made again). */
 #ifndef TLSPROXY_SESSION_STORE_H
 #define TLSPROXY_SESSION_STORE_H
 
@@ -14,27 +16,38 @@
 struct event_base;
 struct session_store;
 struct store_lookup;
+struct strlist;
 
 /* session_store_parse checks a "redis://[:PASSWORD@]HOST:PORT[/DB]" or
  * "unix:/PATH" URL; returns 0, or -1 with the reason in |err|. */
 int session_store_parse(const char *url, char *err, size_t err_len);
 
-/* session_store_new connects to |url| from |base| (reconnecting with
- * backoff when it goes away). NULL |url|: no store. */
+/* session_store_new connects to |url| from |base|, reconnecting with
+ * backoff when the link goes away or stops answering. A host name is
+ * looked up before every connection, asynchronously on |base|, by the
+ * DNS servers |resolver| (NULL or empty: those of /etc/resolv.conf) with
+ * |resolver_timeout_ms| per answer; until it resolves, the store is down.
+ * NULL |url|: no store. */
 struct session_store *session_store_new(struct event_base *base,
     const char *url, const char *prefix, uint64_t timeout_ms,
-    uint64_t ttl_ms);
+    uint64_t ttl_ms, const struct strlist *resolver,
+    uint64_t resolver_timeout_ms);
 
-/* session_store_free disconnects; pending lookups complete as misses. */
+/* session_store_free disconnects; pending lookups complete as misses. A
+ * name lookup still in flight is failed and releases its memory on the
+ * next turn of the loop of |base|: a caller about to free that base runs
+ * it once more first (event_base_loop with EVLOOP_NONBLOCK). */
 void session_store_free(struct session_store *s);
 
 /* session_store_same returns whether |s| already talks to |url| with
- * |prefix|, so a reload can keep the connection. */
+ * |prefix| (and, for a host name, looks it up with the same |resolver|
+ * and |resolver_timeout_ms|), so a reload can keep the connection. */
 int session_store_same(const struct session_store *s, const char *url,
-    const char *prefix);
+    const char *prefix, const struct strlist *resolver,
+    uint64_t resolver_timeout_ms);
 
 /* session_store_put stores |session| under its ID, with the TTL;
- * fire-and-forget. */
+ * fire-and-forget, skipped while the store is down. */
 void session_store_put(struct session_store *s, SSL_SESSION *session);
 
 /* session_store_lookup starts an asynchronous lookup of |id|. |done| is
@@ -56,11 +69,12 @@ int session_store_call(struct session_store *s, int argc, const char **argv,
     void (*done)(int status, const char *data, size_t len, long long num,
     void *arg), void *arg);
 
-/* session_store_prefix returns the key prefix of |s|. */
+/* session_store_key_prefix returns the key prefix of |s|. */
 const char *session_store_key_prefix(const struct session_store *s);
 
 /* session_store_report makes |s| keep |*gauge| at 2 while connected and
- * 1 while not; with |s| NULL (no store) it sets 0. */
+ * 1 while not (its name unresolved, connecting, or too slow to answer);
+ * with |s| NULL (no store) it sets 0. */
 void session_store_report(struct session_store *s, _Atomic int *gauge);
 
 /* session_store_cancel stops |done| from being called for |l|. */

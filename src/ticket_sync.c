@@ -185,7 +185,8 @@ sync_tick(evutil_socket_t fd, short what, void *arg)
 
 struct ticket_sync *
 ticket_sync_new(struct event_base *base, const char *url, const char *prefix,
-    uint64_t rotation_ms, uint64_t session_timeout_ms)
+    uint64_t rotation_ms, uint64_t session_timeout_ms,
+    const struct strlist *resolver, uint64_t resolver_timeout_ms)
 {
 	struct ticket_sync *ts = calloc(1, sizeof(*ts));
 	uint64_t poll_ms = rotation_ms / 4;
@@ -204,7 +205,8 @@ ticket_sync_new(struct event_base *base, const char *url, const char *prefix,
 	ts->rotation_ms = rotation_ms;
 	snprintf(ts->key, sizeof(ts->key), "%sticket-keys", prefix);
 	/* The store's lifetime is ours; its timeout does not matter here. */
-	ts->store = session_store_new(base, url, prefix, 1000, 0);
+	ts->store = session_store_new(base, url, prefix, 1000, 0, resolver,
+	    resolver_timeout_ms);
 	ts->timer = event_new(base, -1, EV_PERSIST, sync_tick, ts);
 	if (ts->store == NULL || ts->timer == NULL) {
 		ticket_sync_free(ts);

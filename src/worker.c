@@ -223,12 +223,12 @@ worker_store_update(struct worker *w)
 	const struct conf_global *gl = &g->cfg->global;
 
 	if (session_store_same(w->store, gl->session_store,
-	    gl->session_store_prefix))
+	    gl->session_store_prefix, &gl->resolver, gl->resolver_timeout_ms))
 		return;
 	session_store_free(w->store);
 	w->store = session_store_new(w->base, gl->session_store,
 	    gl->session_store_prefix, gl->session_store_timeout_ms,
-	    gl->session_timeout_ms);
+	    gl->session_timeout_ms, &gl->resolver, gl->resolver_timeout_ms);
 	session_store_report(w->store, &w->stats->store_state);
 }
 
@@ -469,11 +469,14 @@ worker_join(struct worker *w)
 		event_free(w->wake_ev);
 	if (w->pause_ev != NULL)
 		event_free(w->pause_ev);
-	/* The store's events live on this base: free it first. */
+	/* The store's events live on this base: free it first, then let a
+	 * name lookup it failed run its callback, which frees it. */
 	session_store_free(w->store);
 	w->store = NULL;
-	if (w->base != NULL)
+	if (w->base != NULL) {
+		event_base_loop(w->base, EVLOOP_NONBLOCK);
 		event_base_free(w->base);
+	}
 	if (w->wake_fd >= 0)
 		close(w->wake_fd);
 	bufpool_free(w->pool);
