@@ -167,14 +167,50 @@ ocsp_verify_sig(EVP_PKEY *key, const EVP_MD *md, const CBS *tbs,
 	return ok;
 }
 
+/* Why a delegated responder certificate was not accepted; the last one
+ * tried is what the error names. */
+enum ocsp_delegate {
+	OCSP_DELEGATE_NONE,
+	OCSP_DELEGATE_NO_EKU,
+	OCSP_DELEGATE_NOT_YET_VALID,
+	OCSP_DELEGATE_EXPIRED,
+};
+
+/* ocsp_delegate_check returns OCSP_DELEGATE_NONE if |x|, whose signature
+ * by the issuer and over the response are already verified, may speak for
+ * the issuer at |now|, else why not. */
+static enum ocsp_delegate
+ocsp_delegate_check(X509 *x, int64_t now)
+{
+	time_t t = (time_t)now;
+	int cmp;
+
+	/* Without the extension X509_get_extended_key_usage reports every
+	 * purpose; RFC 6960 4.2.2.2 wants id-kp-OCSPSigning named. */
+	if (!(X509_get_extension_flags(x) & EXFLAG_XKUSAGE) ||
+	    !(X509_get_extended_key_usage(x) & XKU_OCSP_SIGN))
+		return OCSP_DELEGATE_NO_EKU;
+	/* X509_cmp_time returns 0 for a time it cannot read. */
+	cmp = X509_cmp_time(X509_get0_notBefore(x), &t);
+	if (cmp >= 0)
+		return OCSP_DELEGATE_NOT_YET_VALID;
+	cmp = X509_cmp_time(X509_get0_notAfter(x), &t);
+	if (cmp <= 0)
+		return OCSP_DELEGATE_EXPIRED;
+	return OCSP_DELEGATE_NONE;
+}
+
 /* ocsp_signed_by checks the signature with |issuer|, else with one of the
- * response's certificates that |issuer| issued for OCSP signing. */
+ * response's certificates that |issuer| issued for OCSP signing and that
+ * is valid at |now|. */
 static int
 ocsp_signed_by(X509 *issuer, const EVP_MD *md, const CBS *tbs,
-    const CBS *sig, CBS *certs, int has_certs, char *err, size_t err_len)
+    const CBS *sig, CBS *certs, int has_certs, int64_t now, char *err,
+    size_t err_len)
 {
 	EVP_PKEY *ikey = X509_get_pubkey(issuer);
-	int delegated_without_eku = 0, ok = 0;
+	enum ocsp_delegate refused = OCSP_DELEGATE_NONE;
+	int ok = 0;
 
 	if (ikey != NULL && ocsp_verify_sig(ikey, md, tbs, sig))
 		ok = 1;
@@ -194,10 +230,9 @@ ocsp_signed_by(X509 *issuer, const EVP_MD *md, const CBS *tbs,
 		    X509_verify(x, ikey) == 1 &&
 		    (rkey = X509_get_pubkey(x)) != NULL &&
 		    ocsp_verify_sig(rkey, md, tbs, sig)) {
-			if (X509_get_extended_key_usage(x) & XKU_OCSP_SIGN)
+			refused = ocsp_delegate_check(x, now);
+			if (refused == OCSP_DELEGATE_NONE)
 				ok = 1;
-			else
-				delegated_without_eku = 1;
 		}
 		EVP_PKEY_free(rkey);
 		X509_free(x);
@@ -205,9 +240,24 @@ ocsp_signed_by(X509 *issuer, const EVP_MD *md, const CBS *tbs,
 	EVP_PKEY_free(ikey);
 	if (ok)
 		return 0;
-	snprintf(err, err_len, delegated_without_eku ? "signed by a responder "
-	    "certificate without the OCSP-signing extended key usage" :
-	    "not signed by the issuer or a responder it authorized");
+	switch (refused) {
+	case OCSP_DELEGATE_NO_EKU:
+		snprintf(err, err_len, "signed by a responder certificate "
+		    "without the OCSP-signing extended key usage");
+		break;
+	case OCSP_DELEGATE_NOT_YET_VALID:
+		snprintf(err, err_len, "signed by a responder certificate "
+		    "that is not yet valid");
+		break;
+	case OCSP_DELEGATE_EXPIRED:
+		snprintf(err, err_len, "signed by a responder certificate "
+		    "that has expired");
+		break;
+	case OCSP_DELEGATE_NONE:
+		snprintf(err, err_len, "not signed by the issuer or a "
+		    "responder it authorized");
+		break;
+	}
 	return -1;
 }
 
@@ -377,7 +427,7 @@ ocsp_check(const uint8_t *der, size_t der_len, X509 *leaf, X509 *issuer,
 	}
 	/* Parsed first (it is only parsing), verified before any of it is
 	 * believed. */
-	if (ocsp_signed_by(issuer, md, &tbs, &sig, &certs, has_certs, err,
+	if (ocsp_signed_by(issuer, md, &tbs, &sig, &certs, has_certs, now, err,
 	    err_len) != 0)
 		return -1;
 	if (out->this_update > now + OCSP_CLOCK_SKEW) {

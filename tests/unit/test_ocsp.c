@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/digest.h>
+#include <openssl/evp.h>
 #include <openssl/mem.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -105,6 +107,48 @@ check(const char *resp, const char *leaf, int64_t now, struct ocsp_result *r,
 	X509_free(l);
 	X509_free(ca);
 	return rc;
+}
+
+static EVP_PKEY *
+load_key(const char *name)
+{
+	char path[600];
+	EVP_PKEY *k;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+	fclose(f);
+	ck_assert_ptr_nonnull(k);
+	return k;
+}
+
+/* redate copies certificate |from| to |to| with a validity period of
+ * |not_before_s| .. |not_after_s| from now, signed again by the CA: the
+ * openssl CLI here cannot issue a certificate valid only in the past or
+ * the future. The key stays the same, so |from|'s key signs for it. */
+static void
+redate(const char *from, long not_before_s, long not_after_s, const char *to)
+{
+	X509 *x = load_cert(from);
+	EVP_PKEY *ca_key = load_key("ca.key");
+	char path[600];
+	FILE *f;
+
+	ck_assert_ptr_nonnull(X509_gmtime_adj(X509_getm_notBefore(x),
+	    not_before_s));
+	ck_assert_ptr_nonnull(X509_gmtime_adj(X509_getm_notAfter(x),
+	    not_after_s));
+	ck_assert_int_gt(X509_sign(x, ca_key, EVP_sha256()), 0);
+	snprintf(path, sizeof(path), "%s/%s", dir, to);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(PEM_write_X509(f, x), 1);
+	fclose(f);
+	EVP_PKEY_free(ca_key);
+	X509_free(x);
 }
 
 START_TEST(request_matches_openssl)
@@ -205,6 +249,42 @@ START_TEST(wrong_certificate_expired_and_garbage)
 }
 END_TEST
 
+START_TEST(delegated_responder_needs_eku_and_validity)
+{
+	struct ocsp_result r;
+	char err[256] = "";
+
+	/* No extended key usage at all: any certificate the CA issued (a
+	 * server's, say) could otherwise speak for the CA. */
+	respond("leaf.pem", "bare", "bare.der");
+	ck_assert_int_eq(check("bare.der", "leaf.pem", time(NULL), &r, err,
+	    sizeof(err)), -1);
+	ck_assert_str_eq(err, "signed by a responder certificate without the "
+	    "OCSP-signing extended key usage");
+	/* The responder's certificate, dated again: accepted while valid... */
+	redate("responder.pem", -3600, 86400, "current.pem");
+	sh("cp responder.key current.key");
+	respond("leaf.pem", "current", "current.der");
+	ck_assert_msg(check("current.der", "leaf.pem", time(NULL), &r, err,
+	    sizeof(err)) == 0, "%s", err);
+	/* ...refused once expired or before it starts. */
+	redate("responder.pem", -2 * 86400, -86400, "expired.pem");
+	sh("cp responder.key expired.key");
+	respond("leaf.pem", "expired", "by-expired.der");
+	ck_assert_int_eq(check("by-expired.der", "leaf.pem", time(NULL), &r,
+	    err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "signed by a responder certificate that has "
+	    "expired");
+	redate("responder.pem", 86400, 2 * 86400, "notyet.pem");
+	sh("cp responder.key notyet.key");
+	respond("leaf.pem", "notyet", "by-notyet.der");
+	ck_assert_int_eq(check("by-notyet.der", "leaf.pem", time(NULL), &r,
+	    err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "signed by a responder certificate that is not "
+	    "yet valid");
+}
+END_TEST
+
 static const char setup_script[] =
     "set -e\n"
     "ec() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
@@ -222,6 +302,7 @@ static const char setup_script[] =
     "issue stranger 4099 'basicConstraints=CA:FALSE\\n'\n"
     "issue responder 4100 'extendedKeyUsage=OCSPSigning\\n'\n"
     "issue noeku 4101 'extendedKeyUsage=serverAuth\\n'\n"
+    "issue bare 4103 'basicConstraints=CA:FALSE\\n'\n"
     "issue muststaple 4102 'tlsfeature=status_request\\n'\n"
     "ec rogue; openssl req -x509 -new -key rogue.key -out rogue.pem -days 2 "
     "-subj '/CN=rogue'\n"
@@ -263,6 +344,7 @@ main(void)
 	tcase_add_test(tc, request_matches_openssl);
 	tcase_add_test(tc, good_revoked_unknown);
 	tcase_add_test(tc, delegated_responders);
+	tcase_add_test(tc, delegated_responder_needs_eku_and_validity);
 	tcase_add_test(tc, wrong_certificate_expired_and_garbage);
 	tcase_add_test(tc, must_staple_detected);
 	suite_add_tcase(s, tc);
