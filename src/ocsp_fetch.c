@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,26 +194,56 @@ task_accept(struct task *t, const uint8_t *der, size_t len,
 	task_schedule(t, half);
 }
 
-/* task_persist writes the response next to the others, atomically, so a
- * restart can staple at once even with the responder down. */
+int
+ocsp_fetch_save(const char *path, const uint8_t *der, size_t der_len)
+{
+	char tmp[PATH_MAX];
+	size_t done = 0;
+	int fd, err = 0;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    0640)) < 0)
+		return -1;
+	while (err == 0 && done < der_len) {
+		ssize_t n = write(fd, der + done, der_len - done);
+
+		if (n > 0)
+			done += (size_t)n;
+		else if (n < 0 && errno != EINTR)
+			err = errno;
+		else if (n == 0)
+			err = EIO;
+	}
+	if (err == 0 && fsync(fd) != 0)
+		err = errno;
+	/* One close whatever happens: the descriptor is gone even when
+	 * close() fails, and closing its number again could close what
+	 * another thread has opened since (a worker's new connection). */
+	if (close(fd) != 0 && err == 0)
+		err = errno;
+	if (err == 0 && rename(tmp, path) != 0)
+		err = errno;
+	if (err == 0)
+		return 0;
+	unlink(tmp);
+	errno = err;
+	return -1;
+}
+
+/* task_persist keeps the response so that a restart can staple at once,
+ * even with the responder down. */
 static void
 task_persist(struct task *t, const uint8_t *der, size_t len)
 {
-	char tmp[640];
-	int fd;
-
 	if (t->cache_path[0] == '\0')
 		return;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", t->cache_path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-	if (fd < 0 || write(fd, der, len) != (ssize_t)len || fsync(fd) != 0 ||
-	    close(fd) != 0 || rename(tmp, t->cache_path) != 0) {
+	if (ocsp_fetch_save(t->cache_path, der, len) != 0)
 		log_msg(LOGL_WARNING, "ocsp %s: cannot write '%s': %s", t->name,
 		    t->cache_path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		unlink(tmp);
-	}
 }
 
 static void

@@ -4,6 +4,7 @@
 #ifndef TLSPROXY_OCSP_FETCH_H
 #define TLSPROXY_OCSP_FETCH_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct event_base;
@@ -39,6 +40,12 @@ struct ocsp_task_status {
 /* ocsp_fetcher_foreach calls |cb| for every certificate it follows. */
 void ocsp_fetcher_foreach(const struct ocsp_fetcher *f,
     void (*cb)(const struct ocsp_task_status *, void *), void *arg);
+
+/* ocsp_fetch_save writes |der| to |path| through a temporary file next to
+ * it that is synced, closed and then renamed over |path|, so a reader
+ * finds the old response or the new one, never part of one. Returns 0, or
+ * -1 with errno set and the temporary file removed. */
+int ocsp_fetch_save(const char *path, const uint8_t *der, size_t der_len);
 
 /* ocsp_fetcher_free stops every fetch. NULL is fine. */
 void ocsp_fetcher_free(struct ocsp_fetcher *f);

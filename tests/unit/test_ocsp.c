@@ -1,11 +1,14 @@
 /* OCSP encoding and verification against responses made by `openssl ocsp`
  * at test time. */
 #include <check.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/bytestring.h>
@@ -17,8 +20,26 @@
 
 #include "../check_run.h"
 #include "ocsp.h"
+#include "ocsp_fetch.h"
 
 static char dir[512];
+
+/* While set, the next rename() first opens a descriptor, as a worker
+ * accepting a connection at that moment would, and leaves its number in
+ * rename_opened. This definition stands in for the C library's in this
+ * program, ocsp_fetch_save's rename() included. */
+static int rename_opens;
+static int rename_opened = -1;
+
+int
+rename(const char *from, const char *to)
+{
+	if (rename_opens) {
+		rename_opens = 0;
+		rename_opened = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
+	return renameat(AT_FDCWD, from, AT_FDCWD, to);
+}
 
 static void
 sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -65,6 +86,17 @@ load_file(const char *name, size_t *len)
 	*len = fread(buf, 1, 65536, f);
 	fclose(f);
 	return buf;
+}
+
+/* dir_file returns the path of |name| in the scratch directory (static
+ * storage). */
+static const char *
+dir_file(const char *name)
+{
+	static char path[600];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return path;
 }
 
 static void
@@ -485,6 +517,44 @@ START_TEST(times_range_checked)
 }
 END_TEST
 
+START_TEST(cache_write_failure_closes_once)
+{
+	static const uint8_t der[] = { 0x30, 0x03, 0x0a, 0x01, 0x00 };
+	char path[600], tmp[640];
+	size_t len;
+	uint8_t *back;
+	int lowest;
+
+	/* A directory where the response should go: the rename, the step
+	 * after the temporary file is closed, fails. */
+	snprintf(path, sizeof(path), "%s/cache-is-a-dir.der", dir);
+	ck_assert_int_eq(mkdir(path, 0700), 0);
+	lowest = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(lowest, 0);
+	close(lowest);
+	rename_opens = 1;
+	ck_assert_int_eq(ocsp_fetch_save(path, der, sizeof(der)), -1);
+	ck_assert_int_eq(errno, EISDIR);
+	/* The temporary file had the lowest free number, and the descriptor
+	 * opened after its close got the same one: it must still be open. */
+	ck_assert_int_eq(rename_opened, lowest);
+	ck_assert_msg(fcntl(rename_opened, F_GETFD) != -1, "descriptor %d, "
+	    "opened after the temporary file was closed, was closed too",
+	    rename_opened);
+	close(rename_opened);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	ck_assert_int_eq(access(tmp, F_OK), -1);
+	/* And where it can go, it does. */
+	ck_assert_int_eq(ocsp_fetch_save(dir_file("cached.der"), der,
+	    sizeof(der)), 0);
+	back = load_file("cached.der", &len);
+	ck_assert_uint_eq(len, sizeof(der));
+	ck_assert_mem_eq(back, der, len);
+	free(back);
+	ck_assert_int_eq(access(dir_file("cached.der.tmp"), F_OK), -1);
+}
+END_TEST
+
 static const char setup_script[] =
     "set -e\n"
     "ec() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
@@ -548,6 +618,7 @@ main(void)
 	tcase_add_test(tc, times_range_checked);
 	tcase_add_test(tc, wrong_certificate_expired_and_garbage);
 	tcase_add_test(tc, must_staple_detected);
+	tcase_add_test(tc, cache_write_failure_closes_once);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
