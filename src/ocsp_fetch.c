@@ -14,8 +14,11 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/util.h>
 #include <event2/keyvalq_struct.h>
 #include <openssl/base64.h>
 #include <openssl/mem.h>
@@ -26,6 +29,7 @@
 #include "generation.h"
 #include "log.h"
 #include "ocsp.h"
+#include "resolver.h"
 #include "staple.h"
 #include "tls_ctx.h"
 
@@ -34,6 +38,9 @@
 #define FETCH_BACKOFF_MAX_S 3600
 /* The most a response may be; larger ones are refused. */
 #define FETCH_MAX_RESPONSE 65536
+/* How long a replaced resolver lives on, so that answers it has already
+ * queued for delivery arrive while it still exists. */
+#define FETCH_RESOLVER_RETIRE_S 1
 
 struct task {
 	struct task *next;
@@ -55,6 +62,7 @@ struct task {
 	int staple_revoked;
 	struct event *timer;
 	struct evhttp_connection *conn;
+	char host[256];        /* the responder's, for logs */
 	int64_t valid_until;   /* of the response stapled, 0 if none */
 	int backoff_s;
 	int busy;              /* a fetch is under way */
@@ -63,9 +71,19 @@ struct task {
 	int seen;              /* still wanted after the last sync */
 };
 
+/* A resolver replaced by a reload, freed a little later. */
+struct retired_dns {
+	struct retired_dns *next;
+	struct evdns_base *dns;
+};
+
 struct ocsp_fetcher {
 	struct event_base *base;
 	struct task *tasks;
+	struct evdns_base *dns;    /* looks up the responders' names */
+	char *dns_setting;         /* the [global] resolver it was made from */
+	struct retired_dns *retired;
+	struct event *retire_ev;
 };
 
 static void task_fetch(struct task *t);
@@ -274,19 +292,49 @@ task_failed(struct task *t, const char *why)
 	task_schedule(t, delay);
 }
 
+/* task_stop ends the fetch under way, if any, and drops the connection.
+ * A name lookup still running is left to finish: its answer, or the
+ * failure evdns_base_free gives it, then only releases the connection's
+ * buffer. Cancelling it instead would leave the resolver a callback to
+ * deliver later, into a resolver that may be freed by then. */
+static void
+task_stop(struct task *t)
+{
+	if (t->conn != NULL)
+		evhttp_connection_free(t->conn);
+	t->conn = NULL;
+	t->busy = 0;
+}
+
+/* task_why says why a fetch ended without an HTTP response. */
+static void
+task_why(const struct task *t, char *why, size_t len)
+{
+	struct bufferevent *bev = t->conn != NULL ?
+	    evhttp_connection_get_bufferevent(t->conn) : NULL;
+	int dns = bev != NULL ? bufferevent_socket_get_dns_error(bev) : 0;
+
+	if (dns != 0)
+		snprintf(why, len, "cannot resolve the responder host '%s' "
+		    "of %s: %s", t->host, t->url, evutil_gai_strerror(dns));
+	else
+		snprintf(why, len, "no answer from the responder");
+}
+
 static void
 task_response_cb(struct evhttp_request *req, void *arg)
 {
 	struct task *t = arg;
 	struct evbuffer *body;
 	struct ocsp_result r;
-	char err[256], why[300];
+	char err[256], why[1024];
 	uint8_t *der;
 	size_t len;
 
 	t->busy = 0;
 	if (req == NULL || evhttp_request_get_response_code(req) == 0) {
-		task_failed(t, "no answer from the responder");
+		task_why(t, why, sizeof(why));
+		task_failed(t, why);
 		return;
 	}
 	if (evhttp_request_get_response_code(req) != 200) {
@@ -312,20 +360,50 @@ task_response_cb(struct evhttp_request *req, void *arg)
 	task_accept(t, der, len, &r, t->url);
 }
 
+/* task_connect makes the connection for a fetch from |host|:|port|:
+ * names resolved by the fetcher's resolver, never by a blocking
+ * getaddrinfo on the control thread. */
+static struct evhttp_connection *
+task_connect(struct task *t, const char *host, int port)
+{
+	struct bufferevent *bev;
+	struct evhttp_connection *conn;
+
+	/* The buffer owns the socket: a connection freed while its name is
+	 * looked up may still connect once the answer comes, and its socket
+	 * must go with the buffer then. */
+	bev = bufferevent_socket_new(t->f->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)
+		return NULL;
+	conn = evhttp_connection_base_bufferevent_new(t->f->base, t->f->dns,
+	    bev, host, (unsigned short)port);
+	if (conn == NULL) {
+		bufferevent_free(bev);
+		return NULL;
+	}
+	evhttp_connection_set_timeout(conn, (int)((t->timeout_ms + 999) /
+	    1000));
+	return conn;
+}
+
 /* task_fetch sends the request: GET with the request in the path when it
  * is short (RFC 6960, appendix A), else POST. */
 static void
 task_fetch(struct task *t)
 {
-	struct evhttp_uri *uri = evhttp_uri_parse(t->url);
-	struct evhttp_request *req;
+	struct evhttp_uri *uri;
+	struct evhttp_request *req = NULL;
 	char target[1024], b64[512];
 	const char *host, *path;
 	uint8_t *der = NULL;
 	size_t der_len, b64_len;
-	int port;
+	int port, rc;
 
+	/* The fetch under way plans the next one when it ends. */
+	if (t->busy)
+		return;
 	t->busy = 1;
+	uri = evhttp_uri_parse(t->url);
 	if (uri == NULL || (host = evhttp_uri_get_host(uri)) == NULL ||
 	    ocsp_request(t->leaf, t->issuer, &der, &der_len) != 0) {
 		if (uri != NULL)
@@ -333,23 +411,23 @@ task_fetch(struct task *t)
 		task_failed(t, "bad responder URL");
 		return;
 	}
+	snprintf(t->host, sizeof(t->host), "%s", host);
 	port = evhttp_uri_get_port(uri) > 0 ? evhttp_uri_get_port(uri) : 80;
 	path = evhttp_uri_get_path(uri);
 	if (path == NULL || path[0] == '\0')
 		path = "/";
 	if (t->conn != NULL)
 		evhttp_connection_free(t->conn);
-	t->conn = evhttp_connection_base_new(t->f->base, NULL, host,
-	    (unsigned short)port);
-	req = evhttp_request_new(task_response_cb, t);
-	if (t->conn == NULL || req == NULL) {
+	t->conn = t->f->dns != NULL ? task_connect(t, host, port) : NULL;
+	if (t->conn != NULL)
+		req = evhttp_request_new(task_response_cb, t);
+	if (req == NULL) {
 		evhttp_uri_free(uri);
 		OPENSSL_free(der);
-		task_failed(t, "out of memory");
+		task_failed(t, t->f->dns == NULL ? "no DNS resolver to look up "
+		    "the responder" : "out of memory");
 		return;
 	}
-	evhttp_connection_set_timeout(t->conn, (int)((t->timeout_ms + 999) /
-	    1000));
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Host", host);
 	EVP_EncodedLength(&b64_len, der_len);
 	if (b64_len < 255 && b64_len <= sizeof(b64)) {
@@ -363,15 +441,17 @@ task_fetch(struct task *t)
 			p += *q == '+' ? sprintf(p, "%%2B") : *q == '/' ?
 			    sprintf(p, "%%2F") : *q == '=' ? sprintf(p, "%%3D") :
 			    sprintf(p, "%c", *q);
-		evhttp_make_request(t->conn, req, EVHTTP_REQ_GET, target);
+		rc = evhttp_make_request(t->conn, req, EVHTTP_REQ_GET, target);
 	} else {
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		    "Content-Type", "application/ocsp-request");
 		evbuffer_add(evhttp_request_get_output_buffer(req), der, der_len);
-		evhttp_make_request(t->conn, req, EVHTTP_REQ_POST, path);
+		rc = evhttp_make_request(t->conn, req, EVHTTP_REQ_POST, path);
 	}
 	OPENSSL_free(der);
 	evhttp_uri_free(uri);
+	if (rc != 0)
+		task_failed(t, "cannot send the request");
 }
 
 /* task_load_cache staples a persisted response that is still valid. */
@@ -399,10 +479,9 @@ task_load_cache(struct task *t)
 static void
 task_free(struct task *t)
 {
+	task_stop(t);
 	if (t->timer != NULL)
 		event_free(t->timer);
-	if (t->conn != NULL)
-		evhttp_connection_free(t->conn);
 	X509_free(t->leaf);
 	X509_free(t->issuer);
 	free(t->url);
@@ -487,7 +566,7 @@ fetcher_want(struct ocsp_fetcher *f, const struct tls_ctx *tc, int k,
 		t->timeout_ms = gl->ocsp_timeout_ms;
 		/* A reload is a good moment to retry what has nothing
 		 * stapled, instead of waiting out the backoff. */
-		if (t->valid_until <= (int64_t)time(NULL)) {
+		if (t->valid_until <= (int64_t)time(NULL) && !t->busy) {
 			t->backoff_s = 0;
 			task_schedule(t, 0);
 		}
@@ -522,13 +601,103 @@ fetcher_want(struct ocsp_fetcher *f, const struct tls_ctx *tc, int k,
 		task_schedule(t, 0);
 }
 
+static void
+fetcher_free_retired(struct ocsp_fetcher *f)
+{
+	while (f->retired != NULL) {
+		struct retired_dns *r = f->retired;
+
+		f->retired = r->next;
+		/* Lookups still waiting fail now; each failure only releases
+		 * the buffer of a connection already freed. */
+		evdns_base_free(r->dns, 1);
+		free(r);
+	}
+}
+
+static void
+fetcher_retire_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	fetcher_free_retired(arg);
+}
+
+/* fetcher_dns_setting returns [global] resolver and resolver_timeout as
+ * one string, to tell whether a reload changed them. */
+static char *
+fetcher_dns_setting(const struct conf_global *gl)
+{
+	size_t len = 32;
+	char *s, *p;
+
+	for (size_t i = 0; i < gl->resolver.num; i++)
+		len += strlen(gl->resolver.v[i]) + 1;
+	if ((s = malloc(len)) == NULL)
+		return NULL;
+	p = s + sprintf(s, "%llu", (unsigned long long)gl->resolver_timeout_ms);
+	for (size_t i = 0; i < gl->resolver.num; i++)
+		p += sprintf(p, " %s", gl->resolver.v[i]);
+	return s;
+}
+
+/* fetcher_resolver makes the resolver follow [global] resolver and
+ * resolver_timeout. A replaced one is retired: the connections made with
+ * it go first (a fetch under way starts again with the new one), and it
+ * is freed a little later, once the answers it has already queued for
+ * delivery have arrived. */
+static void
+fetcher_resolver(struct ocsp_fetcher *f, const struct conf_global *gl)
+{
+	struct timeval tv = { FETCH_RESOLVER_RETIRE_S, 0 };
+	char *setting = fetcher_dns_setting(gl);
+	struct retired_dns *r = NULL;
+	struct evdns_base *dns;
+
+	if (setting == NULL ||
+	    (f->dns != NULL && strcmp(setting, f->dns_setting) == 0) ||
+	    (f->dns != NULL && (r = calloc(1, sizeof(*r))) == NULL)) {
+		free(setting);
+		return;
+	}
+	if ((dns = resolver_new(f->base, &gl->resolver,
+	    gl->resolver_timeout_ms)) == NULL) {
+		log_msg(LOGL_ERROR, "ocsp: cannot start the DNS resolver%s",
+		    f->dns != NULL ? "; keeping the previous one" : "");
+		free(r);
+		free(setting);
+		return;
+	}
+	if (f->dns != NULL) {
+		for (struct task *t = f->tasks; t != NULL; t = t->next) {
+			int busy = t->busy;
+
+			task_stop(t);
+			if (busy)
+				task_schedule(t, 0);
+		}
+		r->dns = f->dns;
+		r->next = f->retired;
+		f->retired = r;
+		evtimer_add(f->retire_ev, &tv);
+	}
+	f->dns = dns;
+	free(f->dns_setting);
+	f->dns_setting = setting;
+}
+
 struct ocsp_fetcher *
 ocsp_fetcher_new(struct event_base *base)
 {
 	struct ocsp_fetcher *f = calloc(1, sizeof(*f));
 
-	if (f != NULL)
-		f->base = base;
+	if (f == NULL)
+		return NULL;
+	f->base = base;
+	if ((f->retire_ev = evtimer_new(base, fetcher_retire_cb, f)) == NULL) {
+		free(f);
+		return NULL;
+	}
 	return f;
 }
 
@@ -540,6 +709,7 @@ ocsp_fetcher_sync(struct ocsp_fetcher *f, const struct generation *g)
 
 	if (f == NULL)
 		return;
+	fetcher_resolver(f, gl);
 	for (struct task *t = f->tasks; t != NULL; t = t->next)
 		t->seen = 0;
 	for (size_t i = 0; i < g->shared.num_contexts; i++) {
@@ -612,5 +782,19 @@ ocsp_fetcher_free(struct ocsp_fetcher *f)
 		f->tasks = t->next;
 		task_free(t);
 	}
+	event_free(f->retire_ev);
+	if (f->dns != NULL || f->retired != NULL) {
+		/* Answers a resolver has queued for delivery must arrive
+		 * while it exists, and the failures evdns_base_free gives the
+		 * lookups still waiting must arrive at all: each releases the
+		 * buffer of a connection freed above. Hence one pass of the
+		 * loop before and one after (see ocsp_fetch.h). */
+		event_base_loop(f->base, EVLOOP_NONBLOCK);
+		if (f->dns != NULL)
+			evdns_base_free(f->dns, 1);
+		fetcher_free_retired(f);
+		event_base_loop(f->base, EVLOOP_NONBLOCK);
+	}
+	free(f->dns_setting);
 	free(f);
 }
