@@ -36,8 +36,15 @@
 /* Retry delays after a failed fetch. */
 #define FETCH_BACKOFF_MIN_S 30
 #define FETCH_BACKOFF_MAX_S 3600
-/* The most a response may be; larger ones are refused. */
+/* The most a response may be; larger ones are refused. Both caps hold
+ * while the answer is read: the connection is dropped at the first byte
+ * past them. */
 #define FETCH_MAX_RESPONSE 65536
+#define FETCH_MAX_HEADERS 65536
+/* What may wait unparsed in the connection's input buffer: a whole body
+ * with its headers, plus a chunk-size line. evhttp bounds what it has
+ * parsed, not a line it is still waiting the end of. */
+#define FETCH_MAX_BUFFERED (FETCH_MAX_HEADERS + FETCH_MAX_RESPONSE + 4096)
 /* How long a replaced resolver lives on, so that answers it has already
  * queued for delivery arrive while it still exists. */
 #define FETCH_RESOLVER_RETIRE_S 1
@@ -61,8 +68,10 @@ struct task {
 	uint64_t timeout_ms;
 	int staple_revoked;
 	struct event *timer;
+	struct event *deadline; /* ends a fetch that takes too long */
 	struct evhttp_connection *conn;
 	char host[256];        /* the responder's, for logs */
+	int http_error;        /* enum evhttp_request_error, -1 none */
 	int64_t valid_until;   /* of the response stapled, 0 if none */
 	int backoff_s;
 	int busy;              /* a fetch is under way */
@@ -82,6 +91,7 @@ struct ocsp_fetcher {
 	struct task *tasks;
 	struct evdns_base *dns;    /* looks up the responders' names */
 	char *dns_setting;         /* the [global] resolver it was made from */
+	uint64_t dns_timeout_ms;
 	struct retired_dns *retired;
 	struct event *retire_ev;
 };
@@ -303,7 +313,17 @@ task_stop(struct task *t)
 	if (t->conn != NULL)
 		evhttp_connection_free(t->conn);
 	t->conn = NULL;
+	if (t->deadline != NULL)
+		evtimer_del(t->deadline);
 	t->busy = 0;
+}
+
+static void
+task_error_cb(enum evhttp_request_error error, void *arg)
+{
+	struct task *t = arg;
+
+	t->http_error = (int)error;
 }
 
 /* task_why says why a fetch ended without an HTTP response. */
@@ -317,6 +337,13 @@ task_why(const struct task *t, char *why, size_t len)
 	if (dns != 0)
 		snprintf(why, len, "cannot resolve the responder host '%s' "
 		    "of %s: %s", t->host, t->url, evutil_gai_strerror(dns));
+	else if (t->http_error == EVREQ_HTTP_DATA_TOO_LONG)
+		snprintf(why, len, "%s: response body malformed or over %d "
+		    "bytes; not read further", t->url, FETCH_MAX_RESPONSE);
+	else if (t->http_error == EVREQ_HTTP_INVALID_HEADER)
+		snprintf(why, len, "%s: malformed response, or its headers "
+		    "over %d bytes; not read further", t->url,
+		    FETCH_MAX_HEADERS);
 	else
 		snprintf(why, len, "no answer from the responder");
 }
@@ -332,6 +359,7 @@ task_response_cb(struct evhttp_request *req, void *arg)
 	size_t len;
 
 	t->busy = 0;
+	evtimer_del(t->deadline);
 	if (req == NULL || evhttp_request_get_response_code(req) == 0) {
 		task_why(t, why, sizeof(why));
 		task_failed(t, why);
@@ -360,9 +388,27 @@ task_response_cb(struct evhttp_request *req, void *arg)
 	task_accept(t, der, len, &r, t->url);
 }
 
+/* task_deadline_cb ends a fetch that outlived its time: the name lookup,
+ * then ocsp_timeout. evhttp's own timeout restarts with every read, so a
+ * responder sending a byte at a time, or a stalled input buffer, would
+ * otherwise keep the fetch, and its retry, waiting for ever. */
+static void
+task_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct task *t = arg;
+	char why[1024];
+
+	(void)fd;
+	(void)what;
+	snprintf(why, sizeof(why), "%s: no complete response in time",
+	    t->url);
+	task_stop(t);
+	task_failed(t, why);
+}
+
 /* task_connect makes the connection for a fetch from |host|:|port|:
  * names resolved by the fetcher's resolver, never by a blocking
- * getaddrinfo on the control thread. */
+ * getaddrinfo on the control thread, and every byte read bounded. */
 static struct evhttp_connection *
 task_connect(struct task *t, const char *host, int port)
 {
@@ -381,6 +427,9 @@ task_connect(struct task *t, const char *host, int port)
 		bufferevent_free(bev);
 		return NULL;
 	}
+	bufferevent_setwatermark(bev, EV_READ, 0, FETCH_MAX_BUFFERED);
+	evhttp_connection_set_max_headers_size(conn, FETCH_MAX_HEADERS);
+	evhttp_connection_set_max_body_size(conn, FETCH_MAX_RESPONSE);
 	evhttp_connection_set_timeout(conn, (int)((t->timeout_ms + 999) /
 	    1000));
 	return conn;
@@ -397,12 +446,15 @@ task_fetch(struct task *t)
 	const char *host, *path;
 	uint8_t *der = NULL;
 	size_t der_len, b64_len;
+	uint64_t wait_ms;
+	struct timeval tv;
 	int port, rc;
 
 	/* The fetch under way plans the next one when it ends. */
 	if (t->busy)
 		return;
 	t->busy = 1;
+	t->http_error = -1;
 	uri = evhttp_uri_parse(t->url);
 	if (uri == NULL || (host = evhttp_uri_get_host(uri)) == NULL ||
 	    ocsp_request(t->leaf, t->issuer, &der, &der_len) != 0) {
@@ -428,6 +480,7 @@ task_fetch(struct task *t)
 		    "the responder" : "out of memory");
 		return;
 	}
+	evhttp_request_set_error_cb(req, task_error_cb);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Host", host);
 	EVP_EncodedLength(&b64_len, der_len);
 	if (b64_len < 255 && b64_len <= sizeof(b64)) {
@@ -450,8 +503,16 @@ task_fetch(struct task *t)
 	}
 	OPENSSL_free(der);
 	evhttp_uri_free(uri);
-	if (rc != 0)
+	if (rc != 0) {
 		task_failed(t, "cannot send the request");
+		return;
+	}
+	/* The resolver gives up on its own first; see task_deadline_cb. */
+	wait_ms = resolver_wait_ms(t->f->dns_timeout_ms) + t->timeout_ms +
+	    1000;
+	tv.tv_sec = (time_t)(wait_ms / 1000);
+	tv.tv_usec = (suseconds_t)(wait_ms % 1000) * 1000;
+	evtimer_add(t->deadline, &tv);
 }
 
 /* task_load_cache staples a persisted response that is still valid. */
@@ -482,6 +543,8 @@ task_free(struct task *t)
 	task_stop(t);
 	if (t->timer != NULL)
 		event_free(t->timer);
+	if (t->deadline != NULL)
+		event_free(t->deadline);
 	X509_free(t->leaf);
 	X509_free(t->issuer);
 	free(t->url);
@@ -595,6 +658,8 @@ fetcher_want(struct ocsp_fetcher *f, const struct tls_ctx *tc, int k,
 		    gl->ocsp_cache_dir, hex);
 	}
 	t->timer = evtimer_new(f->base, task_timer_cb, t);
+	t->deadline = evtimer_new(f->base, task_deadline_cb, t);
+	t->http_error = -1;
 	t->next = f->tasks;
 	f->tasks = t;
 	if (task_load_cache(t) != 0)
@@ -684,6 +749,7 @@ fetcher_resolver(struct ocsp_fetcher *f, const struct conf_global *gl)
 	f->dns = dns;
 	free(f->dns_setting);
 	f->dns_setting = setting;
+	f->dns_timeout_ms = gl->resolver_timeout_ms;
 }
 
 struct ocsp_fetcher *

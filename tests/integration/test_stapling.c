@@ -1,7 +1,8 @@
 /* OCSP stapling with ocsp = auto: a real responder (openssl's responder
  * code behind a loopback HTTP server), s_client -status and Node's
  * requestOCSP, revocation, the cache across a restart with the responder
- * down, responder names looked up without blocking. */
+ * down, responder names looked up without blocking, responders that never
+ * stop talking. */
 #include <check.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -138,14 +139,15 @@ start_responder_with(const char *signer, const char *validity,
 	return pid;
 }
 
+/* conf_with is conf with |extra| lines in [global]. */
 static const char *
-conf(int port, int bport)
+conf_with(int port, int bport, const char *extra)
 {
 	static char text[4096];
 
 	snprintf(text, sizeof(text),
 	    "[global]\nworkers = 2\nlog_level = debug\n"
-	    "ocsp_cache_dir = %s/ocsp-cache\nocsp_timeout = 2s\n"
+	    "ocsp_cache_dir = %s/ocsp-cache\nocsp_timeout = 2s\n%s"
 	    "[listener t]\nbind = 127.0.0.1:%d\ncontext = good\nbackend = b\n"
 	    "[backend b]\naddress = 127.0.0.1:%d\n"
 	    "[context good]\ncert = %s/good.pem\nkey = %s/good.key\n"
@@ -154,9 +156,15 @@ conf(int port, int bport)
 	    "key = %s/bad.key\n"
 	    "[context plain]\nservername = localhost\ncert = %s/leaf.pem\n"
 	    "key = %s/leaf.key\n",
-	    h_dir(), port, bport, h_dir(), h_dir(), h_dir(), h_dir(), h_dir(),
-	    h_dir(), h_dir(), h_dir());
+	    h_dir(), extra, port, bport, h_dir(), h_dir(), h_dir(), h_dir(),
+	    h_dir(), h_dir(), h_dir(), h_dir());
 	return text;
+}
+
+static const char *
+conf(int port, int bport)
+{
+	return conf_with(port, bport, "");
 }
 
 static char *
@@ -598,6 +606,60 @@ START_TEST(responder_name_lookup_never_blocks)
 }
 END_TEST
 
+/* endless_cut runs the daemon against a responder that streams |mode|'s
+ * endless answer: the fetch must fail with |reason| in the log, the
+ * daemon's memory stay flat, and handshakes go on. */
+static void
+endless_cut(int port, int bport, const char *mode, const char *reason)
+{
+	struct h_daemon d;
+	char name[64], want[300], *out;
+	long rss_start, rss_end;
+	pid_t rpid;
+	int st;
+
+	rpid = start_responder_with("ca", "1", "--endless", mode);
+	snprintf(name, sizeof(name), "endless-%s", mode);
+	/* A short resolver timeout keeps the fetch deadline (name lookup,
+	 * then ocsp_timeout) short for the answer that stalls. */
+	ck_assert_int_eq(h_daemon_start(&d, name, conf_with(port, bport,
+	    "resolver_timeout = 200ms\n")), 0);
+	rss_start = h_rss_kib(d.pid);
+	/* Long enough for a few hundred megabytes to arrive. */
+	usleep(3000000);
+	rss_end = h_rss_kib(d.pid);
+	ck_assert_msg(rss_end - rss_start < 20 * 1024, "%s: RSS grew from %ld "
+	    "to %ld KiB", mode, rss_start, rss_end);
+	snprintf(want, sizeof(want), "ocsp context 'good' (ECDSA "
+	    "certificate): http://127.0.0.1:%d/ocsp: %s; nothing stapled; "
+	    "retrying in 30s", responder_port, reason);
+	ck_assert_msg(h_log_contains(&d, want, 5000), "%s: no '%s' in the log",
+	    mode, want);
+	out = h_run(&st, "%s --status --servername good.ocsp.test 127.0.0.1:%d "
+	    "2>&1", h_bin("client"), port);
+	ck_assert_msg(st == 0 && strstr(out, "ocsp=0") != NULL, "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	stop_responder(rpid);
+}
+
+START_TEST(endless_responses_cut_while_read)
+{
+	pid_t bpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+
+	make_pki();
+	endless_cut(port, bport, "chunked", "response body malformed or over "
+	    "65536 bytes; not read further");
+	endless_cut(port, bport, "no-length", "response body malformed or over "
+	    "65536 bytes; not read further");
+	endless_cut(port, bport, "headers", "malformed response, or its "
+	    "headers over 65536 bytes; not read further");
+	endless_cut(port, bport, "chunk-line", "no complete response in time");
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
 static int
 count_lines(const struct h_daemon *d, const char *needle)
 {
@@ -665,6 +727,7 @@ main(void)
 	tcase_add_test(tc, file_checked_with_ocsp_issuer);
 	tcase_add_test(tc, refreshes_keep_memory_flat);
 	tcase_add_test(tc, responder_name_lookup_never_blocks);
+	tcase_add_test(tc, endless_responses_cut_while_read);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
