@@ -18,6 +18,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 #include <event2/keyvalq_struct.h>
 #include <openssl/asn1.h>
 #include <openssl/ssl.h>
@@ -605,6 +606,7 @@ static struct admin *
 admin_start(struct daemon *d, const struct conf_global *g)
 {
 	struct admin *a = calloc(1, sizeof(*a));
+	struct evconnlistener *listener;
 	int fd = -1;
 
 	if (a == NULL || (a->spec = strdup(g->admin)) == NULL ||
@@ -614,8 +616,19 @@ admin_start(struct daemon *d, const struct conf_global *g)
 	a->addr = g->admin_addr;
 	if ((fd = admin_listen(&g->admin_addr)) < 0)
 		goto fail;
-	if (evhttp_accept_socket_with_handle(a->http, fd) == NULL) {
+	/* Made here rather than by evhttp_accept_socket_with_handle, whose
+	 * NULL does not say whether the socket was closed already: until
+	 * the listener exists the socket is ours to close, after that the
+	 * listener's. */
+	listener = evconnlistener_new(d->base, NULL, NULL,
+	    LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_CLOSE_ON_FREE, 0,
+	    fd);
+	if (listener == NULL) {
 		close(fd);
+		goto fail;
+	}
+	if (evhttp_bind_listener(a->http, listener) == NULL) {
+		evconnlistener_free(listener);
 		goto fail;
 	}
 	if (g->admin_addr.ss.ss_family == AF_UNIX)

@@ -220,6 +220,32 @@ daemon_swap_done(struct daemon *d)
 	}
 }
 
+/* daemon_close_worker_socks closes the listening sockets of worker |id|
+ * once it has stopped accepting, in both the current and the previous
+ * set, each number once. */
+static void
+daemon_close_worker_socks(struct daemon *d, int id)
+{
+	struct listener_set *sets[2] = { &d->socks, &d->old_socks };
+
+	for (int i = 0; i < 2; i++) {
+		for (size_t j = 0; j < sets[i]->num_socks; j++) {
+			struct listen_sock *ls = &sets[i]->socks[j];
+			int fd = ls->fd;
+
+			if (ls->worker != id || fd < 0)
+				continue;
+			close(fd);
+			for (int k = 0; k < 2; k++) {
+				for (size_t m = 0; m < sets[k]->num_socks; m++) {
+					if (sets[k]->socks[m].fd == fd)
+						sets[k]->socks[m].fd = -1;
+				}
+			}
+		}
+	}
+}
+
 static void
 daemon_notify_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -236,6 +262,8 @@ daemon_notify_cb(evutil_socket_t fd, short what, void *arg)
 	if (d->swapping)
 		daemon_swap_done(d);
 	for (int i = 0; i < d->num_workers; i++) {
+		if (atomic_load(&d->workers[i].accept_stopped))
+			daemon_close_worker_socks(d, i);
 		if (!atomic_load(&d->workers[i].exited))
 			all_exited = 0;
 	}

@@ -117,29 +117,84 @@ ocsp_request(X509 *leaf, X509 *issuer, uint8_t **out, size_t *out_len)
 	return 0;
 }
 
-/* ocsp_time parses a GeneralizedTime "YYYYMMDDHHMMSS[.fff]Z". */
+/* ocsp_digits reads |n| decimal digits at |p|, or returns -1: sscanf's %d
+ * would also take a sign or leading blanks. */
+static int
+ocsp_digits(const uint8_t *p, int n)
+{
+	int v = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return -1;
+		v = v * 10 + (p[i] - '0');
+	}
+	return v;
+}
+
+static int
+ocsp_days_in_month(int year, int month)
+{
+	static const int days[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31,
+		30, 31 };
+
+	if (month == 2 && year % 4 == 0 && (year % 100 != 0 || year % 400 == 0))
+		return 29;
+	return days[month - 1];
+}
+
+/* ocsp_time_contents parses the contents of a GeneralizedTime,
+ * "YYYYMMDDHHMMSS[.fff]Z". Every field is range-checked: timegm would
+ * quietly turn a 13th month or a 25th hour into some other valid time. */
+static int
+ocsp_time_contents(const CBS *t, int64_t *out)
+{
+	const uint8_t *p = CBS_data(t);
+	size_t len = CBS_len(t);
+	int year, mon, day, hour, min, sec;
+	struct tm tm;
+
+	if (len < 15 || p[len - 1] != 'Z')
+		return -1;
+	/* A fraction of a second, if any, is at least one digit. */
+	if (len > 15) {
+		if (p[14] != '.' || len == 16)
+			return -1;
+		for (size_t i = 15; i < len - 1; i++) {
+			if (p[i] < '0' || p[i] > '9')
+				return -1;
+		}
+	}
+	year = ocsp_digits(p, 4);
+	mon = ocsp_digits(p + 4, 2);
+	day = ocsp_digits(p + 6, 2);
+	hour = ocsp_digits(p + 8, 2);
+	min = ocsp_digits(p + 10, 2);
+	sec = ocsp_digits(p + 12, 2);
+	if (year < 0 || mon < 1 || mon > 12 || day < 1 ||
+	    day > ocsp_days_in_month(year, mon) || hour < 0 || hour > 23 ||
+	    min < 0 || min > 59 || sec < 0 || sec > 59)
+		return -1;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = year - 1900;
+	tm.tm_mon = mon - 1;
+	tm.tm_mday = day;
+	tm.tm_hour = hour;
+	tm.tm_min = min;
+	tm.tm_sec = sec;
+	*out = (int64_t)timegm(&tm);
+	return 0;
+}
+
+/* ocsp_time reads a GeneralizedTime element. */
 static int
 ocsp_time(CBS *cbs, int64_t *out)
 {
-	char buf[32];
-	struct tm tm;
 	CBS t;
 
-	if (!CBS_get_asn1(cbs, &t, CBS_ASN1_GENERALIZEDTIME) ||
-	    CBS_len(&t) < 15 || CBS_len(&t) >= sizeof(buf))
+	if (!CBS_get_asn1(cbs, &t, CBS_ASN1_GENERALIZEDTIME))
 		return -1;
-	memcpy(buf, CBS_data(&t), CBS_len(&t));
-	buf[CBS_len(&t)] = '\0';
-	if (buf[CBS_len(&t) - 1] != 'Z')
-		return -1;
-	memset(&tm, 0, sizeof(tm));
-	if (sscanf(buf, "%4d%2d%2d%2d%2d%2d", &tm.tm_year, &tm.tm_mon,
-	    &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec) != 6)
-		return -1;
-	tm.tm_year -= 1900;
-	tm.tm_mon -= 1;
-	*out = (int64_t)timegm(&tm);
-	return 0;
+	return ocsp_time_contents(&t, out);
 }
 
 static const EVP_MD *
@@ -167,14 +222,50 @@ ocsp_verify_sig(EVP_PKEY *key, const EVP_MD *md, const CBS *tbs,
 	return ok;
 }
 
+/* Why a delegated responder certificate was not accepted; the last one
+ * tried is what the error names. */
+enum ocsp_delegate {
+	OCSP_DELEGATE_NONE,
+	OCSP_DELEGATE_NO_EKU,
+	OCSP_DELEGATE_NOT_YET_VALID,
+	OCSP_DELEGATE_EXPIRED,
+};
+
+/* ocsp_delegate_check returns OCSP_DELEGATE_NONE if |x|, whose signature
+ * by the issuer and over the response are already verified, may speak for
+ * the issuer at |now|, else why not. */
+static enum ocsp_delegate
+ocsp_delegate_check(X509 *x, int64_t now)
+{
+	time_t t = (time_t)now;
+	int cmp;
+
+	/* Without the extension X509_get_extended_key_usage reports every
+	 * purpose; RFC 6960 4.2.2.2 wants id-kp-OCSPSigning named. */
+	if (!(X509_get_extension_flags(x) & EXFLAG_XKUSAGE) ||
+	    !(X509_get_extended_key_usage(x) & XKU_OCSP_SIGN))
+		return OCSP_DELEGATE_NO_EKU;
+	/* X509_cmp_time returns 0 for a time it cannot read. */
+	cmp = X509_cmp_time(X509_get0_notBefore(x), &t);
+	if (cmp >= 0)
+		return OCSP_DELEGATE_NOT_YET_VALID;
+	cmp = X509_cmp_time(X509_get0_notAfter(x), &t);
+	if (cmp <= 0)
+		return OCSP_DELEGATE_EXPIRED;
+	return OCSP_DELEGATE_NONE;
+}
+
 /* ocsp_signed_by checks the signature with |issuer|, else with one of the
- * response's certificates that |issuer| issued for OCSP signing. */
+ * response's certificates that |issuer| issued for OCSP signing and that
+ * is valid at |now|. */
 static int
 ocsp_signed_by(X509 *issuer, const EVP_MD *md, const CBS *tbs,
-    const CBS *sig, CBS *certs, int has_certs, char *err, size_t err_len)
+    const CBS *sig, CBS *certs, int has_certs, int64_t now, char *err,
+    size_t err_len)
 {
 	EVP_PKEY *ikey = X509_get_pubkey(issuer);
-	int delegated_without_eku = 0, ok = 0;
+	enum ocsp_delegate refused = OCSP_DELEGATE_NONE;
+	int ok = 0;
 
 	if (ikey != NULL && ocsp_verify_sig(ikey, md, tbs, sig))
 		ok = 1;
@@ -194,10 +285,9 @@ ocsp_signed_by(X509 *issuer, const EVP_MD *md, const CBS *tbs,
 		    X509_verify(x, ikey) == 1 &&
 		    (rkey = X509_get_pubkey(x)) != NULL &&
 		    ocsp_verify_sig(rkey, md, tbs, sig)) {
-			if (X509_get_extended_key_usage(x) & XKU_OCSP_SIGN)
+			refused = ocsp_delegate_check(x, now);
+			if (refused == OCSP_DELEGATE_NONE)
 				ok = 1;
-			else
-				delegated_without_eku = 1;
 		}
 		EVP_PKEY_free(rkey);
 		X509_free(x);
@@ -205,9 +295,24 @@ ocsp_signed_by(X509 *issuer, const EVP_MD *md, const CBS *tbs,
 	EVP_PKEY_free(ikey);
 	if (ok)
 		return 0;
-	snprintf(err, err_len, delegated_without_eku ? "signed by a responder "
-	    "certificate without the OCSP-signing extended key usage" :
-	    "not signed by the issuer or a responder it authorized");
+	switch (refused) {
+	case OCSP_DELEGATE_NO_EKU:
+		snprintf(err, err_len, "signed by a responder certificate "
+		    "without the OCSP-signing extended key usage");
+		break;
+	case OCSP_DELEGATE_NOT_YET_VALID:
+		snprintf(err, err_len, "signed by a responder certificate "
+		    "that is not yet valid");
+		break;
+	case OCSP_DELEGATE_EXPIRED:
+		snprintf(err, err_len, "signed by a responder certificate "
+		    "that has expired");
+		break;
+	case OCSP_DELEGATE_NONE:
+		snprintf(err, err_len, "not signed by the issuer or a "
+		    "responder it authorized");
+		break;
+	}
 	return -1;
 }
 
@@ -287,6 +392,7 @@ ocsp_check(const uint8_t *der, size_t der_len, X509 *leaf, X509 *issuer,
 {
 	CBS cbs, resp, bytes, body, type, basic_der, basic, tbs, data, sigalg,
 	    sigoid, sig, certs, responses, ver, rid, produced;
+	int64_t produced_at;
 	uint64_t status;
 	uint8_t unused;
 	const EVP_MD *md;
@@ -352,6 +458,7 @@ ocsp_check(const uint8_t *der, size_t der_len, X509 *leaf, X509 *issuer,
 	    !CBS_get_optional_asn1(&data, &ver, &has_version, TAG0) ||
 	    !CBS_get_any_asn1(&data, &rid, &tag) ||
 	    !CBS_get_asn1(&data, &produced, CBS_ASN1_GENERALIZEDTIME) ||
+	    ocsp_time_contents(&produced, &produced_at) != 0 ||
 	    !CBS_get_asn1(&data, &responses, CBS_ASN1_SEQUENCE)) {
 		snprintf(err, err_len, "malformed response data");
 		return -1;
@@ -377,9 +484,13 @@ ocsp_check(const uint8_t *der, size_t der_len, X509 *leaf, X509 *issuer,
 	}
 	/* Parsed first (it is only parsing), verified before any of it is
 	 * believed. */
-	if (ocsp_signed_by(issuer, md, &tbs, &sig, &certs, has_certs, err,
+	if (ocsp_signed_by(issuer, md, &tbs, &sig, &certs, has_certs, now, err,
 	    err_len) != 0)
 		return -1;
+	if (out->next_update != 0 && out->next_update < out->this_update) {
+		snprintf(err, err_len, "nextUpdate is before thisUpdate");
+		return -1;
+	}
 	if (out->this_update > now + OCSP_CLOCK_SKEW) {
 		snprintf(err, err_len, "thisUpdate is in the future");
 		return -1;

@@ -38,9 +38,11 @@ int ocsp_must_staple(X509 *cert);
 
 /* ocsp_check parses a DER OCSPResponse and accepts it for |leaf| only if
  * it is successful and basic, signed by |issuer| or by a responder
- * certificate |issuer| signed that carries the OCSP-signing EKU, holds a
- * response for exactly this certificate, and is current at |now|. Returns
- * 0 with |out| filled, or -1 with the reason in |err|. */
+ * certificate |issuer| signed that names the OCSP-signing purpose in its
+ * extended key usage and is within its validity period at |now|, holds a
+ * response for exactly this certificate whose times are well-formed
+ * (nextUpdate, if any, not before thisUpdate), and is current at |now|.
+ * Returns 0 with |out| filled, or -1 with the reason in |err|. */
 int ocsp_check(const uint8_t *der, size_t der_len, X509 *leaf, X509 *issuer,
     int64_t now, struct ocsp_result *out, char *err, size_t err_len);
 

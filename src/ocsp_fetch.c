@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +14,11 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/util.h>
 #include <event2/keyvalq_struct.h>
 #include <openssl/base64.h>
 #include <openssl/mem.h>
@@ -25,14 +29,25 @@
 #include "generation.h"
 #include "log.h"
 #include "ocsp.h"
+#include "resolver.h"
 #include "staple.h"
 #include "tls_ctx.h"
 
 /* Retry delays after a failed fetch. */
 #define FETCH_BACKOFF_MIN_S 30
 #define FETCH_BACKOFF_MAX_S 3600
-/* The most a response may be; larger ones are refused. */
+/* The most a response may be; larger ones are refused. Both caps hold
+ * while the answer is read: the connection is dropped at the first byte
+ * past them. */
 #define FETCH_MAX_RESPONSE 65536
+#define FETCH_MAX_HEADERS 65536
+/* What may wait unparsed in the connection's input buffer: a whole body
+ * with its headers, plus a chunk-size line. evhttp bounds what it has
+ * parsed, not a line it is still waiting the end of. */
+#define FETCH_MAX_BUFFERED (FETCH_MAX_HEADERS + FETCH_MAX_RESPONSE + 4096)
+/* How long a replaced resolver lives on, so that answers it has already
+ * queued for delivery arrive while it still exists. */
+#define FETCH_RESOLVER_RETIRE_S 1
 
 struct task {
 	struct task *next;
@@ -53,7 +68,10 @@ struct task {
 	uint64_t timeout_ms;
 	int staple_revoked;
 	struct event *timer;
+	struct event *deadline; /* ends a fetch that takes too long */
 	struct evhttp_connection *conn;
+	char host[256];        /* the responder's, for logs */
+	int http_error;        /* enum evhttp_request_error, -1 none */
 	int64_t valid_until;   /* of the response stapled, 0 if none */
 	int backoff_s;
 	int busy;              /* a fetch is under way */
@@ -62,9 +80,20 @@ struct task {
 	int seen;              /* still wanted after the last sync */
 };
 
+/* A resolver replaced by a reload, freed a little later. */
+struct retired_dns {
+	struct retired_dns *next;
+	struct evdns_base *dns;
+};
+
 struct ocsp_fetcher {
 	struct event_base *base;
 	struct task *tasks;
+	struct evdns_base *dns;    /* looks up the responders' names */
+	char *dns_setting;         /* the [global] resolver it was made from */
+	uint64_t dns_timeout_ms;
+	struct retired_dns *retired;
+	struct event *retire_ev;
 };
 
 static void task_fetch(struct task *t);
@@ -193,26 +222,56 @@ task_accept(struct task *t, const uint8_t *der, size_t len,
 	task_schedule(t, half);
 }
 
-/* task_persist writes the response next to the others, atomically, so a
- * restart can staple at once even with the responder down. */
+int
+ocsp_fetch_save(const char *path, const uint8_t *der, size_t der_len)
+{
+	char tmp[PATH_MAX];
+	size_t done = 0;
+	int fd, err = 0;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    0640)) < 0)
+		return -1;
+	while (err == 0 && done < der_len) {
+		ssize_t n = write(fd, der + done, der_len - done);
+
+		if (n > 0)
+			done += (size_t)n;
+		else if (n < 0 && errno != EINTR)
+			err = errno;
+		else if (n == 0)
+			err = EIO;
+	}
+	if (err == 0 && fsync(fd) != 0)
+		err = errno;
+	/* One close whatever happens: the descriptor is gone even when
+	 * close() fails, and closing its number again could close what
+	 * another thread has opened since (a worker's new connection). */
+	if (close(fd) != 0 && err == 0)
+		err = errno;
+	if (err == 0 && rename(tmp, path) != 0)
+		err = errno;
+	if (err == 0)
+		return 0;
+	unlink(tmp);
+	errno = err;
+	return -1;
+}
+
+/* task_persist keeps the response so that a restart can staple at once,
+ * even with the responder down. */
 static void
 task_persist(struct task *t, const uint8_t *der, size_t len)
 {
-	char tmp[640];
-	int fd;
-
 	if (t->cache_path[0] == '\0')
 		return;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", t->cache_path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-	if (fd < 0 || write(fd, der, len) != (ssize_t)len || fsync(fd) != 0 ||
-	    close(fd) != 0 || rename(tmp, t->cache_path) != 0) {
+	if (ocsp_fetch_save(t->cache_path, der, len) != 0)
 		log_msg(LOGL_WARNING, "ocsp %s: cannot write '%s': %s", t->name,
 		    t->cache_path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		unlink(tmp);
-	}
 }
 
 static void
@@ -243,19 +302,67 @@ task_failed(struct task *t, const char *why)
 	task_schedule(t, delay);
 }
 
+/* task_stop ends the fetch under way, if any, and drops the connection.
+ * A name lookup still running is left to finish: its answer, or the
+ * failure evdns_base_free gives it, then only releases the connection's
+ * buffer. Cancelling it instead would leave the resolver a callback to
+ * deliver later, into a resolver that may be freed by then. */
+static void
+task_stop(struct task *t)
+{
+	if (t->conn != NULL)
+		evhttp_connection_free(t->conn);
+	t->conn = NULL;
+	if (t->deadline != NULL)
+		evtimer_del(t->deadline);
+	t->busy = 0;
+}
+
+static void
+task_error_cb(enum evhttp_request_error error, void *arg)
+{
+	struct task *t = arg;
+
+	t->http_error = (int)error;
+}
+
+/* task_why says why a fetch ended without an HTTP response. */
+static void
+task_why(const struct task *t, char *why, size_t len)
+{
+	struct bufferevent *bev = t->conn != NULL ?
+	    evhttp_connection_get_bufferevent(t->conn) : NULL;
+	int dns = bev != NULL ? bufferevent_socket_get_dns_error(bev) : 0;
+
+	if (dns != 0)
+		snprintf(why, len, "cannot resolve the responder host '%s' "
+		    "of %s: %s", t->host, t->url, evutil_gai_strerror(dns));
+	else if (t->http_error == EVREQ_HTTP_DATA_TOO_LONG)
+		snprintf(why, len, "%s: response body malformed or over %d "
+		    "bytes; not read further", t->url, FETCH_MAX_RESPONSE);
+	else if (t->http_error == EVREQ_HTTP_INVALID_HEADER)
+		snprintf(why, len, "%s: malformed response, or its headers "
+		    "over %d bytes; not read further", t->url,
+		    FETCH_MAX_HEADERS);
+	else
+		snprintf(why, len, "no answer from the responder");
+}
+
 static void
 task_response_cb(struct evhttp_request *req, void *arg)
 {
 	struct task *t = arg;
 	struct evbuffer *body;
 	struct ocsp_result r;
-	char err[256], why[300];
+	char err[256], why[1024];
 	uint8_t *der;
 	size_t len;
 
 	t->busy = 0;
+	evtimer_del(t->deadline);
 	if (req == NULL || evhttp_request_get_response_code(req) == 0) {
-		task_failed(t, "no answer from the responder");
+		task_why(t, why, sizeof(why));
+		task_failed(t, why);
 		return;
 	}
 	if (evhttp_request_get_response_code(req) != 200) {
@@ -281,20 +388,74 @@ task_response_cb(struct evhttp_request *req, void *arg)
 	task_accept(t, der, len, &r, t->url);
 }
 
+/* task_deadline_cb ends a fetch that outlived its time: the name lookup,
+ * then ocsp_timeout. evhttp's own timeout restarts with every read, so a
+ * responder sending a byte at a time, or a stalled input buffer, would
+ * otherwise keep the fetch, and its retry, waiting for ever. */
+static void
+task_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct task *t = arg;
+	char why[1024];
+
+	(void)fd;
+	(void)what;
+	snprintf(why, sizeof(why), "%s: no complete response in time",
+	    t->url);
+	task_stop(t);
+	task_failed(t, why);
+}
+
+/* task_connect makes the connection for a fetch from |host|:|port|:
+ * names resolved by the fetcher's resolver, never by a blocking
+ * getaddrinfo on the control thread, and every byte read bounded. */
+static struct evhttp_connection *
+task_connect(struct task *t, const char *host, int port)
+{
+	struct bufferevent *bev;
+	struct evhttp_connection *conn;
+
+	/* The buffer owns the socket: a connection freed while its name is
+	 * looked up may still connect once the answer comes, and its socket
+	 * must go with the buffer then. */
+	bev = bufferevent_socket_new(t->f->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)
+		return NULL;
+	conn = evhttp_connection_base_bufferevent_new(t->f->base, t->f->dns,
+	    bev, host, (unsigned short)port);
+	if (conn == NULL) {
+		bufferevent_free(bev);
+		return NULL;
+	}
+	bufferevent_setwatermark(bev, EV_READ, 0, FETCH_MAX_BUFFERED);
+	evhttp_connection_set_max_headers_size(conn, FETCH_MAX_HEADERS);
+	evhttp_connection_set_max_body_size(conn, FETCH_MAX_RESPONSE);
+	evhttp_connection_set_timeout(conn, (int)((t->timeout_ms + 999) /
+	    1000));
+	return conn;
+}
+
 /* task_fetch sends the request: GET with the request in the path when it
  * is short (RFC 6960, appendix A), else POST. */
 static void
 task_fetch(struct task *t)
 {
-	struct evhttp_uri *uri = evhttp_uri_parse(t->url);
-	struct evhttp_request *req;
+	struct evhttp_uri *uri;
+	struct evhttp_request *req = NULL;
 	char target[1024], b64[512];
 	const char *host, *path;
 	uint8_t *der = NULL;
 	size_t der_len, b64_len;
-	int port;
+	uint64_t wait_ms;
+	struct timeval tv;
+	int port, rc;
 
+	/* The fetch under way plans the next one when it ends. */
+	if (t->busy)
+		return;
 	t->busy = 1;
+	t->http_error = -1;
+	uri = evhttp_uri_parse(t->url);
 	if (uri == NULL || (host = evhttp_uri_get_host(uri)) == NULL ||
 	    ocsp_request(t->leaf, t->issuer, &der, &der_len) != 0) {
 		if (uri != NULL)
@@ -302,23 +463,24 @@ task_fetch(struct task *t)
 		task_failed(t, "bad responder URL");
 		return;
 	}
+	snprintf(t->host, sizeof(t->host), "%s", host);
 	port = evhttp_uri_get_port(uri) > 0 ? evhttp_uri_get_port(uri) : 80;
 	path = evhttp_uri_get_path(uri);
 	if (path == NULL || path[0] == '\0')
 		path = "/";
 	if (t->conn != NULL)
 		evhttp_connection_free(t->conn);
-	t->conn = evhttp_connection_base_new(t->f->base, NULL, host,
-	    (unsigned short)port);
-	req = evhttp_request_new(task_response_cb, t);
-	if (t->conn == NULL || req == NULL) {
+	t->conn = t->f->dns != NULL ? task_connect(t, host, port) : NULL;
+	if (t->conn != NULL)
+		req = evhttp_request_new(task_response_cb, t);
+	if (req == NULL) {
 		evhttp_uri_free(uri);
 		OPENSSL_free(der);
-		task_failed(t, "out of memory");
+		task_failed(t, t->f->dns == NULL ? "no DNS resolver to look up "
+		    "the responder" : "out of memory");
 		return;
 	}
-	evhttp_connection_set_timeout(t->conn, (int)((t->timeout_ms + 999) /
-	    1000));
+	evhttp_request_set_error_cb(req, task_error_cb);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Host", host);
 	EVP_EncodedLength(&b64_len, der_len);
 	if (b64_len < 255 && b64_len <= sizeof(b64)) {
@@ -332,15 +494,25 @@ task_fetch(struct task *t)
 			p += *q == '+' ? sprintf(p, "%%2B") : *q == '/' ?
 			    sprintf(p, "%%2F") : *q == '=' ? sprintf(p, "%%3D") :
 			    sprintf(p, "%c", *q);
-		evhttp_make_request(t->conn, req, EVHTTP_REQ_GET, target);
+		rc = evhttp_make_request(t->conn, req, EVHTTP_REQ_GET, target);
 	} else {
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		    "Content-Type", "application/ocsp-request");
 		evbuffer_add(evhttp_request_get_output_buffer(req), der, der_len);
-		evhttp_make_request(t->conn, req, EVHTTP_REQ_POST, path);
+		rc = evhttp_make_request(t->conn, req, EVHTTP_REQ_POST, path);
 	}
 	OPENSSL_free(der);
 	evhttp_uri_free(uri);
+	if (rc != 0) {
+		task_failed(t, "cannot send the request");
+		return;
+	}
+	/* The resolver gives up on its own first; see task_deadline_cb. */
+	wait_ms = resolver_wait_ms(t->f->dns_timeout_ms) + t->timeout_ms +
+	    1000;
+	tv.tv_sec = (time_t)(wait_ms / 1000);
+	tv.tv_usec = (suseconds_t)(wait_ms % 1000) * 1000;
+	evtimer_add(t->deadline, &tv);
 }
 
 /* task_load_cache staples a persisted response that is still valid. */
@@ -368,12 +540,14 @@ task_load_cache(struct task *t)
 static void
 task_free(struct task *t)
 {
+	task_stop(t);
 	if (t->timer != NULL)
 		event_free(t->timer);
-	if (t->conn != NULL)
-		evhttp_connection_free(t->conn);
+	if (t->deadline != NULL)
+		event_free(t->deadline);
 	X509_free(t->leaf);
 	X509_free(t->issuer);
+	staple_slot_unref(t->slot);
 	free(t->url);
 	free(t->file);
 	free(t);
@@ -425,7 +599,8 @@ fetcher_watch(struct ocsp_fetcher *f, const struct tls_ctx *tc, int k,
 		return;
 	}
 	t->f = f;
-	t->slot = tc->staple[k];
+	/* The slot must outlive the generation that named it. */
+	t->slot = staple_slot_ref(tc->staple[k]);
 	X509_up_ref(tc->leaf[k]);
 	X509_up_ref(tc->issuer[k]);
 	t->leaf = tc->leaf[k];
@@ -456,7 +631,7 @@ fetcher_want(struct ocsp_fetcher *f, const struct tls_ctx *tc, int k,
 		t->timeout_ms = gl->ocsp_timeout_ms;
 		/* A reload is a good moment to retry what has nothing
 		 * stapled, instead of waiting out the backoff. */
-		if (t->valid_until <= (int64_t)time(NULL)) {
+		if (t->valid_until <= (int64_t)time(NULL) && !t->busy) {
 			t->backoff_s = 0;
 			task_schedule(t, 0);
 		}
@@ -468,7 +643,8 @@ fetcher_want(struct ocsp_fetcher *f, const struct tls_ctx *tc, int k,
 		return;
 	}
 	t->f = f;
-	t->slot = tc->staple[k];
+	/* The slot must outlive the generation that named it. */
+	t->slot = staple_slot_ref(tc->staple[k]);
 	t->leaf = X509_up_ref(tc->leaf[k]) ? tc->leaf[k] : NULL;
 	t->issuer = X509_up_ref(tc->issuer[k]) ? tc->issuer[k] : NULL;
 	t->staple_revoked = (int)gl->ocsp_staple_revoked;
@@ -485,10 +661,98 @@ fetcher_want(struct ocsp_fetcher *f, const struct tls_ctx *tc, int k,
 		    gl->ocsp_cache_dir, hex);
 	}
 	t->timer = evtimer_new(f->base, task_timer_cb, t);
+	t->deadline = evtimer_new(f->base, task_deadline_cb, t);
+	t->http_error = -1;
 	t->next = f->tasks;
 	f->tasks = t;
 	if (task_load_cache(t) != 0)
 		task_schedule(t, 0);
+}
+
+static void
+fetcher_free_retired(struct ocsp_fetcher *f)
+{
+	while (f->retired != NULL) {
+		struct retired_dns *r = f->retired;
+
+		f->retired = r->next;
+		/* Lookups still waiting fail now; each failure only releases
+		 * the buffer of a connection already freed. */
+		evdns_base_free(r->dns, 1);
+		free(r);
+	}
+}
+
+static void
+fetcher_retire_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	fetcher_free_retired(arg);
+}
+
+/* fetcher_dns_setting returns [global] resolver and resolver_timeout as
+ * one string, to tell whether a reload changed them. */
+static char *
+fetcher_dns_setting(const struct conf_global *gl)
+{
+	size_t len = 32;
+	char *s, *p;
+
+	for (size_t i = 0; i < gl->resolver.num; i++)
+		len += strlen(gl->resolver.v[i]) + 1;
+	if ((s = malloc(len)) == NULL)
+		return NULL;
+	p = s + sprintf(s, "%llu", (unsigned long long)gl->resolver_timeout_ms);
+	for (size_t i = 0; i < gl->resolver.num; i++)
+		p += sprintf(p, " %s", gl->resolver.v[i]);
+	return s;
+}
+
+/* fetcher_resolver makes the resolver follow [global] resolver and
+ * resolver_timeout. A replaced one is retired: the connections made with
+ * it go first (a fetch under way starts again with the new one), and it
+ * is freed a little later, once the answers it has already queued for
+ * delivery have arrived. */
+static void
+fetcher_resolver(struct ocsp_fetcher *f, const struct conf_global *gl)
+{
+	struct timeval tv = { FETCH_RESOLVER_RETIRE_S, 0 };
+	char *setting = fetcher_dns_setting(gl);
+	struct retired_dns *r = NULL;
+	struct evdns_base *dns;
+
+	if (setting == NULL ||
+	    (f->dns != NULL && strcmp(setting, f->dns_setting) == 0) ||
+	    (f->dns != NULL && (r = calloc(1, sizeof(*r))) == NULL)) {
+		free(setting);
+		return;
+	}
+	if ((dns = resolver_new(f->base, &gl->resolver,
+	    gl->resolver_timeout_ms)) == NULL) {
+		log_msg(LOGL_ERROR, "ocsp: cannot start the DNS resolver%s",
+		    f->dns != NULL ? "; keeping the previous one" : "");
+		free(r);
+		free(setting);
+		return;
+	}
+	if (f->dns != NULL) {
+		for (struct task *t = f->tasks; t != NULL; t = t->next) {
+			int busy = t->busy;
+
+			task_stop(t);
+			if (busy)
+				task_schedule(t, 0);
+		}
+		r->dns = f->dns;
+		r->next = f->retired;
+		f->retired = r;
+		evtimer_add(f->retire_ev, &tv);
+	}
+	f->dns = dns;
+	free(f->dns_setting);
+	f->dns_setting = setting;
+	f->dns_timeout_ms = gl->resolver_timeout_ms;
 }
 
 struct ocsp_fetcher *
@@ -496,8 +760,13 @@ ocsp_fetcher_new(struct event_base *base)
 {
 	struct ocsp_fetcher *f = calloc(1, sizeof(*f));
 
-	if (f != NULL)
-		f->base = base;
+	if (f == NULL)
+		return NULL;
+	f->base = base;
+	if ((f->retire_ev = evtimer_new(base, fetcher_retire_cb, f)) == NULL) {
+		free(f);
+		return NULL;
+	}
 	return f;
 }
 
@@ -509,6 +778,7 @@ ocsp_fetcher_sync(struct ocsp_fetcher *f, const struct generation *g)
 
 	if (f == NULL)
 		return;
+	fetcher_resolver(f, gl);
 	for (struct task *t = f->tasks; t != NULL; t = t->next)
 		t->seen = 0;
 	for (size_t i = 0; i < g->shared.num_contexts; i++) {
@@ -581,5 +851,19 @@ ocsp_fetcher_free(struct ocsp_fetcher *f)
 		f->tasks = t->next;
 		task_free(t);
 	}
+	event_free(f->retire_ev);
+	if (f->dns != NULL || f->retired != NULL) {
+		/* Answers a resolver has queued for delivery must arrive
+		 * while it exists, and the failures evdns_base_free gives the
+		 * lookups still waiting must arrive at all: each releases the
+		 * buffer of a connection freed above. Hence one pass of the
+		 * loop before and one after (see ocsp_fetch.h). */
+		event_base_loop(f->base, EVLOOP_NONBLOCK);
+		if (f->dns != NULL)
+			evdns_base_free(f->dns, 1);
+		fetcher_free_retired(f);
+		event_base_loop(f->base, EVLOOP_NONBLOCK);
+	}
+	free(f->dns_setting);
 	free(f);
 }

@@ -4,6 +4,7 @@
 #ifndef TLSPROXY_OCSP_FETCH_H
 #define TLSPROXY_OCSP_FETCH_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct event_base;
@@ -16,7 +17,9 @@ struct ocsp_fetcher *ocsp_fetcher_new(struct event_base *base);
 /* ocsp_fetcher_sync makes the fetcher follow the certificates of the
  * generation |g| that use ocsp = auto: new ones are loaded from the cache
  * or fetched at once, known ones keep their schedule, others are
- * dropped. */
+ * dropped. Responders' names are looked up with |g|'s [global] resolver
+ * and resolver_timeout, never by blocking the loop; when they change,
+ * fetches under way start again with the new setting. */
 void ocsp_fetcher_sync(struct ocsp_fetcher *f, const struct generation *g);
 
 /* ocsp_fetcher_refresh fetches every response again now (SIGUSR2),
@@ -40,7 +43,16 @@ struct ocsp_task_status {
 void ocsp_fetcher_foreach(const struct ocsp_fetcher *f,
     void (*cb)(const struct ocsp_task_status *, void *), void *arg);
 
-/* ocsp_fetcher_free stops every fetch. NULL is fine. */
+/* ocsp_fetch_save writes |der| to |path| through a temporary file next to
+ * it that is synced, closed and then renamed over |path|, so a reader
+ * finds the old response or the new one, never part of one. Returns 0, or
+ * -1 with errno set and the temporary file removed. */
+int ocsp_fetch_save(const char *path, const uint8_t *der, size_t der_len);
+
+/* ocsp_fetcher_free stops every fetch. It runs passes of the loop of
+ * |base| that do not wait, so that the resolver can release what its
+ * lookups still hold: call it once the loop has ended and every other
+ * event on it is gone. NULL is fine. */
 void ocsp_fetcher_free(struct ocsp_fetcher *f);
 
 #endif

@@ -187,6 +187,8 @@ worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 	}
 }
 
+static void worker_notify_control(struct worker *w);
+
 static void
 worker_stop_accept(struct worker *w)
 {
@@ -194,15 +196,14 @@ worker_stop_accept(struct worker *w)
 		struct worker_accept *wa = &w->accepts[i];
 
 		event_del(wa->ev);
-		/* Our own SO_REUSEPORT sockets close now, so the kernel stops
-		 * queueing connections for us; shared ones are the control
-		 * thread's. */
-		if (wa->ls->worker == w->id && wa->ls->fd >= 0) {
-			close(wa->ls->fd);
-			wa->ls->fd = -1;
-		}
 	}
 	evtimer_del(w->pause_ev);
+	/* Our own SO_REUSEPORT sockets must close now, so the kernel stops
+	 * queueing connections for us. The control thread closes them: the
+	 * socket sets are its own, and during a reload a socket's number is
+	 * in two of them. */
+	atomic_store(&w->accept_stopped, 1);
+	worker_notify_control(w);
 }
 
 static void

@@ -63,6 +63,9 @@ struct worker {
 	atomic_int cmd;
 	int stopping;
 	atomic_int exited;
+	/* Set once the worker stopped accepting: its own listening sockets
+	 * may be closed (by the control thread, which owns them). */
+	atomic_int accept_stopped;
 	/* The daemon's socket-set version this worker accepts on. */
 	atomic_uint socks_version;
 	/* The last watchdog ping this worker's loop answered. */

@@ -4,11 +4,16 @@ request (POST body, or GET with the base64 request in the path) with
 `openssl ocsp` in responder mode over a CA index file.
 
 usage: ocsp_responder.py PORT INDEX CA SIGNER_CERT SIGNER_KEY [VALIDITY]
-                         [--answer-for CERT] [--expired]
+                         [--answer-for CERT] [--expired] [--endless MODE]
 VALIDITY: days (default 1), or "Nm" for N minutes.
 --answer-for CERT answers every request as if it asked about CERT (a
 response for another certificate). --expired backdates every response by
 two days and re-signs it, so its nextUpdate has passed.
+--endless MODE answers with a response that does not end: "chunked" (chunks
+for ever), "no-length" (a body without Content-Length, until the connection
+closes), "headers" (header lines for ever) or "chunk-line" (a chunk-size
+line that never ends). Each stops after 128 MiB, to spare the machine when
+a client does not.
 Prints "listening PORT" once it accepts connections."""
 import argparse
 import base64
@@ -26,6 +31,8 @@ for name in ("port", "index", "ca", "signer", "key"):
 ap.add_argument("validity", nargs="?", default="1")
 ap.add_argument("--answer-for")
 ap.add_argument("--expired", action="store_true")
+ap.add_argument("--endless",
+                choices=("chunked", "no-length", "headers", "chunk-line"))
 opt = ap.parse_args()
 port, index, ca, signer, key = opt.port, opt.index, opt.ca, opt.signer, opt.key
 validity, expired, answer_for = opt.validity, opt.expired, opt.answer_for
@@ -107,8 +114,40 @@ def answer(request):
         return backdate(body) if expired else body
 
 
+ENDLESS_LIMIT = 128 << 20
+
+
+def endless(handler, mode):
+    """Streams mode's endless answer until the client goes away."""
+    w = handler.wfile
+    head = {"chunked": b"Transfer-Encoding: chunked\r\n\r\n",
+            "no-length": b"Connection: close\r\n\r\n",
+            "headers": b"",
+            "chunk-line": b"Transfer-Encoding: chunked\r\n\r\n"}[mode]
+    piece = {"chunked": b"4000\r\n" + b"x" * 0x4000 + b"\r\n",
+             "no-length": b"x" * 0x4000,
+             "headers": b"X-Filler: " + b"x" * 1000 + b"\r\n",
+             "chunk-line": b"0" * 0x4000}[mode]
+    sent = 0
+    try:
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Type: "
+                b"application/ocsp-response\r\n" + head)
+        while sent < ENDLESS_LIMIT:
+            w.write(piece)
+            sent += len(piece)
+        w.flush()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    handler.close_connection = True
+    sys.stderr.write("ocsp responder: endless %s answer ended after %d "
+                     "bytes\n" % (mode, sent))
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     def reply(self, request):
+        if opt.endless:
+            endless(self, opt.endless)
+            return
         body = answer(request)
         self.send_response(200)
         self.send_header("Content-Type", "application/ocsp-response")
@@ -128,6 +167,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         sys.stderr.write("ocsp responder: " + (fmt % args) + "\n")
 
 
-server = http.server.HTTPServer(("127.0.0.1", int(port)), Handler)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), Handler)
+server.daemon_threads = True
 print("listening", port, flush=True)
 server.serve_forever()

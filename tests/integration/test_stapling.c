@@ -1,12 +1,17 @@
 /* OCSP stapling with ocsp = auto: a real responder (openssl's responder
  * code behind a loopback HTTP server), s_client -status and Node's
  * requestOCSP, revocation, the cache across a restart with the responder
- * down. */
+ * down, responder names looked up without blocking, responders that never
+ * stop talking. */
 #include <check.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -134,14 +139,15 @@ start_responder_with(const char *signer, const char *validity,
 	return pid;
 }
 
+/* conf_with is conf with |extra| lines in [global]. */
 static const char *
-conf(int port, int bport)
+conf_with(int port, int bport, const char *extra)
 {
 	static char text[4096];
 
 	snprintf(text, sizeof(text),
 	    "[global]\nworkers = 2\nlog_level = debug\n"
-	    "ocsp_cache_dir = %s/ocsp-cache\nocsp_timeout = 2s\n"
+	    "ocsp_cache_dir = %s/ocsp-cache\nocsp_timeout = 2s\n%s"
 	    "[listener t]\nbind = 127.0.0.1:%d\ncontext = good\nbackend = b\n"
 	    "[backend b]\naddress = 127.0.0.1:%d\n"
 	    "[context good]\ncert = %s/good.pem\nkey = %s/good.key\n"
@@ -150,9 +156,15 @@ conf(int port, int bport)
 	    "key = %s/bad.key\n"
 	    "[context plain]\nservername = localhost\ncert = %s/leaf.pem\n"
 	    "key = %s/leaf.key\n",
-	    h_dir(), port, bport, h_dir(), h_dir(), h_dir(), h_dir(), h_dir(),
-	    h_dir(), h_dir(), h_dir());
+	    h_dir(), extra, port, bport, h_dir(), h_dir(), h_dir(), h_dir(),
+	    h_dir(), h_dir(), h_dir(), h_dir());
 	return text;
+}
+
+static const char *
+conf(int port, int bport)
+{
+	return conf_with(port, bport, "");
 }
 
 static char *
@@ -400,6 +412,257 @@ START_TEST(file_checked_with_ocsp_issuer)
 }
 END_TEST
 
+/* start_dns_responder runs dns_responder.py answering |name| with
+ * 127.0.0.1, its output (the queries it saw) in dns.log, and returns its
+ * port. */
+static int
+start_dns_responder(const char *name, pid_t *out_pid)
+{
+	char cmd[600], log[600];
+	long long end = h_now_ms() + 5000;
+
+	snprintf(cmd, sizeof(cmd), "%s/dns_responder.py", getenv(
+	    "TLSPROXY_TEST_SRC"));
+	snprintf(log, sizeof(log), "%s/dns.log", h_dir());
+	unlink(log);
+	*out_pid = fork();
+	if (*out_pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execlp("python3", "python3", cmd, "0", "answer", name,
+		    "127.0.0.1", (char *)NULL);
+		_exit(127);
+	}
+	while (h_now_ms() < end) {
+		char *out = h_run(NULL, "sed -n 's/^listening //p' '%s' "
+		    "2>/dev/null", log);
+		int port = atoi(out);
+
+		free(out);
+		if (port > 0)
+			return port;
+		usleep(20000);
+	}
+	ck_abort_msg("dns_responder.py did not start");
+	return -1;
+}
+
+/* udp_sink binds a UDP socket on 127.0.0.1 that nobody ever reads: a
+ * name server that never answers. Returns it, its port in |out_port|. */
+static int
+udp_sink(int *out_port)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET,
+		.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sin);
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+	*out_port = ntohs(sin.sin_port);
+	return fd;
+}
+
+/* count_watchdog reads what the daemon sent to the notify socket |fd|
+ * and returns how many watchdog pings were among it. */
+static int
+count_watchdog(int fd)
+{
+	char buf[1024];
+	ssize_t n;
+	int pings = 0;
+
+	while ((n = recv(fd, buf, sizeof(buf) - 1, MSG_DONTWAIT)) > 0) {
+		buf[n] = '\0';
+		if (strstr(buf, "WATCHDOG=1") != NULL)
+			pings++;
+	}
+	return pings;
+}
+
+static const char *
+dns_conf(int port, int bport, int admin_port, int dns_port)
+{
+	static char text[2048];
+
+	snprintf(text, sizeof(text),
+	    "[global]\nworkers = 1\nlog_level = debug\nocsp_timeout = 2s\n"
+	    "resolver = 127.0.0.1:%d\nresolver_timeout = 1s\n"
+	    "admin = 127.0.0.1:%d\n"
+	    "[listener t]\nbind = 127.0.0.1:%d\ncontext = good\nbackend = b\n"
+	    "[backend b]\naddress = 127.0.0.1:%d\n"
+	    "[context good]\ncert = %s/good.pem\nkey = %s/good.key\n"
+	    "ocsp_responder = http://ocsp.invalid:%d/ocsp\n",
+	    dns_port, admin_port, port, bport, h_dir(), h_dir(),
+	    responder_port);
+	return text;
+}
+
+START_TEST(responder_name_lookup_never_blocks)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct h_daemon d;
+	pid_t bpid, rpid, dpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+	int admin_port = h_free_port(), silent_port, dns_port, sink, notify;
+	int pings = 0, rounds = 0, st;
+	long long start, t, slowest_tls = 0, slowest_admin = 0;
+	char want[300], *out;
+
+	make_pki();
+	rpid = start_responder();
+	sink = udp_sink(&silent_port);
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/notify.sock",
+	    h_dir());
+	unlink(sun.sun_path);
+	notify = socket(AF_UNIX, SOCK_DGRAM, 0);
+	ck_assert_int_eq(bind(notify, (struct sockaddr *)&sun, sizeof(sun)),
+	    0);
+	/* Pings every 300ms. sd_notify blocks once ten messages wait on the
+	 * socket, so the test reads it at least every few rounds. */
+	setenv("NOTIFY_SOCKET", sun.sun_path, 1);
+	setenv("WATCHDOG_USEC", "600000", 1);
+	ck_assert_int_eq(h_daemon_start(&d, "dns-silent", dns_conf(port, bport,
+	    admin_port, silent_port)), 0);
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+	/* The responder's name waits on a server that never answers: two
+	 * tries of resolver_timeout = 1s. Meanwhile the control thread must
+	 * go on answering scrapes and pinging the watchdog, and handshakes
+	 * go on. */
+	start = h_now_ms();
+	count_watchdog(notify);
+	snprintf(want, sizeof(want), "ocsp context 'good' (ECDSA "
+	    "certificate): cannot resolve the responder host 'ocsp.invalid' "
+	    "of http://ocsp.invalid:%d/ocsp: ", responder_port);
+	while (!h_log_contains(&d, want, 0) && h_now_ms() - start < 10000) {
+		t = h_now_ms();
+		out = h_run(&st, "%s --status --servername good.ocsp.test "
+		    "127.0.0.1:%d 2>&1", h_bin("client"), port);
+		ck_assert_msg(st == 0, "handshake failed: %s", out);
+		free(out);
+		if (h_now_ms() - t > slowest_tls)
+			slowest_tls = h_now_ms() - t;
+		t = h_now_ms();
+		out = h_run(&st, "curl -sf --max-time 5 "
+		    "http://127.0.0.1:%d/metrics | grep -c '^tlsproxy_'",
+		    admin_port);
+		ck_assert_msg(st == 0 && atoi(out) > 0, "scrape failed: %s",
+		    out);
+		free(out);
+		if (h_now_ms() - t > slowest_admin)
+			slowest_admin = h_now_ms() - t;
+		pings += count_watchdog(notify);
+		rounds++;
+		usleep(100000);
+	}
+	t = h_now_ms() - start;
+	pings += count_watchdog(notify);
+	ck_assert_msg(h_log_contains(&d, want, 0), "no lookup failure logged "
+	    "after %lldms", t);
+	ck_assert(h_log_contains(&d, "; nothing stapled; retrying in 30s", 0));
+	/* Two tries of 1s each, then the failure: not earlier. */
+	ck_assert_msg(t >= 1500, "the lookup failed after %lldms only", t);
+	ck_assert_msg(rounds >= 3, "%d rounds of checks in %lldms", rounds, t);
+	ck_assert_msg(slowest_tls < 1000 && slowest_admin < 1000, "slowest "
+	    "handshake %lldms, slowest scrape %lldms while the lookup waited",
+	    slowest_tls, slowest_admin);
+	/* 300ms between pings: over the wait, most of them. */
+	ck_assert_msg(pings >= t / 300 / 2, "%d watchdog pings in %lldms",
+	    pings, t);
+	/* From here on nobody reads the pings: without a socket there,
+	 * sd_notify fails at once instead of waiting. */
+	close(notify);
+	unlink(sun.sun_path);
+
+	/* A new fetch waits on the silent server again, and a reload points
+	 * the resolver at one that knows the name: the fetch starts over
+	 * with it instead of finishing its wait (then 30s of backoff). */
+	kill(d.pid, SIGUSR2);
+	usleep(300000);
+	dns_port = start_dns_responder("ocsp.invalid", &dpid);
+	h_write(strrchr(d.conf, '/') + 1, dns_conf(port, bport, admin_port,
+	    dns_port));
+	kill(d.pid, SIGHUP);
+	ck_assert(h_log_contains(&d, "generation 2 published", 3000));
+	snprintf(want, sizeof(want), "ocsp context 'good' (ECDSA "
+	    "certificate): good response from http://ocsp.invalid:%d/ocsp",
+	    responder_port);
+	ck_assert(h_log_contains(&d, want, 5000));
+	/* Asked of our resolver, which the system's never consults. */
+	out = h_run(NULL, "grep -ci 'query ocsp.invalid 1$' %s/dns.log",
+	    h_dir());
+	ck_assert_msg(atoi(out) >= 1, "%s", out);
+	free(out);
+	out = status(port, "good.ocsp.test");
+	ck_assert_msg(strstr(out, "Cert Status: good"), "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	close(sink);
+	kill(dpid, SIGTERM);
+	waitpid(dpid, NULL, 0);
+	stop_responder(rpid);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
+/* endless_cut runs the daemon against a responder that streams |mode|'s
+ * endless answer: the fetch must fail with |reason| in the log, the
+ * daemon's memory stay flat, and handshakes go on. */
+static void
+endless_cut(int port, int bport, const char *mode, const char *reason)
+{
+	struct h_daemon d;
+	char name[64], want[300], *out;
+	long rss_start, rss_end;
+	pid_t rpid;
+	int st;
+
+	rpid = start_responder_with("ca", "1", "--endless", mode);
+	snprintf(name, sizeof(name), "endless-%s", mode);
+	/* A short resolver timeout keeps the fetch deadline (name lookup,
+	 * then ocsp_timeout) short for the answer that stalls. */
+	ck_assert_int_eq(h_daemon_start(&d, name, conf_with(port, bport,
+	    "resolver_timeout = 200ms\n")), 0);
+	rss_start = h_rss_kib(d.pid);
+	/* Long enough for a few hundred megabytes to arrive. */
+	usleep(3000000);
+	rss_end = h_rss_kib(d.pid);
+	ck_assert_msg(rss_end - rss_start < 20 * 1024, "%s: RSS grew from %ld "
+	    "to %ld KiB", mode, rss_start, rss_end);
+	snprintf(want, sizeof(want), "ocsp context 'good' (ECDSA "
+	    "certificate): http://127.0.0.1:%d/ocsp: %s; nothing stapled; "
+	    "retrying in 30s", responder_port, reason);
+	ck_assert_msg(h_log_contains(&d, want, 5000), "%s: no '%s' in the log",
+	    mode, want);
+	out = h_run(&st, "%s --status --servername good.ocsp.test 127.0.0.1:%d "
+	    "2>&1", h_bin("client"), port);
+	ck_assert_msg(st == 0 && strstr(out, "ocsp=0") != NULL, "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	stop_responder(rpid);
+}
+
+START_TEST(endless_responses_cut_while_read)
+{
+	pid_t bpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+
+	make_pki();
+	endless_cut(port, bport, "chunked", "response body malformed or over "
+	    "65536 bytes; not read further");
+	endless_cut(port, bport, "no-length", "response body malformed or over "
+	    "65536 bytes; not read further");
+	endless_cut(port, bport, "headers", "malformed response, or its "
+	    "headers over 65536 bytes; not read further");
+	endless_cut(port, bport, "chunk-line", "no complete response in time");
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
 static int
 count_lines(const struct h_daemon *d, const char *needle)
 {
@@ -466,6 +729,8 @@ main(void)
 	tcase_add_test(tc, wrong_or_stale_responses_rejected);
 	tcase_add_test(tc, file_checked_with_ocsp_issuer);
 	tcase_add_test(tc, refreshes_keep_memory_flat);
+	tcase_add_test(tc, responder_name_lookup_never_blocks);
+	tcase_add_test(tc, endless_responses_cut_while_read);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

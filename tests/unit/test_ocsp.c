@@ -1,21 +1,45 @@
 /* OCSP encoding and verification against responses made by `openssl ocsp`
  * at test time. */
 #include <check.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/bytestring.h>
+#include <openssl/digest.h>
+#include <openssl/evp.h>
 #include <openssl/mem.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
 #include "../check_run.h"
 #include "ocsp.h"
+#include "ocsp_fetch.h"
 
 static char dir[512];
+
+/* While set, the next rename() first opens a descriptor, as a worker
+ * accepting a connection at that moment would, and leaves its number in
+ * rename_opened. This definition stands in for the C library's in this
+ * program, ocsp_fetch_save's rename() included. */
+static int rename_opens;
+static int rename_opened = -1;
+
+int
+rename(const char *from, const char *to)
+{
+	if (rename_opens) {
+		rename_opens = 0;
+		rename_opened = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
+	return renameat(AT_FDCWD, from, AT_FDCWD, to);
+}
 
 static void
 sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -64,6 +88,17 @@ load_file(const char *name, size_t *len)
 	return buf;
 }
 
+/* dir_file returns the path of |name| in the scratch directory (static
+ * storage). */
+static const char *
+dir_file(const char *name)
+{
+	static char path[600];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return path;
+}
+
 static void
 write_request(const char *leaf, const char *out)
 {
@@ -105,6 +140,188 @@ check(const char *resp, const char *leaf, int64_t now, struct ocsp_result *r,
 	X509_free(l);
 	X509_free(ca);
 	return rc;
+}
+
+static EVP_PKEY *
+load_key(const char *name)
+{
+	char path[600];
+	EVP_PKEY *k;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+	fclose(f);
+	ck_assert_ptr_nonnull(k);
+	return k;
+}
+
+static void
+save_file(const char *name, const uint8_t *der, size_t len)
+{
+	char path[600];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "wb");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fwrite(der, 1, len, f), len);
+	fclose(f);
+}
+
+/* redate copies certificate |from| to |to| with a validity period of
+ * |not_before_s| .. |not_after_s| from now, signed again by the CA: the
+ * openssl CLI here cannot issue a certificate valid only in the past or
+ * the future. The key stays the same, so |from|'s key signs for it. */
+static void
+redate(const char *from, long not_before_s, long not_after_s, const char *to)
+{
+	X509 *x = load_cert(from);
+	EVP_PKEY *ca_key = load_key("ca.key");
+	char path[600];
+	FILE *f;
+
+	ck_assert_ptr_nonnull(X509_gmtime_adj(X509_getm_notBefore(x),
+	    not_before_s));
+	ck_assert_ptr_nonnull(X509_gmtime_adj(X509_getm_notAfter(x),
+	    not_after_s));
+	ck_assert_int_gt(X509_sign(x, ca_key, EVP_sha256()), 0);
+	snprintf(path, sizeof(path), "%s/%s", dir, to);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(PEM_write_X509(f, x), 1);
+	fclose(f);
+	EVP_PKEY_free(ca_key);
+	X509_free(x);
+}
+
+/* copy_elements copies every element left in |in| to |out|. */
+static void
+copy_elements(CBS *in, CBB *out)
+{
+	while (CBS_len(in) > 0) {
+		CBS el;
+
+		ck_assert(CBS_get_any_asn1_element(in, &el, NULL, NULL));
+		ck_assert(CBB_add_bytes(out, CBS_data(&el), CBS_len(&el)));
+	}
+}
+
+static void
+add_time(CBB *out, const char *t)
+{
+	CBB gt;
+
+	ck_assert(CBB_add_asn1(out, &gt, CBS_ASN1_GENERALIZEDTIME));
+	ck_assert(CBB_add_bytes(&gt, (const uint8_t *)t, strlen(t)));
+	ck_assert(CBB_flush(out));
+}
+
+/* retime rewrites the good response |from| (signed by the CA itself) with
+ * the first SingleResponse's thisUpdate and nextUpdate set to the given
+ * GeneralizedTime contents (|next| NULL: none), signs it again with the
+ * CA's key and writes it to |to|. The times need not be valid: that is
+ * the point. */
+static void
+retime(const char *from, const char *this_update, const char *next,
+    const char *to)
+{
+	/* ecdsa-with-SHA256 */
+	static const uint8_t oid_ecdsa_sha256[] = { 0x2a, 0x86, 0x48, 0xce,
+		0x3d, 0x04, 0x03, 0x02 };
+	size_t len, tbs_len, out_len, sig_len;
+	uint8_t *der = load_file(from, &len), *tbs_der, *out_der, *sig;
+	CBS cbs, resp, status, bytes, body, type, octets, basic, tbs, data,
+	    el, responses, single, certid, cstatus;
+	CBB cbb, seq, rsps, sgl, nx, top, exp, bseq, boct, basic_cbb, alg,
+	    oid, bits;
+	EVP_PKEY *key = load_key("ca.key");
+	EVP_MD_CTX ctx;
+	int has;
+	unsigned tag;
+
+	CBS_init(&cbs, der, len);
+	ck_assert(CBS_get_asn1(&cbs, &resp, CBS_ASN1_SEQUENCE));
+	ck_assert(CBS_get_asn1_element(&resp, &status, CBS_ASN1_ENUMERATED));
+	ck_assert(CBS_get_asn1(&resp, &bytes, CBS_ASN1_CONTEXT_SPECIFIC |
+	    CBS_ASN1_CONSTRUCTED | 0));
+	ck_assert(CBS_get_asn1(&bytes, &body, CBS_ASN1_SEQUENCE));
+	ck_assert(CBS_get_asn1_element(&body, &type, CBS_ASN1_OBJECT));
+	ck_assert(CBS_get_asn1(&body, &octets, CBS_ASN1_OCTETSTRING));
+	ck_assert(CBS_get_asn1(&octets, &basic, CBS_ASN1_SEQUENCE));
+	ck_assert(CBS_get_asn1(&basic, &tbs, CBS_ASN1_SEQUENCE));
+
+	/* ResponseData up to its responses, copied; then the first
+	 * SingleResponse with new times; then the rest. */
+	ck_assert(CBB_init(&cbb, 512));
+	ck_assert(CBB_add_asn1(&cbb, &seq, CBS_ASN1_SEQUENCE));
+	data = tbs;
+	for (;;) {
+		ck_assert(CBS_get_any_asn1_element(&data, &el, &tag, NULL));
+		if (tag == CBS_ASN1_SEQUENCE)
+			break;
+		ck_assert(CBB_add_bytes(&seq, CBS_data(&el), CBS_len(&el)));
+	}
+	ck_assert(CBS_get_asn1(&el, &responses, CBS_ASN1_SEQUENCE));
+	ck_assert(CBB_add_asn1(&seq, &rsps, CBS_ASN1_SEQUENCE));
+	ck_assert(CBS_get_asn1(&responses, &single, CBS_ASN1_SEQUENCE));
+	ck_assert(CBB_add_asn1(&rsps, &sgl, CBS_ASN1_SEQUENCE));
+	ck_assert(CBS_get_asn1_element(&single, &certid, CBS_ASN1_SEQUENCE));
+	ck_assert(CBS_get_any_asn1_element(&single, &cstatus, NULL, NULL));
+	ck_assert(CBB_add_bytes(&sgl, CBS_data(&certid), CBS_len(&certid)));
+	ck_assert(CBB_add_bytes(&sgl, CBS_data(&cstatus), CBS_len(&cstatus)));
+	ck_assert(CBS_get_asn1(&single, &el, CBS_ASN1_GENERALIZEDTIME));
+	add_time(&sgl, this_update);
+	ck_assert(CBS_get_optional_asn1(&single, &el, &has,
+	    CBS_ASN1_CONTEXT_SPECIFIC | CBS_ASN1_CONSTRUCTED | 0));
+	if (next != NULL) {
+		ck_assert(CBB_add_asn1(&sgl, &nx, CBS_ASN1_CONTEXT_SPECIFIC |
+		    CBS_ASN1_CONSTRUCTED | 0));
+		add_time(&nx, next);
+	}
+	copy_elements(&single, &sgl);
+	copy_elements(&responses, &rsps);
+	copy_elements(&data, &seq);
+	ck_assert(CBB_finish(&cbb, &tbs_der, &tbs_len));
+
+	/* Signed again; the responder certificates, if any, are dropped:
+	 * the CA signs. */
+	EVP_MD_CTX_init(&ctx);
+	ck_assert_int_eq(EVP_DigestSignInit(&ctx, NULL, EVP_sha256(), NULL,
+	    key), 1);
+	ck_assert_int_eq(EVP_DigestSign(&ctx, NULL, &sig_len, tbs_der,
+	    tbs_len), 1);
+	sig = malloc(sig_len);
+	ck_assert_int_eq(EVP_DigestSign(&ctx, sig, &sig_len, tbs_der,
+	    tbs_len), 1);
+	EVP_MD_CTX_cleanup(&ctx);
+
+	ck_assert(CBB_init(&cbb, 1024));
+	ck_assert(CBB_add_asn1(&cbb, &top, CBS_ASN1_SEQUENCE));
+	ck_assert(CBB_add_bytes(&top, CBS_data(&status), CBS_len(&status)));
+	ck_assert(CBB_add_asn1(&top, &exp, CBS_ASN1_CONTEXT_SPECIFIC |
+	    CBS_ASN1_CONSTRUCTED | 0));
+	ck_assert(CBB_add_asn1(&exp, &bseq, CBS_ASN1_SEQUENCE));
+	ck_assert(CBB_add_bytes(&bseq, CBS_data(&type), CBS_len(&type)));
+	ck_assert(CBB_add_asn1(&bseq, &boct, CBS_ASN1_OCTETSTRING));
+	ck_assert(CBB_add_asn1(&boct, &basic_cbb, CBS_ASN1_SEQUENCE));
+	ck_assert(CBB_add_bytes(&basic_cbb, tbs_der, tbs_len));
+	ck_assert(CBB_add_asn1(&basic_cbb, &alg, CBS_ASN1_SEQUENCE));
+	ck_assert(CBB_add_asn1(&alg, &oid, CBS_ASN1_OBJECT));
+	ck_assert(CBB_add_bytes(&oid, oid_ecdsa_sha256,
+	    sizeof(oid_ecdsa_sha256)));
+	ck_assert(CBB_add_asn1(&basic_cbb, &bits, CBS_ASN1_BITSTRING));
+	ck_assert(CBB_add_u8(&bits, 0));
+	ck_assert(CBB_add_bytes(&bits, sig, sig_len));
+	ck_assert(CBB_finish(&cbb, &out_der, &out_len));
+	save_file(to, out_der, out_len);
+	OPENSSL_free(out_der);
+	OPENSSL_free(tbs_der);
+	free(sig);
+	EVP_PKEY_free(key);
+	free(der);
 }
 
 START_TEST(request_matches_openssl)
@@ -205,6 +422,139 @@ START_TEST(wrong_certificate_expired_and_garbage)
 }
 END_TEST
 
+START_TEST(delegated_responder_needs_eku_and_validity)
+{
+	struct ocsp_result r;
+	char err[256] = "";
+
+	/* No extended key usage at all: any certificate the CA issued (a
+	 * server's, say) could otherwise speak for the CA. */
+	respond("leaf.pem", "bare", "bare.der");
+	ck_assert_int_eq(check("bare.der", "leaf.pem", time(NULL), &r, err,
+	    sizeof(err)), -1);
+	ck_assert_str_eq(err, "signed by a responder certificate without the "
+	    "OCSP-signing extended key usage");
+	/* The responder's certificate, dated again: accepted while valid... */
+	redate("responder.pem", -3600, 86400, "current.pem");
+	sh("cp responder.key current.key");
+	respond("leaf.pem", "current", "current.der");
+	ck_assert_msg(check("current.der", "leaf.pem", time(NULL), &r, err,
+	    sizeof(err)) == 0, "%s", err);
+	/* ...refused once expired or before it starts. */
+	redate("responder.pem", -2 * 86400, -86400, "expired.pem");
+	sh("cp responder.key expired.key");
+	respond("leaf.pem", "expired", "by-expired.der");
+	ck_assert_int_eq(check("by-expired.der", "leaf.pem", time(NULL), &r,
+	    err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "signed by a responder certificate that has "
+	    "expired");
+	redate("responder.pem", 86400, 2 * 86400, "notyet.pem");
+	sh("cp responder.key notyet.key");
+	respond("leaf.pem", "notyet", "by-notyet.der");
+	ck_assert_int_eq(check("by-notyet.der", "leaf.pem", time(NULL), &r,
+	    err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "signed by a responder certificate that is not "
+	    "yet valid");
+}
+END_TEST
+
+/* 2024-02-29T12:00:00Z */
+#define LEAP_NOON 1709208000
+
+START_TEST(times_range_checked)
+{
+	static const char *const bad[] = {
+		"20241301000000Z", /* month 13 */
+		"20240001000000Z", /* month 0 */
+		"20240100000000Z", /* day 0 */
+		"20240132000000Z", /* January 32 */
+		"20240431000000Z", /* April 31 */
+		"20230229000000Z", /* not a leap year */
+		"21000229000000Z", /* nor is 2100 */
+		"20240101240000Z", /* hour 24 */
+		"20240101006000Z", /* minute 60 */
+		"20240101000060Z", /* second 60 */
+		"2024 101000000Z", /* blank in a field */
+		"+0240101000000Z", /* sign */
+		"2024010100000-1Z", /* sign, later */
+		"20240101000000.Z", /* empty fraction */
+		"20240101000000.5xZ", /* fraction not digits */
+		"20240101000000ZZ", /* junk after */
+		"20240101000000", /* no Z */
+	};
+	struct ocsp_result r;
+	char err[256] = "";
+
+	respond("leaf.pem", "ca", "base.der");
+	/* The rewriter itself: a leap day, with and without a fraction. */
+	retime("base.der", "20240229120000Z", "20240301120000Z", "leap.der");
+	ck_assert_msg(check("leap.der", "leaf.pem", LEAP_NOON + 60, &r, err,
+	    sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(r.this_update, LEAP_NOON);
+	ck_assert_int_eq(r.next_update, LEAP_NOON + 86400);
+	retime("base.der", "20240229120000.25Z", "20240301120000Z", "frac.der");
+	ck_assert_msg(check("frac.der", "leaf.pem", LEAP_NOON + 60, &r, err,
+	    sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(r.this_update, LEAP_NOON);
+	retime("base.der", "20000229000000Z", "20000301000000Z", "y2k.der");
+	ck_assert_msg(check("y2k.der", "leaf.pem", 951782400 + 60, &r, err,
+	    sizeof(err)) == 0, "%s", err);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		retime("base.der", bad[i], "20240301120000Z", "bad.der");
+		ck_assert_msg(check("bad.der", "leaf.pem", LEAP_NOON, &r, err,
+		    sizeof(err)) == -1 && strcmp(err, "malformed single "
+		    "response") == 0, "thisUpdate %s: %s", bad[i], err);
+		retime("base.der", "20240229120000Z", bad[i], "bad.der");
+		ck_assert_msg(check("bad.der", "leaf.pem", LEAP_NOON, &r, err,
+		    sizeof(err)) == -1 && strcmp(err, "malformed single "
+		    "response") == 0, "nextUpdate %s: %s", bad[i], err);
+	}
+	/* Well-formed, current, but ending before it starts. */
+	retime("base.der", "20240229120000Z", "20240229115959Z", "back.der");
+	ck_assert_int_eq(check("back.der", "leaf.pem", LEAP_NOON - 120, &r,
+	    err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "nextUpdate is before thisUpdate");
+}
+END_TEST
+
+START_TEST(cache_write_failure_closes_once)
+{
+	static const uint8_t der[] = { 0x30, 0x03, 0x0a, 0x01, 0x00 };
+	char path[600], tmp[640];
+	size_t len;
+	uint8_t *back;
+	int lowest;
+
+	/* A directory where the response should go: the rename, the step
+	 * after the temporary file is closed, fails. */
+	snprintf(path, sizeof(path), "%s/cache-is-a-dir.der", dir);
+	ck_assert_int_eq(mkdir(path, 0700), 0);
+	lowest = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(lowest, 0);
+	close(lowest);
+	rename_opens = 1;
+	ck_assert_int_eq(ocsp_fetch_save(path, der, sizeof(der)), -1);
+	ck_assert_int_eq(errno, EISDIR);
+	/* The temporary file had the lowest free number, and the descriptor
+	 * opened after its close got the same one: it must still be open. */
+	ck_assert_int_eq(rename_opened, lowest);
+	ck_assert_msg(fcntl(rename_opened, F_GETFD) != -1, "descriptor %d, "
+	    "opened after the temporary file was closed, was closed too",
+	    rename_opened);
+	close(rename_opened);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	ck_assert_int_eq(access(tmp, F_OK), -1);
+	/* And where it can go, it does. */
+	ck_assert_int_eq(ocsp_fetch_save(dir_file("cached.der"), der,
+	    sizeof(der)), 0);
+	back = load_file("cached.der", &len);
+	ck_assert_uint_eq(len, sizeof(der));
+	ck_assert_mem_eq(back, der, len);
+	free(back);
+	ck_assert_int_eq(access(dir_file("cached.der.tmp"), F_OK), -1);
+}
+END_TEST
+
 static const char setup_script[] =
     "set -e\n"
     "ec() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
@@ -222,6 +572,7 @@ static const char setup_script[] =
     "issue stranger 4099 'basicConstraints=CA:FALSE\\n'\n"
     "issue responder 4100 'extendedKeyUsage=OCSPSigning\\n'\n"
     "issue noeku 4101 'extendedKeyUsage=serverAuth\\n'\n"
+    "issue bare 4103 'basicConstraints=CA:FALSE\\n'\n"
     "issue muststaple 4102 'tlsfeature=status_request\\n'\n"
     "ec rogue; openssl req -x509 -new -key rogue.key -out rogue.pem -days 2 "
     "-subj '/CN=rogue'\n"
@@ -263,8 +614,11 @@ main(void)
 	tcase_add_test(tc, request_matches_openssl);
 	tcase_add_test(tc, good_revoked_unknown);
 	tcase_add_test(tc, delegated_responders);
+	tcase_add_test(tc, delegated_responder_needs_eku_and_validity);
+	tcase_add_test(tc, times_range_checked);
 	tcase_add_test(tc, wrong_certificate_expired_and_garbage);
 	tcase_add_test(tc, must_staple_detected);
+	tcase_add_test(tc, cache_write_failure_closes_once);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
