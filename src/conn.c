@@ -31,6 +31,10 @@
 #include "tls_bio.h"
 #include "worker.h"
 
+/* How long TLS 1.3 session tickets may wait for the backend's first
+ * bytes to carry them, before they are sent on their own. */
+#define CONN_TICKET_HOLD_MS 40
+
 enum conn_state {
 	CONN_HANDSHAKE,
 	CONN_CONNECTING,
@@ -56,6 +60,10 @@ struct conn {
 	uint8_t hs_want; /* RELAY_WANT_* the handshake waits for */
 	uint8_t sni_refused; /* sni_strict and no context for the name */
 	uint8_t timed_out; /* closing because the client was silent */
+	/* TLS 1.3: when the session tickets BoringSSL holds back must leave
+	 * even if nothing else goes to the client by then; 0 once gone. */
+	uint64_t tickets_due_ms;
+	uint64_t connect_deadline_ms;
 	int alert_sent; /* fatal alert BoringSSL sent: (level << 8) | desc */
 	/* A session-store lookup the handshake waits for, and its result. */
 	struct store_lookup *lookup;
@@ -99,6 +107,22 @@ conn_timer(struct conn *c, uint64_t ms)
 	struct timeval tv = conn_tv(ms);
 
 	evtimer_add(&c->timer, &tv);
+}
+
+/* conn_arm sets the timer to |ms| from now, or to when held-back session
+ * tickets are due if that is sooner. */
+static void
+conn_arm(struct conn *c, uint64_t ms)
+{
+	if (c->tickets_due_ms != 0) {
+		uint64_t now = clock_mono_ms();
+		uint64_t left = c->tickets_due_ms > now ?
+		    c->tickets_due_ms - now : 0;
+
+		if (left < ms)
+			ms = left;
+	}
+	conn_timer(c, ms);
 }
 
 static void
@@ -306,6 +330,9 @@ conn_relay(struct conn *c)
 		c->last_active_ns = clock_mono_ns();
 		conn_count_bytes(c);
 	}
+	/* Something went to the client and took the tickets along. */
+	if (!c->relay.hold_post_handshake)
+		c->tickets_due_ms = 0;
 }
 
 /* conn_proxy_info describes the connection for a PROXY header. |cn| and
@@ -395,8 +422,9 @@ conn_relay_start(struct conn *c)
 		    "than buffer_size?)");
 		return;
 	}
+	c->relay.hold_post_handshake = c->tickets_due_ms != 0;
 	c->last_active_ns = clock_mono_ns();
-	conn_timer(c, c->gen->idle_timeout_ms);
+	conn_arm(c, c->gen->idle_timeout_ms);
 	conn_relay(c);
 }
 
@@ -437,7 +465,8 @@ conn_connect_next(struct conn *c)
 		return;
 	}
 	conn_watch(c, RELAY_BACKEND, c->bfd, conn_backend_cb);
-	conn_timer(c, b->connect_timeout_ms);
+	c->connect_deadline_ms = clock_mono_ms() + b->connect_timeout_ms;
+	conn_arm(c, b->connect_timeout_ms);
 }
 
 static void
@@ -530,6 +559,17 @@ conn_handshake_why(struct conn *c, enum stat_hs_fail *kind, char *buf,
 	return buf;
 }
 
+/* conn_client_sent_more returns whether bytes the handshake did not use
+ * have arrived from the client, read ahead or still in the socket. */
+static int
+conn_client_sent_more(struct conn *c)
+{
+	int unread = 0;
+
+	return BIO_pending(SSL_get_rbio(c->ssl)) > 0 ||
+	    (ioctl(c->cfd, FIONREAD, &unread) == 0 && unread > 0);
+}
+
 static void
 conn_handshake(struct conn *c)
 {
@@ -541,13 +581,17 @@ conn_handshake(struct conn *c)
 	ret = SSL_do_handshake(c->ssl);
 	saved_errno = errno;
 	err = SSL_get_error(c->ssl, ret);
-	if (ret == 1 && SSL_version(c->ssl) >= TLS1_3_VERSION &&
-	    SSL_write(c->ssl, "", 0) < 0) {
+	if (ret == 1 && SSL_version(c->ssl) >= TLS1_3_VERSION) {
 		/* BoringSSL holds TLS 1.3 session tickets back until the next
-		 * write, which would be the backend's first bytes: a client
-		 * that waits for a ticket before it speaks would get none.
-		 * The empty write queues them with this flush. */
-		ERR_clear_error();
+		 * write. A client that has already sent more than its
+		 * Finished (a request) gets them with the backend's answer,
+		 * or from conn_timer_cb if that is slow; one that waits gets
+		 * them now, with this flush: some clients look for tickets
+		 * only right after the handshake. */
+		if (conn_client_sent_more(c))
+			c->tickets_due_ms = clock_mono_ms() + CONN_TICKET_HOLD_MS;
+		else if (SSL_write(c->ssl, "", 0) < 0)
+			ERR_clear_error();
 	}
 	/* Send the flight (or alert) BoringSSL gathered in the BIO. */
 	flushed = tls_bio_flush(SSL_get_wbio(c->ssl));
@@ -648,6 +692,31 @@ conn_backend_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* conn_send_tickets sends the session tickets BoringSSL held back, once
+ * nothing else has taken them to the client within CONN_TICKET_HOLD_MS,
+ * then re-arms the timer for the state's own deadline. */
+static void
+conn_send_tickets(struct conn *c)
+{
+	uint64_t now = clock_mono_ms();
+
+	c->tickets_due_ms = 0;
+	if (c->state == CONN_RELAYING) {
+		c->relay.hold_post_handshake = 0;
+		c->last_active_ns = clock_mono_ns();
+		conn_arm(c, c->gen->idle_timeout_ms);
+		conn_relay(c);
+		return;
+	}
+	/* Still connecting: the relay has not started, write directly. A
+	 * failure shows again on the relay's first write. */
+	if (SSL_write(c->ssl, "", 0) < 0)
+		ERR_clear_error();
+	tls_bio_flush(SSL_get_wbio(c->ssl));
+	conn_arm(c, c->connect_deadline_ms > now ? c->connect_deadline_ms - now :
+	    0);
+}
+
 static void
 conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -656,6 +725,10 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (c->tickets_due_ms != 0 && clock_mono_ms() >= c->tickets_due_ms) {
+		conn_send_tickets(c);
+		return;
+	}
 	switch (c->state) {
 	case CONN_HANDSHAKE:
 		stat_add(&c->w->stats->hs_fail[STAT_HS_TIMEOUT], 1);
@@ -663,6 +736,11 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		conn_close(c, "handshake timeout");
 		return;
 	case CONN_CONNECTING:
+		if (clock_mono_ms() < c->connect_deadline_ms) {
+			/* Woken for the tickets: the connect has time left. */
+			conn_arm(c, c->connect_deadline_ms - clock_mono_ms());
+			return;
+		}
 		conn_backend_failed(c, "connect timeout");
 		return;
 	case CONN_RELAYING:
@@ -674,7 +752,7 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 			conn_close(c, "idle timeout");
 			return;
 		}
-		conn_timer(c, c->gen->idle_timeout_ms - idle_ms);
+		conn_arm(c, c->gen->idle_timeout_ms - idle_ms);
 		return;
 	}
 }

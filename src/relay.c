@@ -228,7 +228,7 @@ relay_flush(struct relay *r)
 
 	if (e->ssl == NULL || e->flush_blocked)
 		return 0;
-	if (relay_post_handshake(r) != 0)
+	if (!r->hold_post_handshake && relay_post_handshake(r) != 0)
 		return -2;
 	rc = tls_bio_flush(SSL_get_wbio(e->ssl));
 	if (rc < 0) {
@@ -300,6 +300,8 @@ relay_pump(struct relay *r, enum relay_side s)
 				b->start += (size_t)n;
 				r->bytes[s] += (uint64_t)n - own;
 				moved = 1;
+				if (d == RELAY_CLIENT)
+					r->hold_post_handshake = 0;
 			}
 		}
 		if (b != NULL && b->start == b->end) {

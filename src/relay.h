@@ -59,6 +59,11 @@ struct relay {
 	 * before is still delivered; the client's side is then not ended
 	 * with close_notify, and relay_run() reports RELAY_ERROR. */
 	uint8_t backend_failed;
+	/* Set: the handshake messages BoringSSL holds back until the next
+	 * write (TLS 1.3 session tickets, a KeyUpdate answer) wait for data
+	 * to the client to carry them. Clear: every run sends them. Cleared
+	 * by the first write to the client. */
+	uint8_t hold_post_handshake;
 	/* Bytes at the head of the backend-bound buffer that tlsproxy put
 	 * there itself (a PROXY protocol header), not counted as the
 	 * client's. */
