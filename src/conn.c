@@ -559,15 +559,20 @@ conn_handshake_why(struct conn *c, enum stat_hs_fail *kind, char *buf,
 	return buf;
 }
 
-/* conn_client_sent_more returns whether bytes the handshake did not use
- * have arrived from the client, read ahead or still in the socket. */
+/* conn_client_sent_more returns whether the client has sent more than
+ * the handshake used, read ahead or still in the socket, and more than a
+ * record that can only hold an alert (24 bytes in TLS 1.3): a client that
+ * closes right after its Finished sent no request to wait for an answer
+ * to, and must have its tickets before it goes. */
 static int
 conn_client_sent_more(struct conn *c)
 {
+	size_t ahead = BIO_pending(SSL_get_rbio(c->ssl));
 	int unread = 0;
 
-	return BIO_pending(SSL_get_rbio(c->ssl)) > 0 ||
-	    (ioctl(c->cfd, FIONREAD, &unread) == 0 && unread > 0);
+	if (ioctl(c->cfd, FIONREAD, &unread) != 0 || unread < 0)
+		unread = 0;
+	return ahead + (size_t)unread > 24;
 }
 
 static void

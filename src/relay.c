@@ -274,6 +274,9 @@ relay_pump(struct relay *r, enum relay_side s)
 			 * short. Deliver it, then end (see relay_run). */
 			if (n == 0 || n == -2)
 				src->read_eof = 1;
+			/* A client that is done gets what was held for it. */
+			if (n == 0 && s == RELAY_CLIENT)
+				r->hold_post_handshake = 0;
 			if (n > 0) {
 				b->end += (size_t)n;
 				moved = 1;
