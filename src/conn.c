@@ -507,6 +507,9 @@ conn_fail_kind(uint32_t err)
 	case SSL_R_NO_SHARED_CIPHER:
 	case SSL_R_NO_SHARED_GROUP:
 	case SSL_R_NO_COMMON_SIGNATURE_ALGORITHMS:
+	/* Current BoringSSL's word for a TLS 1.2 client that cannot use an
+	 * ECDSA certificate because it lists no curve at all. */
+	case SSL_R_WRONG_CURVE:
 		return STAT_HS_NO_SHARED_CIPHER;
 	case SSL_R_UNSUPPORTED_PROTOCOL:
 	case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:

@@ -494,8 +494,10 @@ hs_failure_logged(const struct fx *f, const char *port, const char *why,
 	long long end = h_now_ms() + wait_ms;
 
 	do {
+		/* |why| may name alternatives, "a|b": BoringSSL releases
+		 * word some refusals differently. */
 		char *out = h_run(NULL, "grep -F ' client=127.0.0.1:%s ' '%s' | "
-		    "grep -cF 'reason=\"handshake failed: %s\"'", port,
+		    "grep -cE 'reason=\"handshake failed: (%s)\"'", port,
 		    f->d.log, why);
 		int n = atoi(out);
 
@@ -705,10 +707,10 @@ START_TEST(malformed_client_hellos_refused)
 	static const char *const expect[] = {
 		"record_overflow", "encrypted_length_too_long",
 		"illegal_parameter", "excessive_message_size",
-		"decode_error", "decode_error",
-		"decode_error", "decode_error",
-		"decode_error", "decode_error",
-		"decode_error", "alert sent: decode error",
+		"decode_error", "decode_error|clienthello_parse_failed",
+		"decode_error", "decode_error|clienthello_parse_failed",
+		"decode_error", "decode_error|clienthello_parse_failed",
+		"decode_error", "alert sent: decode error|error_parsing_extension",
 		"protocol_version", "unsupported_protocol",
 		NULL,
 	};
