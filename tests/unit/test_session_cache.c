@@ -69,7 +69,10 @@ START_TEST(stores_resumes_and_shrinks)
 	SSL_CTX *sctx = cache_server_ctx(), *cctx = SSL_CTX_new(TLS_method());
 	SSL_SESSION *sess[40];
 
-	session_cache_configure(100, 300000);
+	/* Room for every one of the 40 in any shard (100 per shard): the
+	 * IDs are random, and a smaller size would make how many fit depend
+	 * on how they spread. */
+	session_cache_configure(1600, 300000);
 	for (int i = 0; i < 40; i++)
 		ck_assert(!handshake(sctx, cctx, NULL, &sess[i]));
 	ck_assert_uint_eq(session_cache_count(), 40);
