@@ -254,6 +254,18 @@ metrics_handshakes(struct evbuffer *b, const struct daemon *d)
 	uint64_t cum = 0;
 
 	metrics_handshake_kinds(b, d);
+	admin_family(b, "tlsproxy_handshakes_by_group_total", "counter",
+	    "Finished TLS handshakes, by key-exchange group.");
+	for (int g = 0; g < STAT_GROUP_COUNT; g++) {
+		const char *l[] = { "group", stat_group_names[g], NULL };
+
+		admin_sample(b, "tlsproxy_handshakes_by_group_total", l,
+		    (double)SUMI(d, hs_group, g));
+	}
+	admin_one(b, "tlsproxy_hello_retry_requests_total", "counter",
+	    "TLS 1.3 handshakes that took a HelloRetryRequest (the client "
+	    "sent no key share for the group chosen).",
+	    (double)SUM(d, hello_retry_requests));
 	admin_family(b, "tlsproxy_handshake_failures_total", "counter",
 	    "Failed handshakes by reason (renegotiation: a client that tried "
 	    "to renegotiate a finished one).");
@@ -534,6 +546,13 @@ admin_status(struct evbuffer *b, struct daemon *d)
 	admin_quoted(b, d->last_reload[0] != '\0' ? d->last_reload : "-");
 	evbuffer_add_printf(b, ",\"workers\":%d,\"connections\":%ld",
 	    d->num_workers, atomic_load(&d->num_conns));
+	evbuffer_add_printf(b, ",\"handshakes_by_group\":{");
+	for (int i = 0; i < STAT_GROUP_COUNT; i++)
+		evbuffer_add_printf(b, "%s\"%s\":%llu", i > 0 ? "," : "",
+		    stat_group_names[i], (unsigned long long)SUMI(d, hs_group,
+		    i));
+	evbuffer_add_printf(b, "},\"hello_retry_requests\":%llu",
+	    (unsigned long long)SUM(d, hello_retry_requests));
 	status_listeners(b, d, g);
 	status_contexts(b, g);
 	evbuffer_add(b, "}\n", 2);

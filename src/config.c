@@ -70,8 +70,9 @@ struct conf_key {
 	  DEF("yes"), 0, 0, 0,						\
 	  "prefer the server's cipher order over the client's" },	\
 	{ SEC, "ecdh_curve", T_STRING, OFF(tls.ecdh_curve), DEF("auto"), 0, \
-	  0, 0, "key-exchange groups, colon separated; auto = "		\
-	  "X25519:P-256:P-384" },					\
+	  0, 0, "key-exchange groups, ':' within a tier of equal "	\
+	  "preference, '/' between tiers; auto = X25519MLKEM768/"	\
+	  "X25519:P-256:P-384 (X25519:P-256:P-384 without ML-KEM)" },	\
 	{ SEC, "min_version", T_STRING, OFF(tls.min_version), DEF("TLSv1.2"), \
 	  0, 0, 0, "oldest protocol accepted: TLSv1, TLSv1.1, TLSv1.2, "	\
 	  "TLSv1.3" },							\

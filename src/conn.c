@@ -125,6 +125,35 @@ conn_arm(struct conn *c, uint64_t ms)
 	conn_timer(c, ms);
 }
 
+/* conn_group_id returns the key-exchange group of |ssl|'s handshake. */
+static uint16_t
+conn_group_id(const SSL *ssl)
+{
+#ifdef SSL_GROUP_X25519_MLKEM768
+	return SSL_get_group_id(ssl);
+#else
+	return SSL_get_curve_id(ssl);
+#endif
+}
+
+/* conn_group_name names it for the access log: ecdh_curve's name, or
+ * "-" without one. */
+static const char *
+conn_group_name(const SSL *ssl)
+{
+	uint16_t id = conn_group_id(ssl);
+	const char *name = id != 0 ? tls_ctx_group_name(id) : NULL;
+
+#ifdef SSL_GROUP_X25519_MLKEM768
+	if (name == NULL && id != 0)
+		name = SSL_get_group_name(id);
+#else
+	if (name == NULL && id != 0)
+		name = SSL_get_curve_name(id);
+#endif
+	return name != NULL ? name : "-";
+}
+
 static void
 conn_access_log(struct conn *c, const char *reason)
 {
@@ -135,7 +164,7 @@ conn_access_log(struct conn *c, const char *reason)
 	const SSL_CIPHER *cipher = NULL;
 	const uint8_t *alpn = NULL;
 	unsigned alpn_len = 0;
-	const char *version = "-";
+	const char *version = "-", *group = "-";
 	int hs_done = c->state != CONN_HANDSHAKE;
 	uint64_t now = clock_mono_ns();
 	int n;
@@ -151,21 +180,22 @@ conn_access_log(struct conn *c, const char *reason)
 			    sizeof(subject_buf));
 		version = SSL_get_version(c->ssl);
 		cipher = SSL_get_current_cipher(c->ssl);
+		group = conn_group_name(c->ssl);
 		SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
 	}
 	if (c->state == CONN_RELAYING)
 		addr_format(&c->backend->addrs[c->addr_index], backend,
 		    sizeof(backend));
 	n = snprintf(line, sizeof(line), "conn id=%llu client=%s listener=%s "
-	    "sni=%s context=%s alpn=%.*s version=%s cipher=%s resumed=%s "
-	    "auth=%s client_subject=\"%s\" handshake_ms=%.3f "
+	    "sni=%s context=%s alpn=%.*s version=%s cipher=%s group=%s "
+	    "resumed=%s auth=%s client_subject=\"%s\" handshake_ms=%.3f "
 	    "backend=%s bytes_in=%llu bytes_out=%llu duration_ms=%.3f "
 	    "reason=\"%s\"",
 	    (unsigned long long)c->id, peer, c->lc->name,
 	    c->sni ? c->sni : "-", c->tls ? c->tls->name : "-",
 	    alpn_len ? (int)alpn_len : 1,
 	    alpn_len ? (const char *)alpn : "-", version,
-	    cipher ? SSL_CIPHER_get_name(cipher) : "-",
+	    cipher ? SSL_CIPHER_get_name(cipher) : "-", group,
 	    hs_done ? (SSL_session_reused(c->ssl) ? "yes" : "no") : "-", auth,
 	    subject,
 	    hs_done ? (double)(c->handshake_ns - c->start_ns) / 1e6 : 0.0,
@@ -188,7 +218,8 @@ conn_log_refused(struct worker *w, const struct listener_conf *lc,
 		return;
 	/* The same fields as every other line, so parsers need no case. */
 	n = snprintf(line, sizeof(line), "conn id=- client=%s listener=%s "
-	    "sni=- context=- alpn=- version=- cipher=- resumed=- auth=- "
+	    "sni=- context=- alpn=- version=- cipher=- group=- resumed=- "
+	    "auth=- "
 	    "client_subject=\"-\" handshake_ms=0.000 backend=- bytes_in=0 "
 	    "bytes_out=0 duration_ms=0.000 reason=\"refused: %s\"",
 	    addr_format_sa(peer, peer_len, addr, sizeof(addr)), lc->name, limit);
@@ -617,6 +648,8 @@ conn_handshake(struct conn *c)
 		    SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(c->ssl)),
 		    SSL_session_reused(c->ssl),
 		    (c->handshake_ns - c->start_ns) / 1000);
+		stats_group(c->w->stats, conn_group_id(c->ssl),
+		    SSL_used_hello_retry_request(c->ssl));
 		c->state = CONN_CONNECTING;
 		c->hs_want = 0;
 		evtimer_del(&c->timer);

@@ -9,6 +9,10 @@ const char *const stat_hs_fail_names[STAT_HS_FAIL_COUNT] = {
 	"client_certificate", "timeout", "not_tls", "renegotiation", "other",
 };
 
+const char *const stat_group_names[STAT_GROUP_COUNT] = {
+	"X25519MLKEM768", "X25519", "P-256", "P-384", "P-521", "other",
+};
+
 const char *const stat_refusal_names[STAT_REFUSAL_COUNT] = {
 	"max_connections", "listener_max_connections",
 	"max_connections_per_address",
@@ -110,4 +114,35 @@ stats_handshake(struct worker_stats *s, uint16_t protocol_version,
 		b++;
 	stat_add(&s->hs_bucket[b], 1);
 	stat_add(&s->hs_sum_us, us);
+}
+
+void
+stats_group(struct worker_stats *s, uint16_t group_id, int hrr)
+{
+	enum stat_group g;
+
+	/* IANA numbers, so this file needs no TLS library. */
+	switch (group_id) {
+	case 0x11ec:
+		g = STAT_GROUP_X25519MLKEM768;
+		break;
+	case 29:
+		g = STAT_GROUP_X25519;
+		break;
+	case 23:
+		g = STAT_GROUP_P256;
+		break;
+	case 24:
+		g = STAT_GROUP_P384;
+		break;
+	case 25:
+		g = STAT_GROUP_P521;
+		break;
+	default:
+		g = STAT_GROUP_OTHER;
+		break;
+	}
+	stat_add(&s->hs_group[g], 1);
+	if (hrr)
+		stat_add(&s->hello_retry_requests, 1);
 }

@@ -49,7 +49,19 @@ enum stat_refusal {
 	STAT_REFUSAL_COUNT,
 };
 
+/* The key-exchange group of a finished handshake. */
+enum stat_group {
+	STAT_GROUP_X25519MLKEM768,
+	STAT_GROUP_X25519,
+	STAT_GROUP_P256,
+	STAT_GROUP_P384,
+	STAT_GROUP_P521,
+	STAT_GROUP_OTHER,
+	STAT_GROUP_COUNT,
+};
+
 extern const char *const stat_hs_fail_names[STAT_HS_FAIL_COUNT];
+extern const char *const stat_group_names[STAT_GROUP_COUNT];
 extern const char *const stat_refusal_names[STAT_REFUSAL_COUNT];
 
 /* Upper bounds (microseconds) of the handshake-duration histogram; one
@@ -74,6 +86,8 @@ struct worker_stats {
 	stat_t hs_fail[STAT_HS_FAIL_COUNT];
 	stat_t refused[STAT_REFUSAL_COUNT];
 	stat_t bans;
+	stat_t hs_group[STAT_GROUP_COUNT];
+	stat_t hello_retry_requests;
 	stat_t hs_bucket[STAT_HS_BUCKETS + 1];
 	stat_t hs_sum_us;
 	stat_t bytes_from_client, bytes_from_backend;
@@ -108,6 +122,11 @@ void stats_slots_free(void);
  * cipher |cipher_id| (its IANA number) and |resumed|, taking |us|. */
 void stats_handshake(struct worker_stats *s, uint16_t protocol_version,
     uint16_t cipher_id, int resumed, uint64_t us);
+
+/* stats_group counts the key-exchange group |group_id| (its IANA number,
+ * 0 for none) of a finished handshake, and whether it took a
+ * HelloRetryRequest. */
+void stats_group(struct worker_stats *s, uint16_t group_id, int hrr);
 
 /* stats_hs_key packs what stats_handshake counts by; stats_hs_unkey
  * undoes it. */

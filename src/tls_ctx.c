@@ -28,7 +28,35 @@
 #include "session_cache.h"
 #include "tickets.h"
 
+/* Post-quantum first where the library has it: a client that offers
+ * X25519MLKEM768 gets it, every other one keeps the classical tier. */
+#ifdef SSL_GROUP_X25519_MLKEM768
+#define TLS_DEFAULT_GROUPS "X25519MLKEM768/X25519:P-256:P-384"
+#else
 #define TLS_DEFAULT_GROUPS "X25519:P-256:P-384"
+#endif
+
+/* The groups ecdh_curve may name. |nid| serves BoringSSL releases
+ * without SSL_set1_group_ids, which take NIDs. */
+static const struct tls_group {
+	const char *name;
+	uint16_t id;
+	int nid;
+	int tls13_only;
+} tls_groups[] = {
+#ifdef SSL_GROUP_X25519_MLKEM768
+	{ "X25519MLKEM768", SSL_GROUP_X25519_MLKEM768, NID_undef, 1 },
+#endif
+	{ "X25519", SSL_CURVE_X25519, NID_X25519, 0 },
+	{ "P-256", SSL_CURVE_SECP256R1, NID_X9_62_prime256v1, 0 },
+	{ "prime256v1", SSL_CURVE_SECP256R1, NID_X9_62_prime256v1, 0 },
+	{ "P-384", SSL_CURVE_SECP384R1, NID_secp384r1, 0 },
+	{ "secp384r1", SSL_CURVE_SECP384R1, NID_secp384r1, 0 },
+	{ "P-521", SSL_CURVE_SECP521R1, NID_secp521r1, 0 },
+	{ "secp521r1", SSL_CURVE_SECP521R1, NID_secp521r1, 0 },
+};
+
+#define TLS_NUM_GROUPS (sizeof(tls_groups) / sizeof(tls_groups[0]))
 
 /* Key material of one certificate: a chain and its key. */
 struct tls_pair {
@@ -352,53 +380,120 @@ tls_ctx_load_pairs(struct config *cfg, const struct conf_context *cc,
 	return rc;
 }
 
-/* tls_ctx_groups turns an ecdh_curve list into NIDs for SSL_set1_curves. */
+static const struct tls_group *
+tls_ctx_group_by_id(uint16_t id)
+{
+	for (size_t k = 0; k < TLS_NUM_GROUPS; k++) {
+		if (tls_groups[k].id == id)
+			return &tls_groups[k];
+	}
+	return NULL;
+}
+
+const char *
+tls_ctx_group_name(uint16_t id)
+{
+	const struct tls_group *g = tls_ctx_group_by_id(id);
+
+	return g != NULL ? g->name : NULL;
+}
+
+/* tls_ctx_set_ctx_groups and tls_ctx_set_ssl_groups install a list of
+ * group IDs; older BoringSSL releases only take NIDs. */
+static int
+tls_ctx_set_ctx_groups(SSL_CTX *ctx, const uint16_t *ids, size_t num)
+{
+#ifdef SSL_GROUP_X25519_MLKEM768
+	return SSL_CTX_set1_group_ids(ctx, ids, num);
+#else
+	int nids[TLS_NUM_GROUPS];
+
+	if (num > TLS_NUM_GROUPS)
+		return 0;
+	for (size_t i = 0; i < num; i++)
+		nids[i] = tls_ctx_group_by_id(ids[i])->nid;
+	return SSL_CTX_set1_curves(ctx, nids, num);
+#endif
+}
+
+static int
+tls_ctx_set_ssl_groups(SSL *ssl, const uint16_t *ids, size_t num)
+{
+#ifdef SSL_GROUP_X25519_MLKEM768
+	return SSL_set1_group_ids(ssl, ids, num);
+#else
+	int nids[TLS_NUM_GROUPS];
+
+	if (num > TLS_NUM_GROUPS)
+		return 0;
+	for (size_t i = 0; i < num; i++)
+		nids[i] = tls_ctx_group_by_id(ids[i])->nid;
+	return SSL_set1_curves(ssl, nids, num);
+#endif
+}
+
+/* tls_ctx_groups turns an ecdh_curve list into group IDs, each with its
+ * tier: OpenSSL's syntax, '/' between tiers, ':' within one. */
 static int
 tls_ctx_groups(struct tls_ctx *t, struct config *cfg,
     const struct conf_context *cc, const char *list)
 {
-	static const struct {
-		const char *name;
-		int nid;
-	} known[] = {
-		{ "X25519", NID_X25519 }, { "P-256", NID_X9_62_prime256v1 },
-		{ "prime256v1", NID_X9_62_prime256v1 }, { "P-384", NID_secp384r1 },
-		{ "secp384r1", NID_secp384r1 }, { "P-521", NID_secp521r1 },
-		{ "secp521r1", NID_secp521r1 },
-	};
-	char *copy = strdup(list), *save = NULL, *tok;
+	int line = config_tls_line(cfg, t->cl, cc, "ecdh_curve");
+	char *copy = strdup(list), *tsave = NULL, *save = NULL, *tier, *tok;
+	uint8_t num_tiers = 0;
 	int rc = 0;
 
 	if (copy == NULL)
 		return -1;
-	for (tok = strtok_r(copy, ":", &save); tok != NULL;
-	    tok = strtok_r(NULL, ":", &save)) {
-		size_t k;
+	if (list[0] == '/' || (list[0] != '\0' && list[strlen(list) - 1] == '/') ||
+	    strstr(list, "//") != NULL) {
+		config_error(cfg, line, "ecdh_curve", "empty tier in '%s'", list);
+		rc = -1;
+	}
+	for (tier = strtok_r(copy, "/", &tsave); tier != NULL;
+	    tier = strtok_r(NULL, "/", &tsave), num_tiers++) {
+		for (tok = strtok_r(tier, ":", &save); tok != NULL;
+		    tok = strtok_r(NULL, ":", &save)) {
+			size_t k, i;
 
-		for (k = 0; k < sizeof(known) / sizeof(known[0]); k++) {
-			if (strcasecmp(tok, known[k].name) == 0)
+			for (k = 0; k < TLS_NUM_GROUPS; k++) {
+				if (strcasecmp(tok, tls_groups[k].name) == 0)
+					break;
+			}
+			if (k == TLS_NUM_GROUPS) {
+				if (strcasecmp(tok, "X25519MLKEM768") == 0)
+					config_error(cfg, line, "ecdh_curve",
+					    "X25519MLKEM768 needs a BoringSSL "
+					    "with ML-KEM; this one has none "
+					    "(tlsproxy -V)");
+				else
+					config_error(cfg, line, "ecdh_curve",
+					    "unknown group '%s' (see tlsproxy "
+					    "--list-curves)", tok);
+				rc = -1;
+				continue;
+			}
+			for (i = 0; i < t->num_groups; i++) {
+				if (t->groups[i] == tls_groups[k].id)
+					break;
+			}
+			if (i < t->num_groups) {
+				config_error(cfg, line, "ecdh_curve", "group '%s' "
+				    "named twice", tok);
+				rc = -1;
+				continue;
+			}
+			if (t->num_groups == sizeof(t->groups) / sizeof(t->groups[0])) {
+				rc = -1;
 				break;
+			}
+			t->groups[t->num_groups] = tls_groups[k].id;
+			t->group_tier[t->num_groups++] = num_tiers;
 		}
-		if (k == sizeof(known) / sizeof(known[0])) {
-			config_error(cfg, config_tls_line(cfg, t->cl, cc, "ecdh_curve"),
-			    "ecdh_curve", "unknown group '%s' (see tlsproxy "
-			    "--list-curves)", tok);
-			rc = -1;
-			continue;
-		}
-		int *n = realloc(t->groups, (t->num_groups + 1) * sizeof(*n));
-
-		if (n == NULL) {
-			rc = -1;
-			break;
-		}
-		t->groups = n;
-		t->groups[t->num_groups++] = known[k].nid;
 	}
 	free(copy);
 	if (rc == 0 && t->num_groups == 0) {
-		config_error(cfg, config_tls_line(cfg, t->cl, cc, "ecdh_curve"),
-		    "ecdh_curve", "no group given");
+		config_error(cfg, line, "ecdh_curve", "no group given");
 		rc = -1;
 	}
 	return rc;
@@ -695,7 +790,7 @@ tls_ctx_build_one(struct tls_ctx *t, struct config *cfg,
 	if (SSL_CTX_set_min_proto_version(ctx, t->min_version) != 1 ||
 	    SSL_CTX_set_max_proto_version(ctx, t->max_version) != 1 ||
 	    SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid)) != 1 ||
-	    SSL_CTX_set1_curves(ctx, t->groups, t->num_groups) != 1 ||
+	    tls_ctx_set_ctx_groups(ctx, t->groups, t->num_groups) != 1 ||
 	    SSL_CTX_use_certificate(ctx, sk_X509_value(p->chain, 0)) != 1 ||
 	    SSL_CTX_use_PrivateKey(ctx, p->pkey) != 1)
 		goto fail_ssl;
@@ -1029,7 +1124,6 @@ tls_ctx_release(struct tls_ctx *t)
 	for (size_t i = 0; i < t->num_routes; i++)
 		free(t->routes[i].protocol);
 	free(t->routes);
-	free(t->groups);
 	free(t->alpn);
 	free(t->npn);
 	free(t->name);
@@ -1152,6 +1246,75 @@ tls_ctx_key_type(const struct tls_ctx *t, const SSL *ssl)
 	    TLS_KEY_RSA;
 }
 
+/* tls_ctx_hello_shares collects the groups of the client's key shares. */
+static size_t
+tls_ctx_hello_shares(const SSL_CLIENT_HELLO *hello, uint16_t *out,
+    size_t max)
+{
+	const uint8_t *data;
+	size_t len, n = 0;
+	CBS ext, list, key;
+	uint16_t group;
+
+	if (!SSL_early_callback_ctx_extension_get(hello, TLSEXT_TYPE_key_share,
+	    &data, &len))
+		return 0;
+	CBS_init(&ext, data, len);
+	if (!CBS_get_u16_length_prefixed(&ext, &list))
+		return 0;
+	while (n < max && CBS_get_u16(&list, &group) &&
+	    CBS_get_u16_length_prefixed(&list, &key))
+		out[n++] = group;
+	return n;
+}
+
+/* tls_ctx_pick_group chooses the one group a connection may use, so that
+ * BoringSSL's own choice (always our first supported group) cannot cost
+ * a HelloRetryRequest the client did not need: in the first tier holding
+ * a group the client supports, the first of those it sent a key share
+ * for, else the first of them. TLS-1.3-only groups count only when both
+ * sides can speak TLS 1.3. Returns 0 and the group, or -1 when nothing
+ * matches. */
+static int
+tls_ctx_pick_group(const struct tls_ctx *t, const SSL_CLIENT_HELLO *hello,
+    uint16_t *out_group)
+{
+	uint16_t shares[16];
+	size_t num_shares = tls_ctx_hello_shares(hello, shares,
+	    sizeof(shares) / sizeof(shares[0]));
+	int tls13 = t->max_version >= TLS1_3_VERSION &&
+	    tls_ctx_hello_has_u16(hello, TLSEXT_TYPE_supported_versions, 1,
+	    TLS1_3_VERSION);
+	size_t i = 0;
+
+	while (i < t->num_groups) {
+		uint8_t tier = t->group_tier[i];
+		int found = 0;
+
+		for (; i < t->num_groups && t->group_tier[i] == tier; i++) {
+			const struct tls_group *g = tls_ctx_group_by_id(
+			    t->groups[i]);
+
+			if ((g->tls13_only && !tls13) ||
+			    !tls_ctx_hello_has_u16(hello,
+			    TLSEXT_TYPE_supported_groups, 2, g->id))
+				continue;
+			for (size_t s = 0; s < num_shares; s++) {
+				if (shares[s] == g->id) {
+					*out_group = g->id;
+					return 0;
+				}
+			}
+			if (!found)
+				*out_group = g->id;
+			found = 1;
+		}
+		if (found)
+			return 0;
+	}
+	return -1;
+}
+
 int
 tls_ctx_apply(const struct tls_ctx *t, const struct tls_ctx *from,
     const SSL_CLIENT_HELLO *hello)
@@ -1160,6 +1323,7 @@ tls_ctx_apply(const struct tls_ctx *t, const struct tls_ctx *from,
 	enum tls_key_type kt = TLS_KEY_RSA;
 	const uint8_t *ext;
 	size_t ext_len;
+	uint16_t group;
 
 	if (t->ctx[TLS_KEY_RSA] == NULL || (t->ctx[TLS_KEY_ECDSA] != NULL &&
 	    tls_ctx_wants_ecdsa(t, hello)))
@@ -1171,6 +1335,14 @@ tls_ctx_apply(const struct tls_ctx *t, const struct tls_ctx *from,
 	if (SSL_early_callback_ctx_extension_get(hello,
 	    TLSEXT_TYPE_status_request, &ext, &ext_len))
 		staple_apply(t->staple[kt], ssl);
+	/* Without a match the context's whole list stays, and BoringSSL
+	 * fails the handshake as it always would. */
+	if (tls_ctx_pick_group(t, hello, &group) == 0) {
+		if (tls_ctx_set_ssl_groups(ssl, &group, 1) != 1)
+			return -1;
+	} else if (t != from &&
+	    tls_ctx_set_ssl_groups(ssl, t->groups, t->num_groups) != 1)
+		return -1;
 	/* Both SSL_CTXs of a context carry the same settings, which SSL_new
 	 * already copied: the common case (no SNI, or the default context)
 	 * costs nothing more. */
@@ -1179,8 +1351,7 @@ tls_ctx_apply(const struct tls_ctx *t, const struct tls_ctx *from,
 	/* BoringSSL copied these from the SSL_CTX the connection started
 	 * with; the chosen context's values must win. */
 	if (SSL_set_min_proto_version(ssl, t->min_version) != 1 ||
-	    SSL_set_max_proto_version(ssl, t->max_version) != 1 ||
-	    SSL_set1_curves(ssl, t->groups, t->num_groups) != 1)
+	    SSL_set_max_proto_version(ssl, t->max_version) != 1)
 		return -1;
 	if (t->server_preference)
 		SSL_set_options(ssl, SSL_OP_CIPHER_SERVER_PREFERENCE);
@@ -1275,8 +1446,11 @@ tls_ctx_list_ciphers(void)
 void
 tls_ctx_list_curves(void)
 {
-	static const char *const candidates[] = { "X25519", "P-256", "P-384",
-		"P-521" };
+	static const char *const candidates[] = {
+#ifdef SSL_GROUP_X25519_MLKEM768
+		"X25519MLKEM768",
+#endif
+		"X25519", "P-256", "P-384", "P-521" };
 	SSL_CTX *ctx = SSL_CTX_new(TLS_method());
 
 	if (ctx == NULL)

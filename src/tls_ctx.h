@@ -39,7 +39,10 @@ struct tls_ctx {
 	int verify_mode; /* SSL_VERIFY_* */
 	int verify_depth;
 	int reject_unauthorized;
-	int *groups; /* NIDs, for SSL_set1_curves */
+	/* ecdh_curve: SSL_GROUP_* IDs in our order, each with its tier (0
+	 * first); groups of one tier are of equal preference. */
+	uint16_t groups[8];
+	uint8_t group_tier[8];
 	size_t num_groups;
 	uint8_t *alpn; /* wire format, server preference order */
 	size_t alpn_len;
@@ -109,6 +112,10 @@ const char *tls_ctx_auth(const struct tls_ctx *t, const SSL *ssl, char *buf,
 /* tls_ctx_peer_subject writes the subject of the client's certificate
  * (RFC 2253, escaped) into |buf|, or returns "-" without one. */
 const char *tls_ctx_peer_subject(const SSL *ssl, char *buf, size_t buf_len);
+
+/* tls_ctx_group_name returns tlsproxy's name of TLS group |id| (the one
+ * ecdh_curve takes), or NULL for a group it does not know. */
+const char *tls_ctx_group_name(uint16_t id);
 
 /* tls_ctx_list_ciphers and tls_ctx_list_curves print what the linked
  * BoringSSL supports, one name per line. */

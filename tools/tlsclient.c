@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -86,6 +87,12 @@ struct tlsclient_opts {
 	uint8_t expect_sha[SHA256_DIGEST_LENGTH];
 	bool expect_bytes_set;
 	uint64_t expect_bytes;
+	const char *groups_arg; /* --groups as given */
+	uint16_t groups[8];
+	size_t num_groups;
+	uint16_t shares[8];
+	size_t num_shares;
+	bool shares_set;
 };
 
 struct tlsclient_conn {
@@ -117,6 +124,8 @@ struct tlsclient_conn {
 	bool ok;
 	char error[192];
 	const char *version, *cipher; /* static strings from BoringSSL */
+	const char *group;
+	int hrr;
 	char alpn[64];
 	size_t ocsp_len; /* stapled OCSP response, with --status */
 };
@@ -172,6 +181,9 @@ tlsclient_usage(FILE *f)
 	    "  --hold SECONDS      once all are finished, keep connections open this long\n"
 	    "  --timeout SECONDS   overall deadline (default 30)\n"
 	    "  --send-raw STRING   plain TCP: send STRING, read until EOF or 5s\n"
+	    "  --groups LIST       offer these key-exchange groups, colon separated\n"
+	    "                      (X25519MLKEM768, X25519, P-256, P-384)\n"
+	    "  --key-shares LIST   send key shares for exactly these groups (may be empty)\n"
 	    "prints one line per connection; exits 0 if all are ok=1, 1 if not, 2 on usage errors\n");
 }
 
@@ -299,6 +311,71 @@ tlsclient_parse_target(const char *s, struct tlsclient_opts *o)
 	return 0;
 }
 
+static const struct {
+	const char *name;
+	uint16_t id;
+} tlsclient_groups[] = {
+#ifdef SSL_GROUP_X25519_MLKEM768
+	{ "X25519MLKEM768", SSL_GROUP_X25519_MLKEM768 },
+#endif
+	{ "X25519", SSL_CURVE_X25519 },
+	{ "P-256", SSL_CURVE_SECP256R1 },
+	{ "P-384", SSL_CURVE_SECP384R1 },
+};
+
+/* tlsclient_parse_groups reads a colon-separated list of group names. */
+static int
+tlsclient_parse_groups(const char *s, uint16_t *out, size_t max, size_t *out_num)
+{
+	char buf[256], *save = NULL, *tok;
+
+	*out_num = 0;
+	if (strlen(s) >= sizeof(buf))
+		return -1;
+	strcpy(buf, s);
+	for (tok = strtok_r(buf, ":", &save); tok != NULL; tok = strtok_r(NULL, ":", &save)) {
+		size_t k;
+
+		for (k = 0; k < sizeof(tlsclient_groups) / sizeof(tlsclient_groups[0]); k++) {
+			if (strcasecmp(tok, tlsclient_groups[k].name) == 0)
+				break;
+		}
+		if (k == sizeof(tlsclient_groups) / sizeof(tlsclient_groups[0]) || *out_num == max)
+			return -1;
+		out[(*out_num)++] = tlsclient_groups[k].id;
+	}
+	return 0;
+}
+
+static const char *
+tlsclient_group_name(uint16_t id)
+{
+	for (size_t k = 0; k < sizeof(tlsclient_groups) / sizeof(tlsclient_groups[0]); k++) {
+		if (tlsclient_groups[k].id == id)
+			return tlsclient_groups[k].name;
+	}
+	return id == 0 ? "-" : "other";
+}
+
+/* tlsclient_set_groups applies --groups and --key-shares; BoringSSL
+ * wants the groups first, the shares being a subsequence of them. */
+static int
+tlsclient_set_groups(const struct tlsclient_opts *o, SSL *ssl)
+{
+#ifdef SSL_GROUP_X25519_MLKEM768
+	if (o->num_groups > 0 && SSL_set1_group_ids(ssl, o->groups, o->num_groups) != 1)
+		return -1;
+	if (o->shares_set && SSL_set1_client_key_shares(ssl, o->shares, o->num_shares) != 1)
+		return -1;
+#else
+	if (o->num_groups > 0 && SSL_set1_curves_list(ssl, o->groups_arg) != 1)
+		return -1;
+	if (o->shares_set)
+		return -1; /* this BoringSSL cannot choose key shares */
+#endif
+	return 0;
+}
+
 static int
 tlsclient_parse_source(const char *s, struct tlsclient_opts *o)
 {
@@ -326,7 +403,8 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 		OPT_SERVERNAME = 256, OPT_ALPN, OPT_TLS12, OPT_TLS13, OPT_CAFILE,
 		OPT_SEND_BYTES, OPT_SEND_FILE, OPT_NO_HALF_CLOSE, OPT_CONNS,
 		OPT_EXPECT_SHA, OPT_EXPECT_BYTES, OPT_NO_READ, OPT_HOLD, OPT_SEND_RAW,
-		OPT_TIMEOUT, OPT_REQUEST, OPT_STATUS, OPT_SOURCE, OPT_HELP,
+		OPT_TIMEOUT, OPT_REQUEST, OPT_STATUS, OPT_SOURCE, OPT_HELP, OPT_GROUPS,
+		OPT_KEY_SHARES,
 	};
 	static const struct option opts[] = {
 		{ "servername", required_argument, NULL, OPT_SERVERNAME },
@@ -348,6 +426,8 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 		{ "status", no_argument, NULL, OPT_STATUS },
 		{ "source", required_argument, NULL, OPT_SOURCE },
 		{ "help", no_argument, NULL, OPT_HELP },
+		{ "groups", required_argument, NULL, OPT_GROUPS },
+		{ "key-shares", required_argument, NULL, OPT_KEY_SHARES },
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned send_opts = 0;
@@ -371,6 +451,18 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 			break;
 		case OPT_STATUS:
 			o->status = true;
+			break;
+		case OPT_GROUPS:
+		case OPT_KEY_SHARES:
+			if (tlsclient_parse_groups(optarg, ch == OPT_GROUPS ? o->groups : o->shares, 8,
+			    ch == OPT_GROUPS ? &o->num_groups : &o->num_shares) != 0) {
+				fprintf(stderr, "tlsproxy-tlsclient: bad group list %s\n", optarg);
+				return -1;
+			}
+			if (ch == OPT_GROUPS)
+				o->groups_arg = optarg;
+			else
+				o->shares_set = true;
 			break;
 		case OPT_SOURCE:
 			if (tlsclient_parse_source(optarg, o) != 0) {
@@ -698,6 +790,11 @@ tlsclient_conn_connected(struct tlsclient *t, struct tlsclient_conn *c)
 			tlsclient_conn_fail(t, c);
 			return;
 		}
+		if (tlsclient_set_groups(&t->o, c->ssl) != 0) {
+			tlsclient_set_reason(c, "groups_rejected");
+			tlsclient_conn_fail(t, c);
+			return;
+		}
 		SSL_set_connect_state(c->ssl);
 		c->phase = PHASE_HANDSHAKE;
 	}
@@ -1007,6 +1104,8 @@ tlsclient_conn_run(struct tlsclient *t, struct tlsclient_conn *c)
 
 			c->version = SSL_get_version(c->ssl);
 			c->cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl));
+			c->group = tlsclient_group_name(SSL_get_curve_id(c->ssl));
+			c->hrr = SSL_used_hello_retry_request(c->ssl);
 			SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
 			if (alpn_len == 0 || alpn_len >= sizeof(c->alpn)) {
 				strcpy(c->alpn, "-");
@@ -1084,9 +1183,9 @@ tlsclient_print(const struct tlsclient *t, const struct tlsclient_conn *c)
 	copy = c->recv_sha;
 	SHA256_Final(md, &copy);
 	tlsclient_hex(md, sizeof(md), recv_hex);
-	printf("conn=%u ok=1 version=%s cipher=%s alpn=%s sent=%" PRIu64
+	printf("conn=%u ok=1 version=%s cipher=%s group=%s hrr=%d alpn=%s sent=%" PRIu64
 	    " sent_sha256=%s received=%" PRIu64 " received_sha256=%s close_notify=%d",
-	    c->idx, c->version, c->cipher, c->alpn, c->sent, sent_hex, c->received,
+	    c->idx, c->version, c->cipher, c->group, c->hrr, c->alpn, c->sent, sent_hex, c->received,
 	    recv_hex, c->close_notify ? 1 : 0);
 	if (t->o.status)
 		printf(" ocsp=%zu", c->ocsp_len);
