@@ -81,9 +81,15 @@ main(int argc, char **argv)
 			test = 1;
 			break;
 		case 'V':
-			printf("tlsproxy %s\nBoringSSL API version %d, %s\n",
-			    TLSPROXY_VERSION, BORINGSSL_API_VERSION,
-			    TLSPROXY_BORINGSSL_BUILD);
+			printf("tlsproxy %s\nBoringSSL API version %d, %s\n"
+			    "post-quantum key exchange: %s\n", TLSPROXY_VERSION,
+			    BORINGSSL_API_VERSION, TLSPROXY_BORINGSSL_BUILD,
+#ifdef SSL_GROUP_X25519_MLKEM768
+			    "X25519MLKEM768"
+#else
+			    "none (this BoringSSL has no ML-KEM)"
+#endif
+			    );
 			return 0;
 		case 'h':
 			usage(stdout);

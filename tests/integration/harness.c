@@ -444,3 +444,18 @@ h_field(const char *line, const char *key)
 	val[n] = '\0';
 	return val;
 }
+
+int
+h_has_mlkem(void)
+{
+	static int known = -1;
+
+	if (known < 0) {
+		char *out = h_run(NULL, "%s -V", h_bin("tlsproxy"));
+
+		known = strstr(out, "post-quantum key exchange: X25519MLKEM768")
+		    != NULL;
+		free(out);
+	}
+	return known;
+}

@@ -80,6 +80,11 @@ const char *h_field(const char *line, const char *key);
  * "client". */
 const char *h_bin(const char *which);
 
+/* h_has_mlkem returns whether the daemon's BoringSSL has ML-KEM (post-
+ * quantum key exchange), as tlsproxy -V says: a build from Debian's
+ * 2022 source has not. */
+int h_has_mlkem(void);
+
 /* h_now_ms is a monotonic clock in milliseconds. */
 long long h_now_ms(void);
 

@@ -1488,7 +1488,9 @@ START_TEST(expired_certificate_sct_npn_and_listings)
 	free(out);
 	out = h_run(&st, "%s --list-curves", h_bin("tlsproxy"));
 	ck_assert_int_eq(st, 0);
-	ck_assert_str_eq(out, "X25519\nP-256\nP-384\nP-521\n");
+	ck_assert_str_eq(out, h_has_mlkem() ?
+	    "X25519MLKEM768\nX25519\nP-256\nP-384\nP-521\n" :
+	    "X25519\nP-256\nP-384\nP-521\n");
 	free(out);
 }
 END_TEST
