@@ -176,11 +176,11 @@ START_TEST(one_tier_without_slash)
 {
 	struct h_daemon d;
 	pid_t bpid;
+
 	if (!h_has_mlkem()) {
 		out_no_mlkem();
 		return;
 	}
-
 	/* As in OpenSSL, a list without '/' is one tier. */
 	start(&d, "onetier", "ecdh_curve = X25519MLKEM768:X25519\n", &bpid);
 	expect(&d, "--groups X25519MLKEM768:X25519 --key-shares X25519",
