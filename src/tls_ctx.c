@@ -398,8 +398,22 @@ tls_ctx_group_name(uint16_t id)
 	return g != NULL ? g->name : NULL;
 }
 
+#ifndef SSL_GROUP_X25519_MLKEM768
+/* tls_ctx_group_nids maps group IDs to the NIDs older BoringSSL releases
+ * take. Returns 0, or -1 if there are too many. */
+static int
+tls_ctx_group_nids(const uint16_t *ids, size_t num, int *nids)
+{
+	if (num > TLS_NUM_GROUPS)
+		return -1;
+	for (size_t i = 0; i < num; i++)
+		nids[i] = tls_ctx_group_by_id(ids[i])->nid;
+	return 0;
+}
+#endif
+
 /* tls_ctx_set_ctx_groups and tls_ctx_set_ssl_groups install a list of
- * group IDs; older BoringSSL releases only take NIDs. */
+ * group IDs. */
 static int
 tls_ctx_set_ctx_groups(SSL_CTX *ctx, const uint16_t *ids, size_t num)
 {
@@ -408,11 +422,8 @@ tls_ctx_set_ctx_groups(SSL_CTX *ctx, const uint16_t *ids, size_t num)
 #else
 	int nids[TLS_NUM_GROUPS];
 
-	if (num > TLS_NUM_GROUPS)
-		return 0;
-	for (size_t i = 0; i < num; i++)
-		nids[i] = tls_ctx_group_by_id(ids[i])->nid;
-	return SSL_CTX_set1_curves(ctx, nids, num);
+	return tls_ctx_group_nids(ids, num, nids) == 0 &&
+	    SSL_CTX_set1_curves(ctx, nids, num);
 #endif
 }
 
@@ -424,11 +435,8 @@ tls_ctx_set_ssl_groups(SSL *ssl, const uint16_t *ids, size_t num)
 #else
 	int nids[TLS_NUM_GROUPS];
 
-	if (num > TLS_NUM_GROUPS)
-		return 0;
-	for (size_t i = 0; i < num; i++)
-		nids[i] = tls_ctx_group_by_id(ids[i])->nid;
-	return SSL_set1_curves(ssl, nids, num);
+	return tls_ctx_group_nids(ids, num, nids) == 0 &&
+	    SSL_set1_curves(ssl, nids, num);
 #endif
 }
 
