@@ -1,6 +1,13 @@
 /* tls_ctx.h: one [context] section built into BoringSSL SSL_CTXs (one per
  * key type), plus the per-connection settings BoringSSL copies into an SSL
- * when it is created and that must follow a switch of context. */
+ * when it is created and that must follow a switch of context.
+ *
+ * Current BoringSSL could hold both certificates of a context as
+ * SSL_CREDENTIALs in one SSL_CTX and choose between them itself. The 2022
+ * snapshot tlsproxy still builds with when the pinned release cannot be
+ * had lacks that API, and keeping two ways of choosing a certificate
+ * would be more code, not less: the ClientHello callback chooses, the
+ * same way with either library. */
 #ifndef TLSPROXY_TLS_CTX_H
 #define TLSPROXY_TLS_CTX_H
 

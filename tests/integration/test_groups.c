@@ -125,11 +125,28 @@ START_TEST(pq_first_and_shares_respected)
 }
 END_TEST
 
+/* Node's client: argv PORT CURVES (empty: Node's default). Prints the
+ * key exchange it got and the first bytes echoed back. */
+static const char node_script[] =
+    "const tls = require('tls');\n"
+    "const o = { host: '127.0.0.1', port: +process.argv[2],\n"
+    "  rejectUnauthorized: false };\n"
+    "if (process.argv[3]) o.ecdhCurve = process.argv[3];\n"
+    "const s = tls.connect(o, () => {\n"
+    "  const k = s.getEphemeralKeyInfo();\n"
+    "  console.log('key=' + k.name + ' version=' + s.getProtocol() + ' ');\n"
+    "  s.end('x');\n"
+    "});\n"
+    "s.on('data', () => {});\n"
+    "s.on('error', (e) => { console.log('error=' + e.code);\n"
+    "  process.exitCode = 1; });\n";
+
 START_TEST(classical_clients_never_retry)
 {
 	struct h_daemon d;
 	pid_t bpid;
 	char *out, *st_out;
+	const char *js;
 	int st;
 
 	start(&d, "classical", NULL, &bpid);
@@ -143,12 +160,24 @@ START_TEST(classical_clients_never_retry)
 	    "< /dev/null 2>&1", d.port);
 	ck_assert_msg(strstr(out, "Handshake was completed") != NULL, "%s", out);
 	free(out);
-	ck_assert(h_log_contains(&d, "group=X25519 ", 2000));
+	/* Node (OpenSSL 3.0): its default, then a list led by P-384, whose
+	 * share is taken as it is rather than moved to X25519. */
+	js = h_write("groups.js", node_script);
+	out = h_run(&st, "timeout 20 node '%s' %d '' 2>&1", js, d.port);
+	ck_assert_msg(st == 0 && strstr(out, "key=X25519 ") != NULL, "%s", out);
+	free(out);
+	out = h_run(&st, "timeout 20 node '%s' %d 'P-384:X25519' 2>&1", js,
+	    d.port);
+	ck_assert_msg(st == 0 && strstr(out, "key=secp384r1 ") != NULL, "%s", out);
+	free(out);
+	ck_assert(h_log_contains(&d, "group=P-384 ", 2000));
 	ck_assert(metric("tlsproxy_handshakes_by_group_total"
-	    "{group=\"X25519\"}") == 2);
+	    "{group=\"X25519\"}") == 3);
+	ck_assert(metric("tlsproxy_handshakes_by_group_total"
+	    "{group=\"P-384\"}") == 1);
 	ck_assert(metric("tlsproxy_hello_retry_requests_total") == 0);
 	st_out = h_run(&st, "curl -sf http://127.0.0.1:%d/status", admin_port);
-	ck_assert_msg(strstr(st_out, "\"X25519\":2") != NULL &&
+	ck_assert_msg(strstr(st_out, "\"X25519\":3") != NULL &&
 	    strstr(st_out, "\"hello_retry_requests\":0") != NULL, "%s", st_out);
 	free(st_out);
 	finish(&d, bpid);
