@@ -262,6 +262,16 @@ metrics_handshakes(struct evbuffer *b, const struct daemon *d)
 		admin_sample(b, "tlsproxy_handshakes_by_group_total", l,
 		    (double)SUMI(d, hs_group, g));
 	}
+	admin_family(b, "tlsproxy_handshakes_by_ech_total", "counter",
+	    "Finished TLS handshakes, by what became of an Encrypted Client "
+	    "Hello (rejected: not decryptable, including GREASE; none: not "
+	    "offered, or the listener has no ech keys).");
+	for (int e = 0; e < STAT_ECH_COUNT; e++) {
+		const char *l[] = { "outcome", stat_ech_names[e], NULL };
+
+		admin_sample(b, "tlsproxy_handshakes_by_ech_total", l,
+		    (double)SUMI(d, hs_ech, e));
+	}
 	admin_one(b, "tlsproxy_hello_retry_requests_total", "counter",
 	    "TLS 1.3 handshakes that took a HelloRetryRequest (the client "
 	    "sent no key share for the group chosen).",
@@ -553,6 +563,11 @@ admin_status(struct evbuffer *b, struct daemon *d)
 		    i));
 	evbuffer_add_printf(b, "},\"hello_retry_requests\":%llu",
 	    (unsigned long long)SUM(d, hello_retry_requests));
+	evbuffer_add_printf(b, ",\"handshakes_by_ech\":{");
+	for (int i = 0; i < STAT_ECH_COUNT; i++)
+		evbuffer_add_printf(b, "%s\"%s\":%llu", i > 0 ? "," : "",
+		    stat_ech_names[i], (unsigned long long)SUMI(d, hs_ech, i));
+	evbuffer_add(b, "}", 1);
 	status_listeners(b, d, g);
 	status_contexts(b, g);
 	evbuffer_add(b, "}\n", 2);

@@ -202,6 +202,11 @@ static const struct conf_key keys[] = {
 	{ SEC_LISTENER, "proxy_protocol_client_cert", T_BOOL,
 	  L(proxy_protocol_client_cert), "no", 0, 0, 0,
 	  "v2: also send the client's certificate (DER, TLV type 0xE0)" },
+	{ SEC_LISTENER, "ech", T_LIST, L(ech), NULL, 0, 0, 0,
+	  "Encrypted Client Hello key files (PEM: PRIVATE KEY + ECHCONFIG)" },
+	{ SEC_LISTENER, "ech_retry", T_LIST, L(ech_retry), NULL, 0, 0, 0,
+	  "the ech files whose configs go back to clients as retry configs "
+	  "(default: all)" },
 
 	TLS_KEYS(SEC_LISTENER, L, TLS_INHERIT)
 

@@ -88,6 +88,8 @@ struct conf_listener {
 	struct strlist alpn_backend;
 	char *proxy_protocol; /* "off", "v1" or "v2" */
 	int64_t proxy_protocol_client_cert;
+	struct strlist ech;       /* Encrypted Client Hello key files */
+	struct strlist ech_retry; /* those sent as retry configs; none: all */
 	struct conf_tls tls; /* overrides [global] for this listener's contexts */
 };
 

@@ -37,6 +37,7 @@
 
 enum conn_state {
 	CONN_HANDSHAKE,
+	CONN_ECH_WAIT, /* ECH rejected: the backend waits for client bytes */
 	CONN_CONNECTING,
 	CONN_RELAYING,
 };
@@ -59,6 +60,7 @@ struct conn {
 	struct event ev[2];
 	uint8_t hs_want; /* RELAY_WANT_* the handshake waits for */
 	uint8_t sni_refused; /* sni_strict and no context for the name */
+	uint8_t ech; /* enum stat_ech: what became of an Encrypted Client Hello */
 	uint8_t timed_out; /* closing because the client was silent */
 	/* TLS 1.3: when the session tickets BoringSSL holds back must leave
 	 * even if nothing else goes to the client by then; 0 once gone. */
@@ -164,7 +166,7 @@ conn_access_log(struct conn *c, const char *reason)
 	const SSL_CIPHER *cipher = NULL;
 	const uint8_t *alpn = NULL;
 	unsigned alpn_len = 0;
-	const char *version = "-", *group = "-";
+	const char *version = "-", *group = "-", *ech = "-";
 	int hs_done = c->state != CONN_HANDSHAKE;
 	uint64_t now = clock_mono_ns();
 	int n;
@@ -183,19 +185,23 @@ conn_access_log(struct conn *c, const char *reason)
 		group = conn_group_name(c->ssl);
 		SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
 	}
+	/* Known from the ClientHello on: a rejected one is worth logging
+	 * even if the handshake then failed. */
+	if (c->ech != STAT_ECH_NONE)
+		ech = stat_ech_names[c->ech];
 	if (c->state == CONN_RELAYING)
 		addr_format(&c->backend->addrs[c->addr_index], backend,
 		    sizeof(backend));
 	n = snprintf(line, sizeof(line), "conn id=%llu client=%s listener=%s "
 	    "sni=%s context=%s alpn=%.*s version=%s cipher=%s group=%s "
-	    "resumed=%s auth=%s client_subject=\"%s\" handshake_ms=%.3f "
+	    "ech=%s resumed=%s auth=%s client_subject=\"%s\" handshake_ms=%.3f "
 	    "backend=%s bytes_in=%llu bytes_out=%llu duration_ms=%.3f "
 	    "reason=\"%s\"",
 	    (unsigned long long)c->id, peer, c->lc->name,
 	    c->sni ? c->sni : "-", c->tls ? c->tls->name : "-",
 	    alpn_len ? (int)alpn_len : 1,
 	    alpn_len ? (const char *)alpn : "-", version,
-	    cipher ? SSL_CIPHER_get_name(cipher) : "-", group,
+	    cipher ? SSL_CIPHER_get_name(cipher) : "-", group, ech,
 	    hs_done ? (SSL_session_reused(c->ssl) ? "yes" : "no") : "-", auth,
 	    subject,
 	    hs_done ? (double)(c->handshake_ns - c->start_ns) / 1e6 : 0.0,
@@ -218,7 +224,8 @@ conn_log_refused(struct worker *w, const struct listener_conf *lc,
 		return;
 	/* The same fields as every other line, so parsers need no case. */
 	n = snprintf(line, sizeof(line), "conn id=- client=%s listener=%s "
-	    "sni=- context=- alpn=- version=- cipher=- group=- resumed=- "
+	    "sni=- context=- alpn=- version=- cipher=- group=- ech=- "
+	    "resumed=- "
 	    "auth=- "
 	    "client_subject=\"-\" handshake_ms=0.000 backend=- bytes_in=0 "
 	    "bytes_out=0 duration_ms=0.000 reason=\"refused: %s\"",
@@ -609,6 +616,68 @@ conn_client_sent_more(struct conn *c)
 	return ahead + (size_t)unread > 24;
 }
 
+/* conn_connect_backend routes a finished handshake and starts
+ * connecting to the backend. */
+static void
+conn_connect_backend(struct conn *c)
+{
+	const uint8_t *alpn = NULL;
+	unsigned alpn_len = 0;
+
+	c->state = CONN_CONNECTING;
+	SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
+	c->backend = generation_route(c->lc, c->tls, alpn, alpn_len);
+	c->addr_index = backend_pick(c->backend);
+	conn_connect_next(c);
+}
+
+/* conn_ech_wait: a client whose Encrypted Client Hello could not be
+ * decrypted completes the handshake for the ECH public name and then, if
+ * it offered a real (stale) config, aborts with ech_required to retry
+ * with the configs it was sent; only a client that sent GREASE goes on.
+ * So the backend is connected once the client sends application data,
+ * and a client that aborts never reaches it. */
+static void
+conn_ech_wait(struct conn *c)
+{
+	char byte, buf[160], why[192];
+	enum stat_hs_fail kind;
+	int n, err;
+
+	ERR_clear_error();
+	n = SSL_peek(c->ssl, &byte, 1);
+	err = SSL_get_error(c->ssl, n);
+	tls_bio_flush(SSL_get_wbio(c->ssl));
+	if (n > 0) {
+		evtimer_del(&c->timer);
+		conn_connect_backend(c);
+		return;
+	}
+	if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+		return;
+	if (err == SSL_ERROR_ZERO_RETURN || err == SSL_ERROR_SYSCALL) {
+		ERR_clear_error();
+		conn_close(c, "ECH rejected: the client closed before sending "
+		    "data");
+		return;
+	}
+	snprintf(why, sizeof(why), "ECH rejected: %s",
+	    conn_handshake_why(c, &kind, buf, sizeof(buf)));
+	conn_close(c, why);
+}
+
+static void
+conn_ech_wait_start(struct conn *c)
+{
+	c->state = CONN_ECH_WAIT;
+	/* Tickets need not wait for a backend that may never be used. */
+	c->tickets_due_ms = 0;
+	if (SSL_version(c->ssl) >= TLS1_3_VERSION && SSL_write(c->ssl, "", 0) < 0)
+		ERR_clear_error();
+	conn_arm(c, c->gen->idle_timeout_ms);
+	conn_ech_wait(c);
+}
+
 static void
 conn_handshake(struct conn *c)
 {
@@ -639,10 +708,7 @@ conn_handshake(struct conn *c)
 		return;
 	}
 	switch (err) {
-	case SSL_ERROR_NONE: {
-		const uint8_t *alpn = NULL;
-		unsigned alpn_len = 0;
-
+	case SSL_ERROR_NONE:
 		c->handshake_ns = clock_mono_ns();
 		stats_handshake(c->w->stats, (uint16_t)SSL_version(c->ssl),
 		    SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(c->ssl)),
@@ -650,15 +716,15 @@ conn_handshake(struct conn *c)
 		    (c->handshake_ns - c->start_ns) / 1000);
 		stats_group(c->w->stats, conn_group_id(c->ssl),
 		    SSL_used_hello_retry_request(c->ssl));
-		c->state = CONN_CONNECTING;
+		stat_add(&c->w->stats->hs_ech[c->ech], 1);
 		c->hs_want = 0;
 		evtimer_del(&c->timer);
-		SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
-		c->backend = generation_route(c->lc, c->tls, alpn, alpn_len);
-		c->addr_index = backend_pick(c->backend);
-		conn_connect_next(c);
+		if (c->ech == STAT_ECH_REJECTED) {
+			conn_ech_wait_start(c);
+			return;
+		}
+		conn_connect_backend(c);
 		return;
-	}
 	case SSL_ERROR_WANT_READ:
 		c->hs_want = RELAY_WANT_READ | (flushed == 0 ? RELAY_WANT_WRITE : 0);
 		return;
@@ -715,6 +781,8 @@ conn_client_cb(evutil_socket_t fd, short what, void *arg)
 	} else if (c->state == CONN_RELAYING) {
 		relay_ready(&c->relay, RELAY_CLIENT, conn_what(what));
 		conn_relay(c);
+	} else if (c->state == CONN_ECH_WAIT) {
+		conn_ech_wait(c);
 	}
 }
 
@@ -776,6 +844,11 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		c->timed_out = 1;
 		conn_close(c, "handshake timeout");
 		return;
+	case CONN_ECH_WAIT:
+		c->timed_out = 1;
+		conn_close(c, "ECH rejected: the client sent nothing (idle "
+		    "timeout)");
+		return;
 	case CONN_CONNECTING:
 		if (clock_mono_ms() < c->connect_deadline_ms) {
 			/* Woken for the tickets: the connect has time left. */
@@ -834,6 +907,23 @@ conn_parse_sni(const SSL_CLIENT_HELLO *hello)
 	return NULL;
 }
 
+/* conn_ech_outcome tells an ECH that BoringSSL decrypted from one it
+ * could not: a stale or unknown config, or GREASE, which looks the same
+ * from here. */
+static uint8_t
+conn_ech_outcome(const SSL_CLIENT_HELLO *hello)
+{
+	const uint8_t *data;
+	size_t len;
+
+	if (SSL_ech_accepted(hello->ssl))
+		return STAT_ECH_ACCEPTED;
+	if (SSL_early_callback_ctx_extension_get(hello,
+	    TLSEXT_TYPE_encrypted_client_hello, &data, &len))
+		return STAT_ECH_REJECTED;
+	return STAT_ECH_NONE;
+}
+
 enum ssl_select_cert_result_t
 conn_select_cert(const SSL_CLIENT_HELLO *hello)
 {
@@ -842,6 +932,10 @@ conn_select_cert(const SSL_CLIENT_HELLO *hello)
 
 	if (c == NULL)
 		return ssl_select_cert_success;
+	/* With ECH accepted, |hello| is the inner ClientHello: it decides the
+	 * name, the context and everything after. */
+	if (c->lc->ech_front != NULL)
+		c->ech = conn_ech_outcome(hello);
 	free(c->sni);
 	c->sni = conn_parse_sni(hello);
 	/* The table belongs to the generation the connection was accepted
@@ -853,6 +947,9 @@ conn_select_cert(const SSL_CLIENT_HELLO *hello)
 		 * lets choose it. */
 		c->sni_refused = (uint8_t)c->lc->sni_strict;
 	}
+	/* An ECH listener's default context is its own build of it. */
+	if (t->cc == c->lc->context->cc)
+		t = c->lc->context;
 	c->tls = t;
 	if (tls_ctx_apply(t, c->lc->context, hello) != 0)
 		return ssl_select_cert_error;

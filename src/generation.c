@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "conn.h"
+#include "ech.h"
 #include "log.h"
 #include "stats.h"
 #include "session_cache.h"
@@ -41,6 +42,9 @@ generation_free(struct generation *g)
 		if (l->own != NULL)
 			ctx_set_release(l->own);
 		free(l->own);
+		if (l->ech_front != NULL)
+			tls_ctx_release(l->ech_front);
+		free(l->ech_front);
 	}
 	ctx_set_release(&g->shared);
 	tickets_ring_free(&g->tickets);
@@ -218,6 +222,79 @@ ctx_set_build(struct ctx_set *set, struct generation *g, struct config *cfg,
 	return rc;
 }
 
+/* generation_ech_names checks that each ECH public name reaches a
+ * context whose certificate covers it: a client whose config is stale
+ * authenticates that name before it retries. */
+static int
+generation_ech_names(struct config *cfg, const struct listener_conf *l,
+    const struct ech_public_name *names, size_t num)
+{
+	int rc = 0;
+
+	for (size_t i = 0; i < num; i++) {
+		const struct tls_ctx *t = sni_lookup(l->sni, names[i].name);
+
+		if (t == NULL && l->sni_strict) {
+			config_error(cfg, names[i].line, "ech", "'%s': no context "
+			    "has the public name %s as a servername (sni_strict "
+			    "refuses it)", names[i].file, names[i].name);
+			rc = -1;
+			continue;
+		}
+		if (t == NULL)
+			t = l->context;
+		if (!tls_ctx_covers_name(t, names[i].name)) {
+			config_error(cfg, names[i].line, "ech", "'%s': the public "
+			    "name %s is answered by [context %s], whose "
+			    "certificate does not cover it", names[i].file,
+			    names[i].name, t->name);
+			rc = -1;
+		}
+	}
+	return rc;
+}
+
+/* generation_ech_front builds |l|'s own copy of its default context and
+ * gives it the listener's ECH keys. */
+static int
+generation_ech_front(struct generation *g, struct config *cfg,
+    const struct conf_listener *cl, struct listener_conf *l)
+{
+	struct ech_public_name *names = NULL;
+	size_t num_names = 0;
+	SSL_ECH_KEYS *keys = ech_load(cfg, cl, &names, &num_names);
+	const struct conf_context *cc = l->context->cc;
+	struct tls_ctx *t;
+	int rc = -1;
+
+	if (keys == NULL)
+		return -1;
+	if (generation_ech_names(cfg, l, names, num_names) != 0)
+		goto out;
+	if ((t = l->ech_front = calloc(1, sizeof(*t))) == NULL ||
+	    tls_ctx_init(t, cfg, config_listener_has_tls(cl) ? cl : NULL,
+	    cc) != 0) {
+		free(l->ech_front);
+		l->ech_front = NULL;
+		goto out;
+	}
+	tls_ctx_set_callbacks(t, conn_select_cert, conn_servername);
+	if (cc->backend != NULL)
+		t->backend = generation_backend(g, cc->backend);
+	if (generation_routes(g, &cc->alpn_backend, &t->routes,
+	    &t->num_routes) != 0 || tls_ctx_set_ech_keys(t, keys) != 0) {
+		config_error(cfg, cl->ech.lines[0], "ech", "cannot install the "
+		    "ECH keys of [listener %s]", cl->h.name);
+		goto out;
+	}
+	l->context = t;
+	rc = 0;
+out:
+	SSL_ECH_KEYS_free(keys);
+	free(names);
+	return rc;
+}
+
 static int
 generation_build_listeners(struct generation *g, struct config *cfg)
 {
@@ -249,6 +326,8 @@ generation_build_listeners(struct generation *g, struct config *cfg)
 		if (l->context == NULL || l->backend == NULL ||
 		    generation_routes(g, &cl->alpn_backend, &l->routes,
 		    &l->num_routes) != 0)
+			return -1;
+		if (cl->ech.num > 0 && generation_ech_front(g, cfg, cl, l) != 0)
 			return -1;
 	}
 	return 0;

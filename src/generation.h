@@ -31,6 +31,10 @@ struct listener_conf {
 	 * contexts; the others share the generation's. */
 	struct ctx_set *own;
 	struct tls_ctx *context; /* default context */
+	/* With ech: this listener's own build of its default context, whose
+	 * SSL_CTXs (where its connections start) hold the ECH keys; the
+	 * contexts other listeners share never decrypt for it. */
+	struct tls_ctx *ech_front;
 	const struct sni_table *sni;
 	int sni_strict;
 	struct backend *backend;

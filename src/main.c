@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "ech.h"
 #include "generation.h"
 #include "log.h"
 #include "tickets.h"
@@ -27,7 +28,11 @@ usage(FILE *f)
 	    "      --list-keys    print every configuration key with its default\n"
 	    "      --list-ciphers print the cipher suites BoringSSL supports\n"
 	    "      --list-curves  print the key-exchange groups BoringSSL supports\n"
-	    "      --new-ticket-key  print a fresh session-ticket key (base64 line)\n");
+	    "      --new-ticket-key  print a fresh session-ticket key (base64 line)\n"
+	    "      --new-ech-key PUBLIC_NAME\n"
+	    "                     print a fresh Encrypted Client Hello key file\n"
+	    "      --ech-config-list FILE...\n"
+	    "                     print the ECHConfigList of ech files (base64, for DNS)\n");
 }
 
 /* load builds the generation the daemon or -t needs, printing every
@@ -66,6 +71,8 @@ main(int argc, char **argv)
 		{ "list-ciphers", no_argument, NULL, 'C' },
 		{ "list-curves", no_argument, NULL, 'G' },
 		{ "new-ticket-key", no_argument, NULL, 'N' },
+		{ "new-ech-key", required_argument, NULL, 'E' },
+		{ "ech-config-list", no_argument, NULL, 'L' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *path = DEFAULT_CONFIG;
@@ -111,6 +118,16 @@ main(int argc, char **argv)
 			printf("%s\n", line);
 			return 0;
 		}
+		case 'E':
+			return ech_new_key(optarg, stdout) == 0 ? 0 : 1;
+		case 'L':
+			if (optind == argc) {
+				fprintf(stderr, "tlsproxy: --ech-config-list needs "
+				    "one or more ech files\n");
+				return 2;
+			}
+			return ech_print_config_list(argv + optind, argc - optind,
+			    stdout) == 0 ? 0 : 1;
 		default:
 			usage(stderr);
 			return 2;

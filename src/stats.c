@@ -9,6 +9,10 @@ const char *const stat_hs_fail_names[STAT_HS_FAIL_COUNT] = {
 	"client_certificate", "timeout", "not_tls", "renegotiation", "other",
 };
 
+const char *const stat_ech_names[STAT_ECH_COUNT] = {
+	"none", "accepted", "rejected",
+};
+
 const char *const stat_group_names[STAT_GROUP_COUNT] = {
 	"X25519MLKEM768", "X25519", "P-256", "P-384", "P-521", "other",
 };

@@ -60,7 +60,16 @@ enum stat_group {
 	STAT_GROUP_COUNT,
 };
 
+/* What became of an Encrypted Client Hello. */
+enum stat_ech {
+	STAT_ECH_NONE,     /* none offered, or the listener has no ech */
+	STAT_ECH_ACCEPTED,
+	STAT_ECH_REJECTED, /* not decryptable: stale config or GREASE */
+	STAT_ECH_COUNT,
+};
+
 extern const char *const stat_hs_fail_names[STAT_HS_FAIL_COUNT];
+extern const char *const stat_ech_names[STAT_ECH_COUNT];
 extern const char *const stat_group_names[STAT_GROUP_COUNT];
 extern const char *const stat_refusal_names[STAT_REFUSAL_COUNT];
 
@@ -88,6 +97,7 @@ struct worker_stats {
 	stat_t bans;
 	stat_t hs_group[STAT_GROUP_COUNT];
 	stat_t hello_retry_requests;
+	stat_t hs_ech[STAT_ECH_COUNT];
 	stat_t hs_bucket[STAT_HS_BUCKETS + 1];
 	stat_t hs_sum_us;
 	stat_t bytes_from_client, bytes_from_backend;

@@ -1151,6 +1151,30 @@ tls_ctx_set_callbacks(struct tls_ctx *t,
 	}
 }
 
+int
+tls_ctx_covers_name(const struct tls_ctx *t, const char *name)
+{
+	for (int k = 0; k < TLS_KEY_NUM; k++) {
+		X509 *x = t->ctx[k] != NULL ? SSL_CTX_get0_certificate(t->ctx[k]) :
+		    NULL;
+
+		if (x != NULL && X509_check_host(x, name, strlen(name), 0,
+		    NULL) == 1)
+			return 1;
+	}
+	return 0;
+}
+
+int
+tls_ctx_set_ech_keys(struct tls_ctx *t, SSL_ECH_KEYS *keys)
+{
+	for (int k = 0; k < TLS_KEY_NUM; k++) {
+		if (t->ctx[k] != NULL && SSL_CTX_set1_ech_keys(t->ctx[k], keys) != 1)
+			return -1;
+	}
+	return 0;
+}
+
 SSL_CTX *
 tls_ctx_default(const struct tls_ctx *t)
 {

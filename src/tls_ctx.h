@@ -97,6 +97,14 @@ void tls_ctx_set_callbacks(struct tls_ctx *t,
  * staple slots (or clears them with ocsp = off). */
 void tls_ctx_activate(struct tls_ctx *t);
 
+/* tls_ctx_covers_name returns whether a certificate of |t| is valid for
+ * host name |name|. */
+int tls_ctx_covers_name(const struct tls_ctx *t, const char *name);
+
+/* tls_ctx_set_ech_keys has |t|'s SSL_CTXs decrypt Encrypted Client Hellos
+ * with |keys| (the caller keeps its reference). Returns 0 or -1. */
+int tls_ctx_set_ech_keys(struct tls_ctx *t, SSL_ECH_KEYS *keys);
+
 /* tls_ctx_default returns the SSL_CTX new connections start with. */
 SSL_CTX *tls_ctx_default(const struct tls_ctx *t);
 
