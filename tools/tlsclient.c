@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/base64.h>
 #include <openssl/err.h>
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
@@ -93,6 +94,9 @@ struct tlsclient_opts {
 	uint16_t shares[8];
 	size_t num_shares;
 	bool shares_set;
+	uint8_t *ech_config; /* --ech-config-list, decoded; NULL if unset */
+	size_t ech_config_len;
+	bool ech_grease;
 };
 
 struct tlsclient_conn {
@@ -128,6 +132,9 @@ struct tlsclient_conn {
 	int hrr;
 	char alpn[64];
 	size_t ocsp_len; /* stapled OCSP response, with --status */
+	const char *ech; /* "accepted", "rejected" or "-" (not offered) */
+	bool ech_retry;  /* failed with ECH_REJECTED: print retry_configs */
+	char *retry_configs; /* their base64, NULL if the server sent none */
 };
 
 struct tlsclient {
@@ -184,6 +191,12 @@ tlsclient_usage(FILE *f)
 	    "  --groups LIST       offer these key-exchange groups, colon separated\n"
 	    "                      (X25519MLKEM768, X25519, P-256, P-384)\n"
 	    "  --key-shares LIST   send key shares for exactly these groups (may be empty)\n"
+	    "  --ech-config-list B64|@FILE\n"
+	    "                      offer ECH with this ECHConfigList: base64 as in an HTTPS\n"
+	    "                      record's ech=, or @FILE holding the raw list; every line\n"
+	    "                      reports ech=accepted|rejected|-, and error=ECH_REJECTED\n"
+	    "                      lines the server's retry_configs=B64 (- if none)\n"
+	    "  --ech-grease        send a GREASE ECH extension when not offering ECH\n"
 	    "prints one line per connection; exits 0 if all are ok=1, 1 if not, 2 on usage errors\n");
 }
 
@@ -396,6 +409,72 @@ tlsclient_parse_source(const char *s, struct tlsclient_opts *o)
 	return -1;
 }
 
+/* tlsclient_parse_ech reads --ech-config-list: base64 as in the ech=
+ * parameter of a DNS HTTPS record, or @FILE with the raw ECHConfigList that
+ * bssl generate-ech -out-ech-config-list writes. BoringSSL checks the
+ * syntax here, so a bad list is a usage error rather than failed
+ * connections. */
+static int
+tlsclient_parse_ech(const char *arg, struct tlsclient_opts *o)
+{
+	/* An ECHConfigList is at most a 2-byte length and 65535 bytes. */
+	const size_t max = 2 + 65535;
+	uint8_t *buf = NULL;
+	size_t len = 0, cap;
+	SSL_CTX *ctx = NULL;
+	SSL *ssl = NULL;
+	int ret = -1;
+
+	if (arg[0] == '@') {
+		FILE *f = fopen(arg + 1, "rb");
+
+		if (f == NULL || (buf = malloc(max + 1)) == NULL) {
+			fprintf(stderr, "tlsproxy-tlsclient: --ech-config-list %s: %s\n", arg,
+			    strerror(errno));
+			if (f != NULL)
+				fclose(f);
+			goto out;
+		}
+		len = fread(buf, 1, max + 1, f);
+		if (ferror(f) || len > max) {
+			fprintf(stderr, "tlsproxy-tlsclient: --ech-config-list %s: %s\n", arg,
+			    ferror(f) ? "read error" : "too large for an ECHConfigList");
+			fclose(f);
+			goto out;
+		}
+		fclose(f);
+	} else {
+		size_t n = strlen(arg);
+
+		if (n == 0 || !EVP_DecodedLength(&cap, n) || (buf = malloc(cap)) == NULL ||
+		    !EVP_DecodeBase64(buf, &len, cap, (const uint8_t *)arg, n)) {
+			fprintf(stderr, "tlsproxy-tlsclient: --ech-config-list wants base64 "
+			    "(standard alphabet, padded) or @FILE\n");
+			goto out;
+		}
+	}
+	if ((ctx = SSL_CTX_new(TLS_method())) == NULL || (ssl = SSL_new(ctx)) == NULL) {
+		fprintf(stderr, "tlsproxy-tlsclient: cannot set up TLS\n");
+		goto out;
+	}
+	if (!SSL_set1_ech_config_list(ssl, buf, len)) {
+		fprintf(stderr, "tlsproxy-tlsclient: --ech-config-list: not a valid "
+		    "ECHConfigList\n");
+		goto out;
+	}
+	free(o->ech_config);
+	o->ech_config = buf;
+	o->ech_config_len = len;
+	buf = NULL;
+	ret = 0;
+out:
+	ERR_clear_error();
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	free(buf);
+	return ret;
+}
+
 static int
 tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 {
@@ -404,7 +483,7 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 		OPT_SEND_BYTES, OPT_SEND_FILE, OPT_NO_HALF_CLOSE, OPT_CONNS,
 		OPT_EXPECT_SHA, OPT_EXPECT_BYTES, OPT_NO_READ, OPT_HOLD, OPT_SEND_RAW,
 		OPT_TIMEOUT, OPT_REQUEST, OPT_STATUS, OPT_SOURCE, OPT_HELP, OPT_GROUPS,
-		OPT_KEY_SHARES,
+		OPT_KEY_SHARES, OPT_ECH_CONFIG_LIST, OPT_ECH_GREASE,
 	};
 	static const struct option opts[] = {
 		{ "servername", required_argument, NULL, OPT_SERVERNAME },
@@ -428,6 +507,8 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 		{ "help", no_argument, NULL, OPT_HELP },
 		{ "groups", required_argument, NULL, OPT_GROUPS },
 		{ "key-shares", required_argument, NULL, OPT_KEY_SHARES },
+		{ "ech-config-list", required_argument, NULL, OPT_ECH_CONFIG_LIST },
+		{ "ech-grease", no_argument, NULL, OPT_ECH_GREASE },
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned send_opts = 0;
@@ -463,6 +544,13 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 				o->groups_arg = optarg;
 			else
 				o->shares_set = true;
+			break;
+		case OPT_ECH_CONFIG_LIST:
+			if (tlsclient_parse_ech(optarg, o) != 0)
+				return -1;
+			break;
+		case OPT_ECH_GREASE:
+			o->ech_grease = true;
 			break;
 		case OPT_SOURCE:
 			if (tlsclient_parse_source(optarg, o) != 0) {
@@ -586,16 +674,44 @@ tlsclient_set_reason(struct tlsclient_conn *c, const char *s)
 	c->error[i] = '\0';
 }
 
+/* tlsclient_note_ech records, for a failed handshake, whether the server
+ * turned ECH down: BoringSSL then names the public name to verify the
+ * certificate against. With SSL_R_ECH_REJECTED the connection also keeps
+ * the retry configs the server sent, so a test can try again with them. */
+static void
+tlsclient_note_ech(struct tlsclient_conn *c, bool ech_rejected)
+{
+	const char *name;
+	const uint8_t *rc;
+	size_t name_len, rc_len, b64_len;
+
+	SSL_get0_ech_name_override(c->ssl, &name, &name_len);
+	if (name_len > 0 || ech_rejected)
+		c->ech = "rejected";
+	/* SSL_get0_ech_retry_configs is only defined after ECH_REJECTED. */
+	if (!ech_rejected)
+		return;
+	c->ech_retry = true;
+	SSL_get0_ech_retry_configs(c->ssl, &rc, &rc_len);
+	if (rc_len == 0 || !EVP_EncodedLength(&b64_len, rc_len) ||
+	    (c->retry_configs = malloc(b64_len)) == NULL)
+		return;
+	EVP_EncodeBlock((uint8_t *)c->retry_configs, rc, rc_len);
+}
+
 /* tlsclient_ssl_reason explains a failed SSL call. |ret| is its return
  * value and |saved_errno| errno right after it. */
 static void
 tlsclient_ssl_reason(struct tlsclient_conn *c, int ret, int saved_errno)
 {
 	int err = SSL_get_error(c->ssl, ret);
+	uint32_t e = ERR_peek_error();
 	char buf[192];
 
+	if (c->phase == PHASE_HANDSHAKE)
+		tlsclient_note_ech(c, err == SSL_ERROR_SSL && ERR_GET_LIB(e) == ERR_LIB_SSL &&
+		    ERR_GET_REASON(e) == SSL_R_ECH_REJECTED);
 	if (err == SSL_ERROR_SSL) {
-		uint32_t e = ERR_peek_error();
 		const char *r = ERR_reason_error_string(e);
 		long vr = SSL_get_verify_result(c->ssl);
 
@@ -795,6 +911,14 @@ tlsclient_conn_connected(struct tlsclient *t, struct tlsclient_conn *c)
 			tlsclient_conn_fail(t, c);
 			return;
 		}
+		if (t->o.ech_config != NULL &&
+		    !SSL_set1_ech_config_list(c->ssl, t->o.ech_config, t->o.ech_config_len)) {
+			tlsclient_set_reason(c, "ech_config_list_rejected");
+			tlsclient_conn_fail(t, c);
+			return;
+		}
+		if (t->o.ech_grease)
+			SSL_set_enable_ech_grease(c->ssl, 1);
 		SSL_set_connect_state(c->ssl);
 		c->phase = PHASE_HANDSHAKE;
 	}
@@ -1106,6 +1230,10 @@ tlsclient_conn_run(struct tlsclient *t, struct tlsclient_conn *c)
 			c->cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl));
 			c->group = tlsclient_group_name(SSL_get_curve_id(c->ssl));
 			c->hrr = SSL_used_hello_retry_request(c->ssl);
+			/* A rejected offer never gets here: BoringSSL fails the
+			 * handshake with ECH_REJECTED. Not accepted is not
+			 * offered (TLS 1.2 only, no usable config, GREASE). */
+			c->ech = SSL_ech_accepted(c->ssl) ? "accepted" : "-";
 			SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
 			if (alpn_len == 0 || alpn_len >= sizeof(c->alpn)) {
 				strcpy(c->alpn, "-");
@@ -1170,11 +1298,16 @@ tlsclient_print(const struct tlsclient *t, const struct tlsclient_conn *c)
 	SHA256_CTX copy;
 
 	if (!c->ok) {
-		printf("conn=%u ok=0 error=%s\n", c->idx, c->error[0] != '\0' ? c->error : "unknown");
+		printf("conn=%u ok=0 error=%s ech=%s", c->idx,
+		    c->error[0] != '\0' ? c->error : "unknown", c->ech);
+		if (c->ech_retry)
+			printf(" retry_configs=%s", c->retry_configs != NULL ? c->retry_configs : "-");
+		putchar('\n');
 		return;
 	}
 	if (t->o.raw) {
-		printf("conn=%u ok=1 raw_received=%" PRIu64 "\n", c->idx, c->received);
+		printf("conn=%u ok=1 raw_received=%" PRIu64 " ech=%s\n", c->idx, c->received,
+		    c->ech);
 		return;
 	}
 	copy = c->sent_sha;
@@ -1184,9 +1317,9 @@ tlsclient_print(const struct tlsclient *t, const struct tlsclient_conn *c)
 	SHA256_Final(md, &copy);
 	tlsclient_hex(md, sizeof(md), recv_hex);
 	printf("conn=%u ok=1 version=%s cipher=%s group=%s hrr=%d alpn=%s sent=%" PRIu64
-	    " sent_sha256=%s received=%" PRIu64 " received_sha256=%s close_notify=%d",
+	    " sent_sha256=%s received=%" PRIu64 " received_sha256=%s close_notify=%d ech=%s",
 	    c->idx, c->version, c->cipher, c->group, c->hrr, c->alpn, c->sent, sent_hex, c->received,
-	    recv_hex, c->close_notify ? 1 : 0);
+	    recv_hex, c->close_notify ? 1 : 0, c->ech);
 	if (t->o.status)
 		printf(" ocsp=%zu", c->ocsp_len);
 	putchar('\n');
@@ -1264,6 +1397,7 @@ main(int argc, char **argv)
 		c->fd = -1;
 		c->ai = t.addrs;
 		c->send_left = t.o.send_bytes;
+		c->ech = "-";
 		prng_init(&c->prng);
 		SHA256_Init(&c->sent_sha);
 		SHA256_Init(&c->recv_sha);
@@ -1335,11 +1469,14 @@ main(int argc, char **argv)
 	fflush(stdout);
 	if (t.o.hold > 0)
 		tlsclient_sleep(t.o.hold);
-	for (unsigned i = 0; i < t.o.conns; i++)
+	for (unsigned i = 0; i < t.o.conns; i++) {
 		tlsclient_conn_release(&t.conns[i]);
+		free(t.conns[i].retry_configs);
+	}
 	free(t.conns);
 	freeaddrinfo(t.addrs);
 	SSL_CTX_free(t.ctx);
 	free(t.o.request);
+	free(t.o.ech_config);
 	return status;
 }
