@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include <openssl/base64.h>
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
@@ -97,6 +98,7 @@ struct tlsclient_opts {
 	uint8_t *ech_config; /* --ech-config-list, decoded; NULL if unset */
 	size_t ech_config_len;
 	bool ech_grease;
+	int wire_fd; /* --wire, -1 if unset */
 };
 
 struct tlsclient_conn {
@@ -153,6 +155,13 @@ struct tlsclient {
  * address. */
 static int tlsclient_stream_tag;
 
+/* --wire: the file, and the BIO that connections then use instead of
+ * BoringSSL's socket BIO so that everything crossing a socket is copied
+ * there. */
+static int tlsclient_wire_fd = -1;
+static bool tlsclient_wire_failed;
+static BIO_METHOD *tlsclient_wire_method;
+
 static void
 tlsclient_hex(const uint8_t *p, size_t n, char *out)
 {
@@ -197,6 +206,8 @@ tlsclient_usage(FILE *f)
 	    "                      reports ech=accepted|rejected|-, and error=ECH_REJECTED\n"
 	    "                      lines the server's retry_configs=B64 (- if none)\n"
 	    "  --ech-grease        send a GREASE ECH extension when not offering ECH\n"
+	    "  --wire FILE         append every byte sent and received on the sockets (TLS\n"
+	    "                      records as on the wire) to FILE\n"
 	    "prints one line per connection; exits 0 if all are ok=1, 1 if not, 2 on usage errors\n");
 }
 
@@ -483,7 +494,7 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 		OPT_SEND_BYTES, OPT_SEND_FILE, OPT_NO_HALF_CLOSE, OPT_CONNS,
 		OPT_EXPECT_SHA, OPT_EXPECT_BYTES, OPT_NO_READ, OPT_HOLD, OPT_SEND_RAW,
 		OPT_TIMEOUT, OPT_REQUEST, OPT_STATUS, OPT_SOURCE, OPT_HELP, OPT_GROUPS,
-		OPT_KEY_SHARES, OPT_ECH_CONFIG_LIST, OPT_ECH_GREASE,
+		OPT_KEY_SHARES, OPT_ECH_CONFIG_LIST, OPT_ECH_GREASE, OPT_WIRE,
 	};
 	static const struct option opts[] = {
 		{ "servername", required_argument, NULL, OPT_SERVERNAME },
@@ -509,6 +520,7 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 		{ "key-shares", required_argument, NULL, OPT_KEY_SHARES },
 		{ "ech-config-list", required_argument, NULL, OPT_ECH_CONFIG_LIST },
 		{ "ech-grease", no_argument, NULL, OPT_ECH_GREASE },
+		{ "wire", required_argument, NULL, OPT_WIRE },
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned send_opts = 0;
@@ -519,6 +531,7 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 	o->timeout = 30;
 	o->conns = 1;
 	o->file_fd = -1;
+	o->wire_fd = -1;
 	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (ch) {
 		case OPT_SERVERNAME:
@@ -551,6 +564,16 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 			break;
 		case OPT_ECH_GREASE:
 			o->ech_grease = true;
+			break;
+		case OPT_WIRE:
+			if (o->wire_fd >= 0)
+				close(o->wire_fd);
+			o->wire_fd = open(optarg, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+			if (o->wire_fd < 0) {
+				fprintf(stderr, "tlsproxy-tlsclient: --wire %s: %s\n", optarg,
+				    strerror(errno));
+				return -1;
+			}
 			break;
 		case OPT_SOURCE:
 			if (tlsclient_parse_source(optarg, o) != 0) {
@@ -886,6 +909,99 @@ tlsclient_conn_connect(struct tlsclient *t, struct tlsclient_conn *c)
 
 static void tlsclient_conn_run(struct tlsclient *t, struct tlsclient_conn *c);
 
+/* tlsclient_wire_log appends to the --wire file. errno is kept for the
+ * caller, which reads it after the socket call. */
+static void
+tlsclient_wire_log(const void *p, size_t n)
+{
+	const char *q = p;
+	int saved_errno = errno;
+
+	while (tlsclient_wire_fd >= 0 && !tlsclient_wire_failed && n > 0) {
+		ssize_t w = write(tlsclient_wire_fd, q, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			fprintf(stderr, "tlsproxy-tlsclient: --wire: %s\n",
+			    w < 0 ? strerror(errno) : "short write");
+			tlsclient_wire_failed = true;
+			break;
+		}
+		q += w;
+		n -= (size_t)w;
+	}
+	errno = saved_errno;
+}
+
+static int
+tlsclient_wire_read(BIO *b, char *out, int len)
+{
+	const struct tlsclient_conn *c = BIO_get_data(b);
+	ssize_t n;
+
+	BIO_clear_retry_flags(b);
+	n = recv(c->fd, out, (size_t)len, 0);
+	if (n > 0)
+		tlsclient_wire_log(out, (size_t)n);
+	else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		BIO_set_retry_read(b);
+	return (int)n;
+}
+
+static int
+tlsclient_wire_write(BIO *b, const char *in, int len)
+{
+	const struct tlsclient_conn *c = BIO_get_data(b);
+	ssize_t n;
+
+	BIO_clear_retry_flags(b);
+	n = send(c->fd, in, (size_t)len, MSG_NOSIGNAL);
+	if (n > 0)
+		tlsclient_wire_log(in, (size_t)n);
+	else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		BIO_set_retry_write(b);
+	return (int)n;
+}
+
+static long
+tlsclient_wire_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)b;
+	(void)num;
+	(void)ptr;
+	/* Writes go straight to the socket: nothing to flush. */
+	return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int
+tlsclient_wire_setup(void)
+{
+	tlsclient_wire_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+	    "tlsclient wire");
+	return tlsclient_wire_method != NULL &&
+	    BIO_meth_set_read(tlsclient_wire_method, tlsclient_wire_read) &&
+	    BIO_meth_set_write(tlsclient_wire_method, tlsclient_wire_write) &&
+	    BIO_meth_set_ctrl(tlsclient_wire_method, tlsclient_wire_ctrl) ? 0 : -1;
+}
+
+/* tlsclient_set_io puts c->ssl on the socket: directly, or with --wire
+ * through the copying BIO. */
+static int
+tlsclient_set_io(struct tlsclient_conn *c)
+{
+	BIO *bio;
+
+	if (tlsclient_wire_method == NULL)
+		return SSL_set_fd(c->ssl, c->fd);
+	if ((bio = BIO_new(tlsclient_wire_method)) == NULL)
+		return 0;
+	BIO_set_data(bio, c);
+	BIO_set_init(bio, 1);
+	SSL_set_bio(c->ssl, bio, bio);
+	return 1;
+}
+
 static void
 tlsclient_conn_connected(struct tlsclient *t, struct tlsclient_conn *c)
 {
@@ -899,7 +1015,7 @@ tlsclient_conn_connected(struct tlsclient *t, struct tlsclient_conn *c)
 		c->slen = t->o.request_len;
 	} else {
 		c->ssl = SSL_new(t->ctx);
-		if (c->ssl == NULL || !SSL_set_fd(c->ssl, c->fd) ||
+		if (c->ssl == NULL || !tlsclient_set_io(c) ||
 		    (t->o.servername != NULL &&
 		     !SSL_set_tlsext_host_name(c->ssl, t->o.servername))) {
 			tlsclient_set_reason(c, "SSL_new_failed");
@@ -1166,6 +1282,7 @@ tlsclient_raw_run(struct tlsclient *t, struct tlsclient_conn *c)
 		if (c->slen > 0) {
 			n = send(c->fd, c->sptr, c->slen, MSG_NOSIGNAL);
 			if (n > 0) {
+				tlsclient_wire_log(c->sptr, (size_t)n);
 				c->sent += (uint64_t)n;
 				c->sptr += n;
 				c->slen -= (size_t)n;
@@ -1183,6 +1300,7 @@ tlsclient_raw_run(struct tlsclient *t, struct tlsclient_conn *c)
 			c->raw_deadline_ms = cli_now_ms() + TLSCLIENT_RAW_WAIT_MS;
 		n = recv(c->fd, t->rbuf, sizeof(t->rbuf), 0);
 		if (n > 0) {
+			tlsclient_wire_log(t->rbuf, (size_t)n);
 			c->received += (uint64_t)n;
 			continue;
 		}
@@ -1368,6 +1486,13 @@ main(int argc, char **argv)
 		}
 	}
 	signal(SIGPIPE, SIG_IGN);
+	if (t.o.wire_fd >= 0) {
+		tlsclient_wire_fd = t.o.wire_fd;
+		if (tlsclient_wire_setup() != 0) {
+			fprintf(stderr, "tlsproxy-tlsclient: cannot set up --wire\n");
+			return 2;
+		}
+	}
 	cli_raise_nofile();
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
@@ -1466,6 +1591,9 @@ main(int argc, char **argv)
 		if (!t.conns[i].ok)
 			status = 1;
 	}
+	/* A --wire file with gaps would prove nothing. */
+	if (tlsclient_wire_failed)
+		status = 1;
 	fflush(stdout);
 	if (t.o.hold > 0)
 		tlsclient_sleep(t.o.hold);
@@ -1478,5 +1606,6 @@ main(int argc, char **argv)
 	SSL_CTX_free(t.ctx);
 	free(t.o.request);
 	free(t.o.ech_config);
+	BIO_meth_free(tlsclient_wire_method);
 	return status;
 }
