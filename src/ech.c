@@ -395,8 +395,9 @@ ech_new_key(const char *public_name, FILE *out)
 	if (!EVP_HPKE_KEY_generate(&key, EVP_hpke_x25519_hkdf_sha256()) ||
 	    !EVP_HPKE_KEY_private_key(&key, raw, &raw_len, sizeof(raw)))
 		goto out;
-	/* Clients pad the inner name to a multiple of 32 past this, so the
-	 * length of a typical name does not show. */
+	/* The longest name the configuration hides: clients pad shorter
+	 * inner names up to it, so names of up to 32 characters all look
+	 * alike on the wire. */
 	if (!SSL_marshal_ech_config(&config, &config_len, id, &key, public_name,
 	    32)) {
 		fprintf(stderr, "tlsproxy: '%s' cannot be an ECH public name (it "
