@@ -195,20 +195,14 @@ ech_parse_list(struct ech_file *f, char *err, size_t err_len)
 	return 0;
 }
 
-/* ech_read reads and checks ech file |path|. Returns 0, or -1 with the
- * reason in |err|. */
+/* ech_parse reads and checks an ech file's contents from |bio|. Returns
+ * 0, or -1 with the reason in |err|. */
 static int
-ech_read(const char *path, struct ech_file *f, char *err, size_t err_len)
+ech_parse(BIO *bio, struct ech_file *f, char *err, size_t err_len)
 {
-	BIO *bio = BIO_new_file(path, "r");
-	int rc = -1, blocks = 0;
+	int blocks = 0;
 
 	memset(f, 0, sizeof(*f));
-	if (bio == NULL) {
-		ERR_clear_error();
-		ech_err(err, err_len, "cannot open: %s", strerror(errno));
-		return -1;
-	}
 	for (;;) {
 		char *name = NULL, *header = NULL;
 		uint8_t *data = NULL;
@@ -220,9 +214,9 @@ ech_read(const char *path, struct ech_file *f, char *err, size_t err_len)
 			break;
 		}
 		blocks++;
-		if (strcmp(name, "PRIVATE KEY") == 0 && !f->has_key)
+		if (strcmp(name, "PRIVATE KEY") == 0 && !f->has_key) {
 			r = ech_parse_key(f, data, (size_t)len, err, err_len);
-		else if (strcmp(name, "ECHCONFIG") == 0 && f->list == NULL) {
+		} else if (strcmp(name, "ECHCONFIG") == 0 && f->list == NULL) {
 			f->list = data;
 			f->list_len = (size_t)len;
 			data = NULL;
@@ -235,19 +229,58 @@ ech_read(const char *path, struct ech_file *f, char *err, size_t err_len)
 		OPENSSL_free(header);
 		OPENSSL_free(data);
 		if (r != 0)
-			goto out;
+			goto fail;
 	}
 	if (!f->has_key || f->list == NULL) {
 		ech_err(err, err_len, blocks == 0 ? "no PEM blocks (expected a "
 		    "PRIVATE KEY and an ECHCONFIG)" : "needs both a PRIVATE KEY "
 		    "and an ECHCONFIG block");
-		goto out;
+		goto fail;
 	}
-	rc = ech_parse_list(f, err, err_len);
-out:
+	if (ech_parse_list(f, err, err_len) == 0)
+		return 0;
+fail:
+	ech_file_free(f);
+	return -1;
+}
+
+/* ech_read reads and checks ech file |path|. */
+static int
+ech_read(const char *path, struct ech_file *f, char *err, size_t err_len)
+{
+	BIO *bio = BIO_new_file(path, "r");
+	int rc;
+
+	if (bio == NULL) {
+		ERR_clear_error();
+		memset(f, 0, sizeof(*f));
+		ech_err(err, err_len, "cannot open: %s", strerror(errno));
+		return -1;
+	}
+	rc = ech_parse(bio, f, err, err_len);
 	BIO_free(bio);
-	if (rc != 0)
-		ech_file_free(f);
+	return rc;
+}
+
+int
+ech_check(const uint8_t *data, size_t len, size_t *num_configs, char *err,
+    size_t err_len)
+{
+	BIO *bio = BIO_new_mem_buf(data, len);
+	struct ech_file f;
+	int rc = -1;
+
+	*num_configs = 0;
+	if (bio == NULL) {
+		ech_err(err, err_len, "out of memory");
+		return -1;
+	}
+	if (ech_parse(bio, &f, err, err_len) == 0) {
+		*num_configs = f.num_configs;
+		ech_file_free(&f);
+		rc = 0;
+	}
+	BIO_free(bio);
 	return rc;
 }
 

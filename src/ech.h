@@ -5,6 +5,8 @@
 #ifndef TLSPROXY_ECH_H
 #define TLSPROXY_ECH_H
 
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <openssl/ssl.h>
@@ -29,6 +31,12 @@ struct ech_public_name {
  * returns NULL then. */
 SSL_ECH_KEYS *ech_load(struct config *cfg, const struct conf_listener *cl,
     struct ech_public_name **names, size_t *num_names);
+
+/* ech_check parses and checks the contents of an ech file held in
+ * memory, as ech_load does a file. Returns 0 with the number of usable
+ * configs in |*num_configs|, or -1 with the reason in |err|. */
+int ech_check(const uint8_t *data, size_t len, size_t *num_configs,
+    char *err, size_t err_len);
 
 /* ech_new_key writes a fresh ech file for |public_name| to |out|: an
  * X25519 key, a random config id, HKDF-SHA256 with AES-128-GCM and
