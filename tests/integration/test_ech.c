@@ -173,6 +173,16 @@ client(int port, const char *args, int *st)
 	    h_bin("client"), h_dir(), args, port);
 }
 
+/* ech_client runs it offering ECH with |list| (base64), plus |extra|. */
+static char *
+ech_client(int port, const char *list, const char *extra, int *st)
+{
+	char args[1400];
+
+	snprintf(args, sizeof(args), "--ech-config-list %s %s", list, extra);
+	return client(port, args, st);
+}
+
 /* access_line waits for the access-log line holding |needle|. */
 static char *
 access_line(const struct setup *s, const char *needle)
@@ -230,12 +240,11 @@ bssl(void)
 START_TEST(accepted_inner_name_decides)
 {
 	struct setup s;
-	char args[1024], bport[32], *out, *line;
+	char bport[32], *out, *line;
 	int st;
 
 	start(&s, "accepted", ech_lines("a.pem"));
-	snprintf(args, sizeof(args), "--ech-config-list %s", list_a);
-	out = client(s.d.port, args, &st);
+	out = ech_client(s.d.port, list_a, "", &st);
 	ck_assert_msg(st == 0 && strcmp(h_field(out, "ech"), "accepted") == 0,
 	    "%s", out);
 	free(out);
@@ -295,12 +304,11 @@ END_TEST
 START_TEST(stale_config_gets_retry_configs)
 {
 	struct setup s;
-	char args[1100], retry[1024], *out, *line;
+	char retry[1024], *out, *line;
 	int st;
 
 	start(&s, "stale", ech_lines("a.pem"));
-	snprintf(args, sizeof(args), "--ech-config-list %s", list_c);
-	out = client(s.d.port, args, &st);
+	out = ech_client(s.d.port, list_c, "", &st);
 	ck_assert_msg(st != 0 && strcmp(h_field(out, "ech"), "rejected") == 0 &&
 	    strstr(out, "ECH_REJECTED") != NULL, "%s", out);
 	/* The retry configs are the loaded key's. */
@@ -314,8 +322,7 @@ START_TEST(stale_config_gets_retry_configs)
 	    strstr(line, "backend=- ") != NULL &&
 	    strstr(line, "reason=\"ECH rejected: ") != NULL, "%s", line);
 	free(line);
-	snprintf(args, sizeof(args), "--ech-config-list %s", retry);
-	out = client(s.d.port, args, &st);
+	out = ech_client(s.d.port, retry, "", &st);
 	ck_assert_msg(st == 0 && strcmp(h_field(out, "ech"), "accepted") == 0,
 	    "%s", out);
 	free(out);
@@ -330,7 +337,7 @@ END_TEST
 START_TEST(grease_is_served)
 {
 	struct setup s;
-	char args[1024], bport[32], *out, *line;
+	char bport[32], *out, *line;
 	int st;
 
 	start(&s, "grease", ech_lines("a.pem"));
@@ -354,8 +361,7 @@ START_TEST(grease_is_served)
 	line = access_line(&s, "listener=plain ");
 	ck_assert_msg(strstr(line, "ech=- ") != NULL, "%s", line);
 	free(line);
-	snprintf(args, sizeof(args), "--ech-config-list %s", list_a);
-	out = client(s.plain_port, args, &st);
+	out = ech_client(s.plain_port, list_a, "", &st);
 	ck_assert_msg(st != 0 && strstr(out, "ECH_REJECTED") != NULL &&
 	    strcmp(h_field(out, "retry_configs"), "-") == 0, "%s", out);
 	free(out);
@@ -474,7 +480,7 @@ reload_to(struct setup *s, const char *ech, int generation)
 START_TEST(rotation_by_sighup_drops_nothing)
 {
 	struct setup s;
-	char args[1024], *out;
+	char *out;
 	int st;
 
 	start(&s, "rotate", ech_lines("a.pem"));
@@ -492,8 +498,7 @@ START_TEST(rotation_by_sighup_drops_nothing)
 	load_past("load-b", 16);
 	load_stop("load-b");
 	/* A client still holding A is sent B to retry with. */
-	snprintf(args, sizeof(args), "--ech-config-list %s", list_a);
-	out = client(s.d.port, args, &st);
+	out = ech_client(s.d.port, list_a, "", &st);
 	ck_assert_msg(st != 0 && strcmp(h_field(out, "retry_configs"),
 	    list_b) == 0, "%s", out);
 	free(out);
