@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs8.h>
+#include <openssl/pool.h>
 #include <openssl/x509.h>
 
 #include "backend.h"
@@ -37,6 +38,9 @@ enum servername_mode {
 
 struct backend_tls {
 	SSL_CTX *ctx;
+	/* Every connection to the backend gets the same certificates: one
+	 * copy of them serves all (it outlives the SSL_CTX and SSLs). */
+	CRYPTO_BUFFER_POOL *pool;
 	int verify;
 	enum servername_mode sni;
 	char *servername;  /* SNI_FIXED */
@@ -422,10 +426,13 @@ backend_tls_new(struct config *cfg, const struct conf_backend *cb,
 	    (bt->sessions = calloc(bt->num_addrs * (size_t)bt->num_workers + 1,
 	    sizeof(*bt->sessions))) == NULL)
 		goto oom;
+	if ((bt->pool = CRYPTO_BUFFER_POOL_new()) == NULL)
+		goto oom;
 	if ((bt->ctx = backend_tls_ctx(cfg, cb, bt)) == NULL) {
 		backend_tls_free(bt);
 		return NULL;
 	}
+	SSL_CTX_set0_buffer_pool(bt->ctx, bt->pool);
 	if (!bt->verify)
 		log_msg(LOGL_WARNING, "[backend %s]: tls_verify = no: the "
 		    "backend's certificate is not checked, so anyone on the path "
@@ -447,6 +454,7 @@ backend_tls_free(struct backend_tls *bt)
 	    i < bt->num_addrs * (size_t)bt->num_workers; i++)
 		SSL_SESSION_free(bt->sessions[i]);
 	free(bt->sessions);
+	CRYPTO_BUFFER_POOL_free(bt->pool);
 	free(bt->servername);
 	free(bt->verify_name);
 	free(bt->alpn);
@@ -555,6 +563,9 @@ backend_tls_ssl(const struct backend *b, size_t i, int worker,
 			}
 		}
 	}
+	/* Certificates and settings are not needed after the handshake:
+	 * shedding them keeps idle connections small. */
+	SSL_set_shed_handshake_config(ssl, 1);
 	SSL_set_connect_state(ssl);
 	return ssl;
 fail:
