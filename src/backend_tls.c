@@ -29,6 +29,14 @@ const char *const backend_tls_fail_names[BACKEND_TLS_FAIL_COUNT] = {
 	"certificate", "name", "protocol", "timeout", "closed", "alpn",
 };
 
+/* A session kept for an address, with the server name it was made for:
+ * with tls_servername = client, names differ between connections, and a
+ * session is only offered under its own. */
+struct backend_tls_slot {
+	SSL_SESSION *session;
+	char name[256]; /* "" without SNI */
+};
+
 enum servername_mode {
 	SNI_HOST,   /* the address's host name, if it has one */
 	SNI_CLIENT, /* the client's */
@@ -52,7 +60,7 @@ struct backend_tls {
 	uint64_t timeout_ms;
 	/* The last session of each address, per worker: [addr][worker]. A
 	 * worker touches only its own slots, so they need no lock. */
-	SSL_SESSION **sessions;
+	struct backend_tls_slot *sessions;
 	size_t num_addrs;
 	int num_workers;
 };
@@ -324,12 +332,14 @@ backend_tls_alpn(struct backend_tls *bt, const struct conf_backend *cb)
 static int
 backend_tls_new_session(SSL *ssl, SSL_SESSION *session)
 {
-	SSL_SESSION **slot = SSL_get_ex_data(ssl, slot_index);
+	struct backend_tls_slot *slot = SSL_get_ex_data(ssl, slot_index);
+	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
 
 	if (slot == NULL)
 		return 0;
-	SSL_SESSION_free(*slot);
-	*slot = session;
+	SSL_SESSION_free(slot->session);
+	slot->session = session;
+	snprintf(slot->name, sizeof(slot->name), "%s", name != NULL ? name : "");
 	return 1;
 }
 
@@ -452,7 +462,7 @@ backend_tls_free(struct backend_tls *bt)
 	SSL_CTX_free(bt->ctx);
 	for (size_t i = 0; bt->sessions != NULL &&
 	    i < bt->num_addrs * (size_t)bt->num_workers; i++)
-		SSL_SESSION_free(bt->sessions[i]);
+		SSL_SESSION_free(bt->sessions[i].session);
 	free(bt->sessions);
 	CRYPTO_BUFFER_POOL_free(bt->pool);
 	free(bt->servername);
@@ -517,7 +527,7 @@ backend_tls_ssl(const struct backend *b, size_t i, int worker,
 	struct backend_tls *bt = b->tls;
 	SSL *ssl = SSL_new(bt->ctx);
 	const char *sni = NULL;
-	SSL_SESSION **slot = NULL;
+	struct backend_tls_slot *slot = NULL;
 
 	if (ssl == NULL)
 		return NULL;
@@ -553,13 +563,14 @@ backend_tls_ssl(const struct backend *b, size_t i, int worker,
 		slot = &bt->sessions[i * (size_t)bt->num_workers + (size_t)worker];
 	if (slot != NULL) {
 		SSL_set_ex_data(ssl, slot_index, slot);
-		if (*slot != NULL) {
-			SSL_set_session(ssl, *slot);
+		if (slot->session != NULL &&
+		    strcmp(slot->name, sni != NULL ? sni : "") == 0) {
+			SSL_set_session(ssl, slot->session);
 			/* A TLS 1.3 ticket is for one connection; the next
 			 * comes with this one's new tickets. */
-			if (SSL_SESSION_should_be_single_use(*slot)) {
-				SSL_SESSION_free(*slot);
-				*slot = NULL;
+			if (SSL_SESSION_should_be_single_use(slot->session)) {
+				SSL_SESSION_free(slot->session);
+				slot->session = NULL;
 			}
 		}
 	}
