@@ -477,6 +477,12 @@ backend_tls_unverified(const struct backend_tls *bt)
 	return bt != NULL && !bt->verify;
 }
 
+int
+backend_tls_passes_alpn(const struct backend_tls *bt)
+{
+	return bt->alpn_client;
+}
+
 uint64_t
 backend_tls_timeout_ms(const struct backend_tls *bt)
 {
@@ -628,6 +634,13 @@ backend_tls_why(SSL *ssl, int err, int errno_, char *buf, size_t len)
 	    result != X509_V_OK) {
 		ERR_clear_error();
 		return backend_tls_verify_why(ssl, result, buf, len);
+	}
+	if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
+	    ERR_GET_REASON(e) == SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL) {
+		ERR_clear_error();
+		snprintf(buf, len, "backend tls: the backend speaks none of the "
+		    "ALPN protocols offered");
+		return BACKEND_TLS_FAIL_ALPN;
 	}
 	if (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN) {
 		ERR_clear_error();

@@ -41,6 +41,10 @@ void backend_tls_free(struct backend_tls *bt);
 /* backend_tls_unverified returns whether |bt| skips verification. */
 int backend_tls_unverified(const struct backend_tls *bt);
 
+/* backend_tls_passes_alpn returns whether |bt| offers the backend the
+ * client's ALPN protocol (tls_alpn = client). */
+int backend_tls_passes_alpn(const struct backend_tls *bt);
+
 /* backend_tls_timeout_ms returns the time allowed for one handshake. */
 uint64_t backend_tls_timeout_ms(const struct backend_tls *bt);
 

@@ -520,6 +520,9 @@ conn_connect_next(struct conn *c)
 		return;
 	}
 	c->addr_tries++;
+	/* After a failed TLS handshake with the previous address too. */
+	c->state = CONN_CONNECTING;
+	c->bhs_want = 0;
 	c->bfd = backend_connect(b, c->addr_index);
 	if (c->bfd < 0) {
 		conn_backend_failed(c, strerror(errno));
@@ -599,6 +602,12 @@ conn_backend_handshake(struct conn *c)
 		return;
 	default:
 		kind = backend_tls_why(c->bssl, err, saved_errno, why, sizeof(why));
+		alpn = conn_client_alpn(c, &alpn_len);
+		if (kind == BACKEND_TLS_FAIL_ALPN && alpn_len > 0 &&
+		    backend_tls_passes_alpn(c->backend->tls))
+			snprintf(why, sizeof(why), "backend tls: the backend does "
+			    "not speak ALPN protocol %.*s", (int)alpn_len,
+			    (const char *)alpn);
 		conn_backend_tls_failed(c, kind, why);
 		return;
 	}
@@ -923,7 +932,7 @@ conn_backend_cb(evutil_socket_t fd, short what, void *arg)
 	if (c->state == CONN_CONNECTING) {
 		conn_connected(c);
 	} else if (c->state == CONN_BACKEND_TLS) {
-		if (conn_what(what) & c->bhs_want)
+		if (c->bssl != NULL && (conn_what(what) & c->bhs_want))
 			conn_backend_handshake(c);
 	} else if (c->state == CONN_RELAYING) {
 		relay_ready(&c->relay, RELAY_BACKEND, conn_what(what));
