@@ -265,6 +265,9 @@ nginx(const char *http, const char *stream, int port)
 	    d, d, d, d, d, d, d, d, d, d, http != NULL ? http : "", d, d,
 	    stream != NULL ? stream : "");
 	snprintf(path, sizeof(path), "%s", h_write("nginx/nginx.conf", conf));
+	/* The logs are read by the test that started this nginx: start them
+	 * afresh. */
+	free(h_run(NULL, "rm -f %s/nginx/access.log %s/nginx/error.log", d, d));
 	snprintf(log, sizeof(log), "%s/nginx/stderr.log", d);
 	pid = spawn(log, "exec nginx -p %s/nginx -c %s", d, path);
 	wait_port(pid, port, log);
@@ -336,8 +339,11 @@ start(struct btls *t, const char *name, const char *backend,
 
 	t->admin = h_free_port();
 	t->d.port = port;
-	ck_assert_int_eq(h_daemon_start(&t->d, name, conf(t, backend, global)),
-	    0);
+	if (h_daemon_start(&t->d, name, conf(t, backend, global)) != 0) {
+		char *log = h_run(NULL, "tail -n 20 '%s'", t->d.log);
+
+		ck_abort_msg("tlsproxy did not start: %s", log);
+	}
 	t->d.port = port;
 }
 
