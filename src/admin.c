@@ -24,6 +24,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "backend.h"
+#include "backend_tls.h"
 #include "clock.h"
 #include "config.h"
 #include "daemon.h"
@@ -457,6 +459,48 @@ metrics_sessions(struct evbuffer *b, const struct daemon *d)
 	    "mean latency).", (double)SUM(d, store_lookup_us) / 1e6);
 }
 
+/* metrics_backend_tls counts TLS to the backends that have it now; the
+ * counters of a backend that had it before a reload stay in its slot. */
+static void
+metrics_backend_tls(struct evbuffer *b, const struct daemon *d,
+    const struct generation *g)
+{
+	admin_family(b, "tlsproxy_backend_tls_handshakes_total", "counter",
+	    "Finished TLS handshakes with backends, by backend and whether "
+	    "they resumed a session.");
+	for (size_t i = 0; i < g->num_backends; i++) {
+		const struct backend *be = &g->backends[i];
+		uint64_t all = SUMI(d, bt_handshakes, be->stat_slot),
+		    resumed = SUMI(d, bt_resumed, be->stat_slot);
+		const char *yes[] = { "backend", be->name, "resumed", "yes", NULL };
+		const char *no[] = { "backend", be->name, "resumed", "no", NULL };
+
+		if (be->tls == NULL)
+			continue;
+		admin_sample(b, "tlsproxy_backend_tls_handshakes_total", yes,
+		    (double)resumed);
+		admin_sample(b, "tlsproxy_backend_tls_handshakes_total", no,
+		    (double)(all - resumed));
+	}
+	admin_family(b, "tlsproxy_backend_tls_failures_total", "counter",
+	    "Failed TLS handshakes with a backend address, by backend and "
+	    "reason (certificate, name, protocol, timeout, closed, alpn).");
+	for (size_t i = 0; i < g->num_backends; i++) {
+		const struct backend *be = &g->backends[i];
+
+		if (be->tls == NULL)
+			continue;
+		for (int k = 0; k < BACKEND_TLS_FAIL_COUNT; k++) {
+			const char *l[] = { "backend", be->name, "reason",
+			    backend_tls_fail_names[k], NULL };
+
+			admin_sample(b, "tlsproxy_backend_tls_failures_total", l,
+			    (double)SUMI(d, bt_fail, be->stat_slot *
+			    BACKEND_TLS_FAIL_COUNT + k));
+		}
+	}
+}
+
 static void
 admin_metrics(struct evbuffer *b, struct daemon *d)
 {
@@ -468,6 +512,7 @@ admin_metrics(struct evbuffer *b, struct daemon *d)
 	if (g != NULL) {
 		metrics_config(b, d, g);
 		metrics_certificates(b, g);
+		metrics_backend_tls(b, d, g);
 	}
 	metrics_ocsp(b, d);
 	metrics_sessions(b, d);
@@ -554,6 +599,14 @@ admin_status(struct evbuffer *b, struct daemon *d)
 	    "\"reloads_failed\":%lu,\"last_reload\":", (long long)g->loaded_at,
 	    d->reloads_ok, d->reloads_failed);
 	admin_quoted(b, d->last_reload[0] != '\0' ? d->last_reload : "-");
+	{
+		int unverified = 0;
+
+		for (size_t i = 0; i < g->num_backends; i++)
+			unverified += backend_tls_unverified(g->backends[i].tls);
+		evbuffer_add_printf(b, ",\"backends_tls_unverified\":%d",
+		    unverified);
+	}
 	evbuffer_add_printf(b, ",\"workers\":%d,\"connections\":%ld",
 	    d->num_workers, atomic_load(&d->num_conns));
 	evbuffer_add_printf(b, ",\"handshakes_by_group\":{");

@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <event2/util.h>
 
+#include "backend_tls.h"
 #include "config.h"
 #include "resolver.h"
 
@@ -30,13 +31,21 @@ struct backend_query {
 };
 
 static int
-backend_add_addr(struct backend *b, const struct sockaddr *sa, socklen_t len)
+backend_add_addr(struct backend *b, const struct sockaddr *sa, socklen_t len,
+    const char *host)
 {
 	struct addr *n = realloc(b->addrs, (b->num_addrs + 1) * sizeof(*n));
+	char **h;
 
 	if (n == NULL)
 		return -1;
 	b->addrs = n;
+	if ((h = realloc(b->hosts, (b->num_addrs + 1) * sizeof(*h))) == NULL)
+		return -1;
+	b->hosts = h;
+	h[b->num_addrs] = NULL;
+	if (host != NULL && (h[b->num_addrs] = strdup(host)) == NULL)
+		return -1;
 	memset(&n[b->num_addrs], 0, sizeof(n[0]));
 	memcpy(&n[b->num_addrs].ss, sa, len);
 	n[b->num_addrs++].len = len;
@@ -67,7 +76,8 @@ backend_dns_cb(int result, struct evutil_addrinfo *res, void *arg)
 			    htons((uint16_t)q->port);
 		else
 			continue;
-		backend_add_addr(q->b, ai->ai_addr, (socklen_t)ai->ai_addrlen);
+		backend_add_addr(q->b, ai->ai_addr, (socklen_t)ai->ai_addrlen,
+		    q->host);
 	}
 	evutil_freeaddrinfo(res);
 }
@@ -90,7 +100,7 @@ backend_literal(struct backend *b, const char *s)
 
 	if (addr_parse(s, &a, err, sizeof(err)) != 0)
 		return 0;
-	backend_add_addr(b, (struct sockaddr *)&a.ss, a.len);
+	backend_add_addr(b, (struct sockaddr *)&a.ss, a.len, NULL);
 	return 1;
 }
 
@@ -210,6 +220,12 @@ backend_resolve_all(struct config *cfg, struct backend *out)
 void
 backend_release(struct backend *b)
 {
+	backend_tls_free(b->tls);
+	b->tls = NULL;
+	for (size_t i = 0; b->hosts != NULL && i < b->num_addrs; i++)
+		free(b->hosts[i]);
+	free(b->hosts);
+	b->hosts = NULL;
 	free(b->name);
 	free(b->addrs);
 	b->name = NULL;

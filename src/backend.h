@@ -23,6 +23,10 @@ struct backend {
 	 * whether v2 carries the client certificate (-1: the listener's). */
 	int proxy_protocol;
 	int proxy_cert;
+	/* The host name each address came from (NULL: a literal), and TLS
+	 * to the backend (NULL: plaintext). */
+	char **hosts;
+	struct backend_tls *tls;
 };
 
 /* backend_resolve_all fills |out[i]| for every [backend] of |cfg|: literal

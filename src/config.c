@@ -220,6 +220,52 @@ static const struct conf_key keys[] = {
 	  B(proxy_protocol_client_cert), NULL, 0, 0, 0,
 	  "v2: also send the client's certificate; unset = as the listener "
 	  "says" },
+	{ SEC_BACKEND, "tls", T_BOOL, B(tls), "no", 0, 0, 0,
+	  "connect to this backend over TLS" },
+	{ SEC_BACKEND, "tls_ca", T_STRING, B(tls_ca), NULL, 0, 0, 0,
+	  "PEM trust anchors for the backend's certificate; unset = the "
+	  "system store" },
+	{ SEC_BACKEND, "tls_verify", T_BOOL, B(tls_verify), "yes", 0, 0, 0,
+	  "verify the backend's certificate and name (no: warned at every "
+	  "load)" },
+	{ SEC_BACKEND, "tls_crl", T_LIST, B(tls_crl), NULL, 0, 0, 0,
+	  "PEM CRLs checked for the backend's chain" },
+	{ SEC_BACKEND, "tls_verify_depth", T_INT, B(tls_verify_depth), "9", 0,
+	  1, 100, "longest chain accepted from the backend" },
+	{ SEC_BACKEND, "tls_servername", T_STRING, B(tls_servername), NULL, 0,
+	  0, 0, "SNI sent: a name, client (the client's) or none; unset = the "
+	  "address's host name" },
+	{ SEC_BACKEND, "tls_verify_name", T_STRING, B(tls_verify_name), NULL,
+	  0, 0, 0, "identity the certificate must hold; unset = the "
+	  "servername, else the address" },
+	{ SEC_BACKEND, "tls_cert", T_LIST, B(tls_cert), NULL, 0, 0, 0,
+	  "client certificate chain(s) (PEM) for backends that ask" },
+	{ SEC_BACKEND, "tls_key", T_LIST, B(tls_key), NULL, 0, 0, 0,
+	  "private key(s) of tls_cert, in the same order" },
+	{ SEC_BACKEND, "tls_passphrase_file", T_STRING,
+	  B(tls_passphrase_file), NULL, 0, 0, 0,
+	  "file whose first line decrypts tls_key or tls_pfx" },
+	{ SEC_BACKEND, "tls_pfx", T_STRING, B(tls_pfx), NULL, 0, 0, 0,
+	  "PKCS#12 client certificate and key" },
+	{ SEC_BACKEND, "tls_alpn", T_LIST, B(tls_alpn), NULL, 0, 0, 0,
+	  "ALPN protocols offered, or client (the one the client "
+	  "negotiated, which the backend must pick)" },
+	{ SEC_BACKEND, "tls_min_version", T_STRING, B(tls_min_version),
+	  "TLSv1.2", 0, 0, 0, "oldest protocol offered" },
+	{ SEC_BACKEND, "tls_max_version", T_STRING, B(tls_max_version),
+	  "TLSv1.3", 0, 0, 0, "newest protocol offered" },
+	{ SEC_BACKEND, "tls_ciphers", T_STRING, B(tls_ciphers),
+	  "ECDHE+AESGCM:ECDHE+CHACHA20", 0, 0, 0,
+	  "TLS 1.2 cipher list in BoringSSL syntax" },
+	{ SEC_BACKEND, "tls_groups", T_STRING, B(tls_groups), "auto", 0, 0, 0,
+	  "key-exchange groups offered, in order; auto = X25519MLKEM768:"
+	  "X25519:P-256:P-384 (without ML-KEM: X25519:P-256:P-384)" },
+	{ SEC_BACKEND, "tls_session_reuse", T_BOOL, B(tls_session_reuse),
+	  "yes", 0, 0, 0, "resume sessions with each backend address" },
+	{ SEC_BACKEND, "tls_handshake_timeout", T_DURATION,
+	  B(tls_handshake_timeout_ms), "0", 0, 0, 3600000,
+	  "time allowed for the TLS handshake with one address; 0 = "
+	  "connect_timeout" },
 
 	TLS_KEYS(SEC_CONTEXT, C, TLS_INHERIT)
 	{ SEC_CONTEXT, "servername", T_LIST, C(servername), NULL, 0, 0, 0,
@@ -894,6 +940,65 @@ config_check_binds(struct config *cfg)
 	}
 }
 
+static void config_check_version(struct config *cfg,
+    const struct conf_head *h, const char *key, const char *v);
+
+/* config_check_backend_tls checks what can be checked of a backend's TLS
+ * keys without reading files (backend_tls.c reads them). */
+static void
+config_check_backend_tls(struct config *cfg, struct conf_backend *b)
+{
+	static const char *const tls_keys[] = { "tls_ca", "tls_verify",
+		"tls_crl", "tls_verify_depth", "tls_servername",
+		"tls_verify_name", "tls_cert", "tls_key", "tls_passphrase_file",
+		"tls_pfx", "tls_alpn", "tls_min_version", "tls_max_version",
+		"tls_ciphers", "tls_groups", "tls_session_reuse",
+		"tls_handshake_timeout" };
+
+	if (!b->tls) {
+		for (size_t i = 0; i < sizeof(tls_keys) / sizeof(tls_keys[0]);
+		    i++) {
+			if (config_key_set(&b->h, tls_keys[i]))
+				config_error(cfg, config_key_line(&b->h,
+				    tls_keys[i]), tls_keys[i], "has no effect "
+				    "without tls = yes in [backend %s]", b->h.name);
+		}
+		return;
+	}
+	config_check_version(cfg, &b->h, "tls_min_version", b->tls_min_version);
+	config_check_version(cfg, &b->h, "tls_max_version", b->tls_max_version);
+	if (config_version(b->tls_min_version) > config_version(
+	    b->tls_max_version) && config_version(b->tls_max_version) != 0)
+		config_error(cfg, config_key_line(&b->h, "tls_min_version"),
+		    "tls_min_version", "%s is newer than tls_max_version %s",
+		    b->tls_min_version, b->tls_max_version);
+	if (b->tls_cert.num != b->tls_key.num)
+		config_error(cfg, config_key_line(&b->h, b->tls_cert.num >
+		    b->tls_key.num ? "tls_cert" : "tls_key"), b->tls_cert.num >
+		    b->tls_key.num ? "tls_cert" : "tls_key", "%zu tls_cert but "
+		    "%zu tls_key: each certificate needs its key, in the same "
+		    "order", b->tls_cert.num, b->tls_key.num);
+	if (b->tls_pfx != NULL && b->tls_cert.num > 0)
+		config_error(cfg, config_key_line(&b->h, "tls_pfx"), "tls_pfx",
+		    "give the client certificate either as tls_pfx or as "
+		    "tls_cert and tls_key, not both");
+	if (b->tls_servername != NULL && (b->tls_servername[0] == '\0' ||
+	    strpbrk(b->tls_servername, " \t/:") != NULL))
+		config_error(cfg, config_key_line(&b->h, "tls_servername"),
+		    "tls_servername", "expected a host name, client or none, got "
+		    "'%s'", b->tls_servername);
+	for (size_t i = 0; i < b->tls_alpn.num; i++) {
+		if (strcmp(b->tls_alpn.v[i], "client") == 0 &&
+		    b->tls_alpn.num > 1)
+			config_error(cfg, b->tls_alpn.lines[i], "tls_alpn",
+			    "'client' stands alone: the backend is offered what "
+			    "the client negotiated");
+		else if (strlen(b->tls_alpn.v[i]) > 255)
+			config_error(cfg, b->tls_alpn.lines[i], "tls_alpn",
+			    "a protocol name is at most 255 bytes");
+	}
+}
+
 static void
 config_check_backend(struct config *cfg, struct conf_backend *b)
 {
@@ -902,6 +1007,7 @@ config_check_backend(struct config *cfg, struct conf_backend *b)
 
 	config_check_required(cfg, SEC_BACKEND, &b->h);
 	config_check_proxy_protocol(cfg, &b->h, b->proxy_protocol);
+	config_check_backend_tls(cfg, b);
 	for (size_t i = 0; i < b->address.num; i++) {
 		const char *a = b->address.v[i];
 		struct addr tmp;

@@ -11,7 +11,7 @@
 #include "addr.h"
 #include "log.h"
 
-#define CONFIG_MAX_KEYS 96
+#define CONFIG_MAX_KEYS 128
 
 /* A string list: comma-separated values, and repeated keys append. */
 struct strlist {
@@ -99,6 +99,25 @@ struct conf_backend {
 	uint64_t connect_timeout_ms;
 	char *proxy_protocol; /* NULL: the listener's */
 	int64_t proxy_protocol_client_cert;
+	/* TLS to the backend (tls.connect). */
+	int64_t tls;
+	char *tls_ca;   /* NULL: the system store */
+	int64_t tls_verify;
+	struct strlist tls_crl;
+	int64_t tls_verify_depth;
+	char *tls_servername;  /* NAME, "client", "none"; NULL: the host name */
+	char *tls_verify_name; /* NULL: the servername, else the address */
+	struct strlist tls_cert;
+	struct strlist tls_key;
+	char *tls_passphrase_file;
+	char *tls_pfx;
+	struct strlist tls_alpn; /* protocols, or "client" */
+	char *tls_min_version;
+	char *tls_max_version;
+	char *tls_ciphers;
+	char *tls_groups;
+	int64_t tls_session_reuse;
+	uint64_t tls_handshake_timeout_ms; /* 0: connect_timeout */
 };
 
 struct conf_context {

@@ -16,6 +16,7 @@
 #include <openssl/x509.h>
 
 #include "backend.h"
+#include "backend_tls.h"
 #include "clock.h"
 #include "daemon.h"
 #include "generation.h"
@@ -39,6 +40,7 @@ enum conn_state {
 	CONN_HANDSHAKE,
 	CONN_ECH_WAIT, /* ECH rejected: the backend waits for client bytes */
 	CONN_CONNECTING,
+	CONN_BACKEND_TLS, /* connected; the TLS handshake with the backend */
 	CONN_RELAYING,
 };
 
@@ -50,6 +52,9 @@ struct conn {
 	const struct listener_conf *lc;
 	const struct tls_ctx *tls; /* chosen by SNI */
 	struct backend *backend;   /* chosen once the handshake is done */
+	SSL *bssl;                 /* TLS to the backend, if it has tls */
+	uint8_t bhs_want;          /* RELAY_WANT_* the backend handshake waits for */
+	char backend_err[160];     /* the last address's TLS failure */
 	uint64_t id;
 	enum conn_state state;
 	SSL *ssl;
@@ -160,7 +165,8 @@ static void
 conn_access_log(struct conn *c, const char *reason)
 {
 	const struct daemon *d = c->w->d;
-	char line[1280], peer[ADDR_STRLEN], backend[ADDR_STRLEN] = "-";
+	char line[1400], peer[ADDR_STRLEN], backend[ADDR_STRLEN] = "-";
+	char btls[128] = "-";
 	char auth_buf[96], subject_buf[256];
 	const char *auth = "-", *subject = "-";
 	const SSL_CIPHER *cipher = NULL;
@@ -189,14 +195,17 @@ conn_access_log(struct conn *c, const char *reason)
 	 * even if the handshake then failed. */
 	if (c->ech != STAT_ECH_NONE)
 		ech = stat_ech_names[c->ech];
-	if (c->state == CONN_RELAYING)
+	if (c->state == CONN_RELAYING) {
 		addr_format(&c->backend->addrs[c->addr_index], backend,
 		    sizeof(backend));
+		if (c->bssl != NULL)
+			backend_tls_describe(c->bssl, btls, sizeof(btls));
+	}
 	n = snprintf(line, sizeof(line), "conn id=%llu client=%s listener=%s "
 	    "sni=%s context=%s alpn=%.*s version=%s cipher=%s group=%s "
 	    "ech=%s resumed=%s auth=%s client_subject=\"%s\" handshake_ms=%.3f "
-	    "backend=%s bytes_in=%llu bytes_out=%llu duration_ms=%.3f "
-	    "reason=\"%s\"",
+	    "backend=%s backend_tls=%s bytes_in=%llu bytes_out=%llu "
+	    "duration_ms=%.3f reason=\"%s\"",
 	    (unsigned long long)c->id, peer, c->lc->name,
 	    c->sni ? c->sni : "-", c->tls ? c->tls->name : "-",
 	    alpn_len ? (int)alpn_len : 1,
@@ -205,7 +214,7 @@ conn_access_log(struct conn *c, const char *reason)
 	    hs_done ? (SSL_session_reused(c->ssl) ? "yes" : "no") : "-", auth,
 	    subject,
 	    hs_done ? (double)(c->handshake_ns - c->start_ns) / 1e6 : 0.0,
-	    backend, (unsigned long long)c->relay.bytes[RELAY_CLIENT],
+	    backend, btls, (unsigned long long)c->relay.bytes[RELAY_CLIENT],
 	    (unsigned long long)c->relay.bytes[RELAY_BACKEND],
 	    (double)(now - c->start_ns) / 1e6, reason);
 	if (n > 0)
@@ -227,7 +236,8 @@ conn_log_refused(struct worker *w, const struct listener_conf *lc,
 	    "sni=- context=- alpn=- version=- cipher=- group=- ech=- "
 	    "resumed=- "
 	    "auth=- "
-	    "client_subject=\"-\" handshake_ms=0.000 backend=- bytes_in=0 "
+	    "client_subject=\"-\" handshake_ms=0.000 backend=- backend_tls=- "
+	    "bytes_in=0 "
 	    "bytes_out=0 duration_ms=0.000 reason=\"refused: %s\"",
 	    addr_format_sa(peer, peer_len, addr, sizeof(addr)), lc->name, limit);
 	if (n > 0)
@@ -303,6 +313,7 @@ conn_close(struct conn *c, const char *reason)
 	SSL_SESSION_free(c->looked_up);
 	relay_release(&c->relay);
 	SSL_free(c->ssl);
+	SSL_free(c->bssl);
 	if (conn_should_linger(c))
 		linger_close(w->linger, c->cfd);
 	else
@@ -417,8 +428,10 @@ conn_proxy_info(struct conn *c, struct proxy_info *pi,
 	}
 }
 
-/* conn_proxy_header queues the PROXY protocol header the listener or the
- * backend asks for ahead of the client's bytes. Returns 0 or -1. */
+/* conn_proxy_header puts the PROXY protocol header the listener or the
+ * backend asks for ahead of the client's bytes: queued in the relay for
+ * a plain backend, sent at once, before the TLS handshake, to a TLS one.
+ * Returns 0 or -1. */
 static int
 conn_proxy_header(struct conn *c)
 {
@@ -444,7 +457,13 @@ conn_proxy_header(struct conn *c)
 	}
 	n = version == 1 ? proxy_proto_v1(&pi, out, cap) :
 	    proxy_proto_v2(&pi, out, cap);
-	rc = n < 0 ? -1 : relay_preface(&c->relay, out, (size_t)n);
+	if (n < 0)
+		rc = -1;
+	else if (b->tls == NULL)
+		rc = relay_preface(&c->relay, out, (size_t)n);
+	else
+		/* A fresh connection's send buffer takes a header whole. */
+		rc = send(c->bfd, out, (size_t)n, MSG_NOSIGNAL) == n ? 0 : -1;
 	if (out != small)
 		free(out);
 	return rc;
@@ -455,7 +474,8 @@ conn_relay_start(struct conn *c)
 {
 	c->state = CONN_RELAYING;
 	relay_init(&c->relay, c->w->pool, c->cfd, c->ssl, c->bfd);
-	if (conn_proxy_header(c) != 0) {
+	c->relay.end[RELAY_BACKEND].ssl = c->bssl;
+	if (c->bssl == NULL && conn_proxy_header(c) != 0) {
 		conn_close(c, "cannot build the PROXY protocol header (larger "
 		    "than buffer_size?)");
 		return;
@@ -476,6 +496,8 @@ conn_backend_failed(struct conn *c, const char *why)
 	    (unsigned long long)c->id, b->name,
 	    addr_format(&b->addrs[c->addr_index], a, sizeof(a)), why);
 	stat_add(&c->w->stats->backend_failed[b->stat_slot], 1);
+	SSL_free(c->bssl);
+	c->bssl = NULL;
 	if (c->bfd >= 0) {
 		event_del(&c->ev[RELAY_BACKEND]);
 		close(c->bfd);
@@ -493,7 +515,8 @@ conn_connect_next(struct conn *c)
 	const struct backend *b = c->backend;
 
 	if (c->addr_tries == b->num_addrs) {
-		conn_close(c, "backend unavailable");
+		conn_close(c, c->backend_err[0] != '\0' ? c->backend_err :
+		    "backend unavailable");
 		return;
 	}
 	c->addr_tries++;
@@ -507,6 +530,107 @@ conn_connect_next(struct conn *c)
 	conn_arm(c, b->connect_timeout_ms);
 }
 
+/* conn_client_alpn returns the protocol negotiated with the client. */
+static const uint8_t *
+conn_client_alpn(struct conn *c, size_t *len)
+{
+	const uint8_t *alpn = NULL;
+	unsigned n = 0;
+
+	SSL_get0_alpn_selected(c->ssl, &alpn, &n);
+	*len = n;
+	return alpn;
+}
+
+/* conn_backend_tls_failed counts a failed backend handshake and moves on
+ * to the next address. */
+static void
+conn_backend_tls_failed(struct conn *c, enum backend_tls_fail kind,
+    const char *why)
+{
+	stat_add(&c->w->stats->bt_fail[c->backend->stat_slot][kind], 1);
+	snprintf(c->backend_err, sizeof(c->backend_err), "%s", why);
+	conn_backend_failed(c, why);
+}
+
+static void
+conn_backend_handshake(struct conn *c)
+{
+	const uint8_t *alpn;
+	size_t alpn_len;
+	int ret, err, saved_errno, flushed;
+	char why[160];
+	enum backend_tls_fail kind;
+
+	ERR_clear_error();
+	ret = SSL_do_handshake(c->bssl);
+	saved_errno = errno;
+	err = SSL_get_error(c->bssl, ret);
+	flushed = tls_bio_flush(SSL_get_wbio(c->bssl));
+	if (flushed < 0 && err != SSL_ERROR_SSL) {
+		snprintf(why, sizeof(why), "backend tls: %s", strerror(errno));
+		conn_backend_tls_failed(c, BACKEND_TLS_FAIL_CLOSED, why);
+		return;
+	}
+	switch (err) {
+	case SSL_ERROR_NONE:
+		alpn = conn_client_alpn(c, &alpn_len);
+		if (backend_tls_check_alpn(c->backend, c->bssl, alpn,
+		    alpn_len) != 0) {
+			snprintf(why, sizeof(why), "backend tls: the backend did "
+			    "not choose ALPN protocol %.*s", (int)alpn_len,
+			    (const char *)alpn);
+			conn_backend_tls_failed(c, BACKEND_TLS_FAIL_ALPN, why);
+			return;
+		}
+		stat_add(&c->w->stats->bt_handshakes[c->backend->stat_slot], 1);
+		if (SSL_session_reused(c->bssl))
+			stat_add(&c->w->stats->bt_resumed[c->backend->stat_slot],
+			    1);
+		c->backend_err[0] = '\0';
+		conn_relay_start(c);
+		return;
+	case SSL_ERROR_WANT_READ:
+		c->bhs_want = RELAY_WANT_READ |
+		    (flushed == 0 ? RELAY_WANT_WRITE : 0);
+		return;
+	case SSL_ERROR_WANT_WRITE:
+		c->bhs_want = RELAY_WANT_WRITE;
+		return;
+	default:
+		kind = backend_tls_why(c->bssl, err, saved_errno, why, sizeof(why));
+		conn_backend_tls_failed(c, kind, why);
+		return;
+	}
+}
+
+/* conn_backend_tls_start begins TLS with a connected backend: the PROXY
+ * header first, in the clear, as HAProxy and nginx expect it. */
+static void
+conn_backend_tls_start(struct conn *c)
+{
+	const uint8_t *alpn;
+	size_t alpn_len;
+	BIO *bio;
+
+	alpn = conn_client_alpn(c, &alpn_len);
+	if (conn_proxy_header(c) != 0) {
+		conn_backend_failed(c, "cannot send the PROXY protocol header");
+		return;
+	}
+	c->bssl = backend_tls_ssl(c->backend, c->addr_index, c->w->id, c->sni,
+	    alpn, alpn_len);
+	if (c->bssl == NULL || (bio = tls_bio_new(c->bfd, c->w->pool)) == NULL) {
+		conn_close(c, "out of memory");
+		return;
+	}
+	SSL_set_bio(c->bssl, bio, bio);
+	c->state = CONN_BACKEND_TLS;
+	c->bhs_want = 0;
+	conn_arm(c, backend_tls_timeout_ms(c->backend->tls));
+	conn_backend_handshake(c);
+}
+
 static void
 conn_connected(struct conn *c)
 {
@@ -516,7 +640,10 @@ conn_connected(struct conn *c)
 		conn_backend_failed(c, strerror(err));
 		return;
 	}
-	conn_relay_start(c);
+	if (c->backend->tls != NULL)
+		conn_backend_tls_start(c);
+	else
+		conn_relay_start(c);
 }
 
 /* conn_handshake_failed logs a failed handshake with its reason (Node's
@@ -795,6 +922,9 @@ conn_backend_cb(evutil_socket_t fd, short what, void *arg)
 	c->w->activity++;
 	if (c->state == CONN_CONNECTING) {
 		conn_connected(c);
+	} else if (c->state == CONN_BACKEND_TLS) {
+		if (conn_what(what) & c->bhs_want)
+			conn_backend_handshake(c);
 	} else if (c->state == CONN_RELAYING) {
 		relay_ready(&c->relay, RELAY_BACKEND, conn_what(what));
 		conn_relay(c);
@@ -856,6 +986,10 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		conn_backend_failed(c, "connect timeout");
+		return;
+	case CONN_BACKEND_TLS:
+		conn_backend_tls_failed(c, BACKEND_TLS_FAIL_TIMEOUT,
+		    "backend tls: handshake timeout");
 		return;
 	case CONN_RELAYING:
 		/* Activity only stamps |last_active_ns|; the timer checks it

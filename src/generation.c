@@ -5,10 +5,12 @@
 #include <stdlib.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 #include <string.h>
 
 #include <openssl/ssl.h>
 
+#include "backend_tls.h"
 #include "config.h"
 #include "conn.h"
 #include "ech.h"
@@ -333,6 +335,36 @@ generation_build_listeners(struct generation *g, struct config *cfg)
 	return 0;
 }
 
+/* generation_workers is how many workers the configuration asks for:
+ * backend session slots are kept per worker. */
+static int
+generation_workers(const struct config *cfg)
+{
+	long n = cfg->global.workers;
+
+	if (n == 0)
+		n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : (int)n;
+}
+
+/* generation_backend_tls builds the TLS side of every backend that has
+ * tls = yes, reporting every broken file. */
+static int
+generation_backend_tls(struct generation *g, struct config *cfg)
+{
+	int rc = 0;
+
+	for (size_t i = 0; i < g->num_backends; i++) {
+		if (!cfg->backends[i].tls)
+			continue;
+		g->backends[i].tls = backend_tls_new(cfg, &cfg->backends[i],
+		    &g->backends[i], generation_workers(cfg));
+		if (g->backends[i].tls == NULL)
+			rc = -1;
+	}
+	return rc;
+}
+
 struct generation *
 generation_build(struct config *cfg)
 {
@@ -357,6 +389,8 @@ generation_build(struct config *cfg)
 			g->backends[i].stat_slot = stats_slot(STATS_BACKEND,
 			    g->backends[i].name);
 	}
+	if (!failed && generation_backend_tls(g, cfg) != 0)
+		failed = 1;
 	if (ctx_set_build(&g->shared, g, cfg, NULL) != 0)
 		failed = 1;
 	if (config_ticket_keys_file(&cfg->global) != NULL) {

@@ -218,21 +218,22 @@ relay_post_handshake(struct relay *r)
 	    -2 ? -2 : 0;
 }
 
-/* relay_flush sends the TLS output gathered during this run in one write,
- * then the pending half-close. Returns 0 or -2 on error. */
+/* relay_flush sends the TLS output gathered for side |s| during this run
+ * in one write, then the pending half-close. Returns 0 or -2 on error. */
 static int
-relay_flush(struct relay *r)
+relay_flush(struct relay *r, enum relay_side s)
 {
-	struct relay_end *e = &r->end[RELAY_CLIENT];
+	struct relay_end *e = &r->end[s];
 	int rc;
 
 	if (e->ssl == NULL || e->flush_blocked)
 		return 0;
-	if (!r->hold_post_handshake && relay_post_handshake(r) != 0)
+	if (s == RELAY_CLIENT && !r->hold_post_handshake &&
+	    relay_post_handshake(r) != 0)
 		return -2;
 	rc = tls_bio_flush(SSL_get_wbio(e->ssl));
 	if (rc < 0) {
-		relay_fail(r, RELAY_CLIENT, "write", strerror(errno));
+		relay_fail(r, s, "write", strerror(errno));
 		return -2;
 	}
 	e->flush_blocked = rc == 0;
@@ -354,7 +355,9 @@ relay_run(struct relay *r)
 	 * response is read. Each pump runs until its direction is blocked. */
 	r->progress = 0;
 	if (relay_pump(r, RELAY_CLIENT) != 0 ||
-	    relay_pump(r, RELAY_BACKEND) != 0 || relay_flush(r) != 0)
+	    relay_pump(r, RELAY_BACKEND) != 0 ||
+	    relay_flush(r, RELAY_BACKEND) != 0 ||
+	    relay_flush(r, RELAY_CLIENT) != 0)
 		return RELAY_ERROR;
 	if (r->backend_failed) {
 		/* A failed backend read: done once what it sent has left. */
@@ -362,8 +365,10 @@ relay_run(struct relay *r)
 		    !r->end[RELAY_CLIENT].flush_blocked ? RELAY_ERROR :
 		    RELAY_OK;
 	}
-	if (r->end[RELAY_CLIENT].flush_blocked || r->end[RELAY_CLIENT].fin_pending)
-		return RELAY_OK;
+	for (int s = 0; s < 2; s++) {
+		if (r->end[s].flush_blocked || r->end[s].fin_pending)
+			return RELAY_OK;
+	}
 	for (int s = 0; s < 2; s++) {
 		if (!r->end[s].read_eof || r->buf[s] != NULL ||
 		    !r->end[!s].write_shut)

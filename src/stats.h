@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend_tls.h"
+
 typedef _Atomic uint64_t stat_t;
 
 /* stat_add adds |n| to a counter only the calling thread writes. */
@@ -112,6 +114,10 @@ struct worker_stats {
 	stat_t accepted[STATS_MAX_SLOTS]; /* by listener slot */
 	stat_t closed[STATS_MAX_SLOTS];
 	stat_t backend_failed[STATS_MAX_SLOTS]; /* by backend slot */
+	/* TLS to backends, by backend slot. */
+	stat_t bt_handshakes[STATS_MAX_SLOTS];
+	stat_t bt_resumed[STATS_MAX_SLOTS];
+	stat_t bt_fail[STATS_MAX_SLOTS][BACKEND_TLS_FAIL_COUNT];
 };
 
 /* stats_slot returns the slot of |name|, giving it the next free one the

@@ -1,0 +1,630 @@
+/* backend_tls.c: TLS to backends. */
+#include "backend_tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/bio.h>
+#include <openssl/buf.h>
+#include <openssl/bytestring.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs8.h>
+#include <openssl/x509.h>
+
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+
+/* Debian's ca-certificates bundle: the system store. */
+#define BACKEND_TLS_SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"
+
+const char *const backend_tls_fail_names[BACKEND_TLS_FAIL_COUNT] = {
+	"certificate", "name", "protocol", "timeout", "closed", "alpn",
+};
+
+enum servername_mode {
+	SNI_HOST,   /* the address's host name, if it has one */
+	SNI_CLIENT, /* the client's */
+	SNI_NONE,
+	SNI_FIXED,
+};
+
+struct backend_tls {
+	SSL_CTX *ctx;
+	int verify;
+	enum servername_mode sni;
+	char *servername;  /* SNI_FIXED */
+	char *verify_name; /* NULL: the servername, else the address */
+	uint8_t *alpn;     /* wire format; NULL: none */
+	size_t alpn_len;
+	int alpn_client;
+	int session_reuse;
+	uint64_t timeout_ms;
+	/* The last session of each address, per worker: [addr][worker]. A
+	 * worker touches only its own slots, so they need no lock. */
+	SSL_SESSION **sessions;
+	size_t num_addrs;
+	int num_workers;
+};
+
+/* Which session slot a connection's new sessions go to, and the identity
+ * its certificate is checked against (for the error message). */
+static int slot_index = -1;
+static int ident_index = -1;
+
+static void
+backend_tls_free_ident(void *parent, void *ptr, CRYPTO_EX_DATA *ad,
+    int index, long argl, void *argp)
+{
+	(void)parent;
+	(void)ad;
+	(void)index;
+	(void)argl;
+	(void)argp;
+	free(ptr);
+}
+
+static void
+backend_tls_error(struct config *cfg, const struct conf_backend *cb,
+    const char *key, const char *fmt, const char *path)
+{
+	char err[160];
+
+	config_error(cfg, config_key_line(&cb->h, key), key, fmt, path,
+	    log_ssl_error(err, sizeof(err)));
+}
+
+/* backend_tls_store loads the trust anchors and CRLs. */
+static int
+backend_tls_store(struct config *cfg, const struct conf_backend *cb,
+    SSL_CTX *ctx)
+{
+	const char *ca = cb->tls_ca != NULL ? cb->tls_ca : BACKEND_TLS_SYSTEM_CA;
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+
+	FILE *f = fopen(ca, "r");
+
+	if (f == NULL && cb->tls_ca != NULL) {
+		config_error(cfg, config_key_line(&cb->h, "tls_ca"), "tls_ca",
+		    "cannot open '%s': %s", ca, strerror(errno));
+		return -1;
+	}
+	if (f != NULL)
+		fclose(f);
+	if (f == NULL || !SSL_CTX_load_verify_locations(ctx, ca, NULL)) {
+		if (cb->tls_ca != NULL)
+			backend_tls_error(cfg, cb, "tls_ca", "cannot load CA "
+			    "certificates from '%s' (%s)", ca);
+		else
+			config_error(cfg, config_key_line(&cb->h, "tls"), "tls",
+			    "no tls_ca, and the system store '%s' cannot be read: "
+			    "install ca-certificates or set tls_ca", ca);
+		ERR_clear_error();
+		return -1;
+	}
+	for (size_t i = 0; i < cb->tls_crl.num; i++) {
+		BIO *bio = BIO_new_file(cb->tls_crl.v[i], "r");
+		X509_CRL *crl;
+		int n = 0;
+
+		while (bio != NULL &&
+		    (crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
+			X509_STORE_add_crl(store, crl);
+			X509_CRL_free(crl);
+			n++;
+		}
+		BIO_free(bio);
+		ERR_clear_error();
+		if (n == 0) {
+			config_error(cfg, cb->tls_crl.lines[i], "tls_crl", "'%s' "
+			    "holds no PEM CRL", cb->tls_crl.v[i]);
+			return -1;
+		}
+	}
+	if (cb->tls_crl.num > 0)
+		X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK |
+		    X509_V_FLAG_CRL_CHECK_ALL);
+	return 0;
+}
+
+/* backend_tls_passphrase reads the first line of tls_passphrase_file. */
+static int
+backend_tls_passphrase(struct config *cfg, const struct conf_backend *cb,
+    char *buf, size_t len)
+{
+	FILE *f;
+
+	buf[0] = '\0';
+	if (cb->tls_passphrase_file == NULL)
+		return 0;
+	if ((f = fopen(cb->tls_passphrase_file, "r")) == NULL) {
+		config_error(cfg, config_key_line(&cb->h, "tls_passphrase_file"),
+		    "tls_passphrase_file", "cannot open '%s': %s",
+		    cb->tls_passphrase_file, strerror(errno));
+		return -1;
+	}
+	if (fgets(buf, (int)len, f) == NULL)
+		buf[0] = '\0';
+	fclose(f);
+	buf[strcspn(buf, "\r\n")] = '\0';
+	return 0;
+}
+
+static int
+backend_tls_pw_cb(char *buf, int size, int rwflag, void *arg)
+{
+	const char *pass = arg;
+	size_t n = pass != NULL ? strlen(pass) : 0;
+
+	(void)rwflag;
+	if (n == 0 || n >= (size_t)size)
+		return 0;
+	memcpy(buf, pass, n);
+	return (int)n;
+}
+
+/* backend_tls_pair installs one client certificate chain and its key. */
+static int
+backend_tls_pair(struct config *cfg, const struct conf_backend *cb,
+    SSL_CTX *ctx, size_t i, char *pass)
+{
+	BIO *bio = BIO_new_file(cb->tls_cert.v[i], "r");
+	EVP_PKEY *key = NULL;
+	X509 *x;
+	int n = 0, rc = -1;
+
+	while (bio != NULL &&
+	    (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+		int ok = n == 0 ? SSL_CTX_use_certificate(ctx, x) :
+		    SSL_CTX_add1_chain_cert(ctx, x);
+
+		X509_free(x);
+		if (!ok)
+			break;
+		n++;
+	}
+	BIO_free(bio);
+	ERR_clear_error();
+	if (n == 0) {
+		config_error(cfg, cb->tls_cert.lines[i], "tls_cert", "'%s' holds "
+		    "no PEM certificate", cb->tls_cert.v[i]);
+		return -1;
+	}
+	bio = BIO_new_file(cb->tls_key.v[i], "r");
+	if (bio != NULL)
+		key = PEM_read_bio_PrivateKey(bio, NULL, backend_tls_pw_cb, pass);
+	BIO_free(bio);
+	if (key == NULL)
+		backend_tls_error(cfg, cb, "tls_key", "cannot read the private "
+		    "key '%s' (%s)", cb->tls_key.v[i]);
+	else if (!SSL_CTX_use_PrivateKey(ctx, key))
+		backend_tls_error(cfg, cb, "tls_key", "'%s' is not the key of "
+		    "tls_cert (%s)", cb->tls_key.v[i]);
+	else
+		rc = 0;
+	ERR_clear_error();
+	EVP_PKEY_free(key);
+	return rc;
+}
+
+/* backend_tls_pfx installs a PKCS#12 client certificate and key. */
+static int
+backend_tls_pfx(struct config *cfg, const struct conf_backend *cb,
+    SSL_CTX *ctx, const char *pass)
+{
+	BIO *bio = BIO_new_file(cb->tls_pfx, "rb");
+	STACK_OF(X509) *certs = sk_X509_new_null();
+	EVP_PKEY *key = NULL;
+	uint8_t *der = NULL;
+	long len = 0;
+	int rc = -1;
+	CBS cbs;
+
+	if (bio != NULL) {
+		BUF_MEM *mem = BUF_MEM_new();
+		char chunk[4096];
+		int n;
+
+		while (mem != NULL && (n = BIO_read(bio, chunk, sizeof(chunk))) > 0)
+			BUF_MEM_append(mem, chunk, (size_t)n);
+		if (mem != NULL) {
+			der = (uint8_t *)mem->data;
+			len = (long)mem->length;
+			mem->data = NULL;
+			BUF_MEM_free(mem);
+		}
+		BIO_free(bio);
+	}
+	CBS_init(&cbs, der, (size_t)len);
+	if (der == NULL || certs == NULL ||
+	    !PKCS12_get_key_and_certs(&key, certs, &cbs, pass)) {
+		backend_tls_error(cfg, cb, "tls_pfx", "cannot read PKCS#12 '%s' "
+		    "(%s)", cb->tls_pfx);
+	} else if (sk_X509_num(certs) == 0 ||
+	    !SSL_CTX_use_certificate(ctx, sk_X509_value(certs, 0)) ||
+	    !SSL_CTX_use_PrivateKey(ctx, key)) {
+		backend_tls_error(cfg, cb, "tls_pfx", "'%s' has no usable "
+		    "certificate and key (%s)", cb->tls_pfx);
+	} else {
+		rc = 0;
+		for (size_t i = 1; i < sk_X509_num(certs); i++)
+			SSL_CTX_add1_chain_cert(ctx, sk_X509_value(certs, i));
+	}
+	ERR_clear_error();
+	OPENSSL_free(der);
+	sk_X509_pop_free(certs, X509_free);
+	EVP_PKEY_free(key);
+	return rc;
+}
+
+static int
+backend_tls_client_cert(struct config *cfg, const struct conf_backend *cb,
+    SSL_CTX *ctx)
+{
+	char pass[1024];
+	int rc = 0;
+
+	if (cb->tls_cert.num == 0 && cb->tls_pfx == NULL)
+		return 0;
+	if (backend_tls_passphrase(cfg, cb, pass, sizeof(pass)) != 0)
+		return -1;
+	/* An SSL_CTX holds one certificate of its own, and a backend asks
+	 * for one: a second would never be sent. */
+	if (cb->tls_cert.num > 1) {
+		config_error(cfg, cb->tls_cert.lines[1], "tls_cert", "one client "
+		    "certificate per backend");
+		rc = -1;
+	} else if (cb->tls_pfx != NULL) {
+		rc = backend_tls_pfx(cfg, cb, ctx, pass);
+	} else if (cb->tls_key.num == 1) {
+		rc = backend_tls_pair(cfg, cb, ctx, 0, pass);
+	}
+	memset(pass, 0, sizeof(pass));
+	return rc;
+}
+
+/* backend_tls_alpn turns tls_alpn into wire format. */
+static int
+backend_tls_alpn(struct backend_tls *bt, const struct conf_backend *cb)
+{
+	size_t len = 0;
+
+	if (cb->tls_alpn.num == 1 && strcmp(cb->tls_alpn.v[0], "client") == 0) {
+		bt->alpn_client = 1;
+		return 0;
+	}
+	for (size_t i = 0; i < cb->tls_alpn.num; i++)
+		len += 1 + strlen(cb->tls_alpn.v[i]);
+	if (len == 0)
+		return 0;
+	if ((bt->alpn = malloc(len)) == NULL)
+		return -1;
+	for (size_t i = 0; i < cb->tls_alpn.num; i++) {
+		size_t n = strlen(cb->tls_alpn.v[i]);
+
+		bt->alpn[bt->alpn_len++] = (uint8_t)n;
+		memcpy(bt->alpn + bt->alpn_len, cb->tls_alpn.v[i], n);
+		bt->alpn_len += n;
+	}
+	return 0;
+}
+
+/* backend_tls_new_session keeps the newest session of an address, for
+ * the worker's next connection to it. */
+static int
+backend_tls_new_session(SSL *ssl, SSL_SESSION *session)
+{
+	SSL_SESSION **slot = SSL_get_ex_data(ssl, slot_index);
+
+	if (slot == NULL)
+		return 0;
+	SSL_SESSION_free(*slot);
+	*slot = session;
+	return 1;
+}
+
+static SSL_CTX *
+backend_tls_ctx(struct config *cfg, const struct conf_backend *cb,
+    struct backend_tls *bt)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+	const char *groups = strcasecmp(cb->tls_groups, "auto") != 0 ?
+	    cb->tls_groups :
+#ifdef SSL_GROUP_X25519_MLKEM768
+	    "X25519MLKEM768:X25519:P-256:P-384";
+#else
+	    "X25519:P-256:P-384";
+#endif
+	char err[160];
+
+	if (ctx == NULL)
+		return NULL;
+	if (!SSL_CTX_set_min_proto_version(ctx,
+	    (uint16_t)config_version(cb->tls_min_version)) ||
+	    !SSL_CTX_set_max_proto_version(ctx,
+	    (uint16_t)config_version(cb->tls_max_version)))
+		goto fail;
+	if (!SSL_CTX_set_strict_cipher_list(ctx, cb->tls_ciphers)) {
+		config_error(cfg, config_key_line(&cb->h, "tls_ciphers"),
+		    "tls_ciphers", "'%s' is not a cipher list BoringSSL accepts "
+		    "(%s)", cb->tls_ciphers, log_ssl_error(err, sizeof(err)));
+		goto fail;
+	}
+	if (!SSL_CTX_set1_curves_list(ctx, groups)) {
+		config_error(cfg, config_key_line(&cb->h, "tls_groups"),
+		    "tls_groups", "'%s' names a group this BoringSSL does not "
+		    "know (tlsproxy --list-curves lists them)", groups);
+		goto fail;
+	}
+	if (backend_tls_store(cfg, cb, ctx) != 0 ||
+	    backend_tls_client_cert(cfg, cb, ctx) != 0)
+		goto fail;
+	/* Verification happens in any case, so that the log can say; only
+	 * tls_verify = no lets a failure pass. */
+	SSL_CTX_set_verify(ctx, bt->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
+	    NULL);
+	SSL_CTX_set_verify_depth(ctx, (int)cb->tls_verify_depth);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (bt->session_reuse) {
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
+		    SSL_SESS_CACHE_NO_INTERNAL);
+		SSL_CTX_sess_set_new_cb(ctx, backend_tls_new_session);
+	} else {
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+	}
+	return ctx;
+fail:
+	ERR_clear_error();
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+struct backend_tls *
+backend_tls_new(struct config *cfg, const struct conf_backend *cb,
+    const struct backend *b, int num_workers)
+{
+	struct backend_tls *bt = calloc(1, sizeof(*bt));
+
+	if (slot_index < 0)
+		slot_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	if (ident_index < 0)
+		ident_index = SSL_get_ex_new_index(0, NULL, NULL, NULL,
+		    backend_tls_free_ident);
+	if (bt == NULL)
+		goto oom;
+	bt->verify = cb->tls_verify != 0;
+	bt->session_reuse = cb->tls_session_reuse != 0;
+	bt->timeout_ms = cb->tls_handshake_timeout_ms != 0 ?
+	    cb->tls_handshake_timeout_ms : cb->connect_timeout_ms;
+	bt->num_addrs = b->num_addrs;
+	bt->num_workers = num_workers > 0 ? num_workers : 1;
+	if (cb->tls_servername == NULL) {
+		bt->sni = SNI_HOST;
+	} else if (strcmp(cb->tls_servername, "client") == 0) {
+		bt->sni = SNI_CLIENT;
+	} else if (strcmp(cb->tls_servername, "none") == 0) {
+		bt->sni = SNI_NONE;
+	} else {
+		bt->sni = SNI_FIXED;
+		if ((bt->servername = strdup(cb->tls_servername)) == NULL)
+			goto oom;
+	}
+	if ((cb->tls_verify_name != NULL &&
+	    (bt->verify_name = strdup(cb->tls_verify_name)) == NULL) ||
+	    backend_tls_alpn(bt, cb) != 0 ||
+	    (bt->sessions = calloc(bt->num_addrs * (size_t)bt->num_workers + 1,
+	    sizeof(*bt->sessions))) == NULL)
+		goto oom;
+	if ((bt->ctx = backend_tls_ctx(cfg, cb, bt)) == NULL) {
+		backend_tls_free(bt);
+		return NULL;
+	}
+	if (!bt->verify)
+		log_msg(LOGL_WARNING, "[backend %s]: tls_verify = no: the "
+		    "backend's certificate is not checked, so anyone on the path "
+		    "to it can read and change the traffic", cb->h.name);
+	return bt;
+oom:
+	config_error(cfg, 0, NULL, "out of memory");
+	backend_tls_free(bt);
+	return NULL;
+}
+
+void
+backend_tls_free(struct backend_tls *bt)
+{
+	if (bt == NULL)
+		return;
+	SSL_CTX_free(bt->ctx);
+	for (size_t i = 0; bt->sessions != NULL &&
+	    i < bt->num_addrs * (size_t)bt->num_workers; i++)
+		SSL_SESSION_free(bt->sessions[i]);
+	free(bt->sessions);
+	free(bt->servername);
+	free(bt->verify_name);
+	free(bt->alpn);
+	free(bt);
+}
+
+int
+backend_tls_unverified(const struct backend_tls *bt)
+{
+	return bt != NULL && !bt->verify;
+}
+
+uint64_t
+backend_tls_timeout_ms(const struct backend_tls *bt)
+{
+	return bt->timeout_ms;
+}
+
+/* backend_tls_identity sets what the certificate must be valid for: the
+ * verify name, else the server name, else the address's IP. */
+static int
+backend_tls_identity(SSL *ssl, const char *name, const struct addr *a)
+{
+	X509_VERIFY_PARAM *p = SSL_get0_param(ssl);
+	char ip[INET6_ADDRSTRLEN];
+	uint8_t bin[16];
+	char *copy;
+	int ok;
+
+	if (name == NULL) {
+		if (a->ss.ss_family == AF_INET)
+			inet_ntop(AF_INET,
+			    &((const struct sockaddr_in *)&a->ss)->sin_addr, ip,
+			    sizeof(ip));
+		else if (a->ss.ss_family == AF_INET6)
+			inet_ntop(AF_INET6,
+			    &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, ip,
+			    sizeof(ip));
+		else
+			return 1; /* a unix socket: only the chain is checked */
+		name = ip;
+	}
+	/* An IP literal is checked against IP addresses only. */
+	if (inet_pton(AF_INET, name, bin) == 1 ||
+	    inet_pton(AF_INET6, name, bin) == 1)
+		ok = X509_VERIFY_PARAM_set1_ip_asc(p, name);
+	else
+		ok = X509_VERIFY_PARAM_set1_host(p, name, strlen(name));
+	if (!ok || (copy = strdup(name)) == NULL)
+		return 0;
+	SSL_set_ex_data(ssl, ident_index, copy);
+	return 1;
+}
+
+SSL *
+backend_tls_ssl(const struct backend *b, size_t i, int worker,
+    const char *client_sni, const uint8_t *client_alpn,
+    size_t client_alpn_len)
+{
+	struct backend_tls *bt = b->tls;
+	SSL *ssl = SSL_new(bt->ctx);
+	const char *sni = NULL;
+	SSL_SESSION **slot = NULL;
+
+	if (ssl == NULL)
+		return NULL;
+	switch (bt->sni) {
+	case SNI_HOST:
+		sni = b->hosts != NULL ? b->hosts[i] : NULL;
+		break;
+	case SNI_CLIENT:
+		sni = client_sni;
+		break;
+	case SNI_FIXED:
+		sni = bt->servername;
+		break;
+	case SNI_NONE:
+		break;
+	}
+	if ((sni != NULL && !SSL_set_tlsext_host_name(ssl, sni)) ||
+	    !backend_tls_identity(ssl, bt->verify_name != NULL ?
+	    bt->verify_name : sni, &b->addrs[i]))
+		goto fail;
+	if (bt->alpn_client && client_alpn_len > 0) {
+		uint8_t wire[256];
+
+		wire[0] = (uint8_t)client_alpn_len;
+		memcpy(wire + 1, client_alpn, client_alpn_len);
+		if (SSL_set_alpn_protos(ssl, wire, client_alpn_len + 1) != 0)
+			goto fail;
+	} else if (bt->alpn != NULL &&
+	    SSL_set_alpn_protos(ssl, bt->alpn, bt->alpn_len) != 0) {
+		goto fail;
+	}
+	if (bt->session_reuse && worker >= 0 && worker < bt->num_workers)
+		slot = &bt->sessions[i * (size_t)bt->num_workers + (size_t)worker];
+	if (slot != NULL) {
+		SSL_set_ex_data(ssl, slot_index, slot);
+		if (*slot != NULL) {
+			SSL_set_session(ssl, *slot);
+			/* A TLS 1.3 ticket is for one connection; the next
+			 * comes with this one's new tickets. */
+			if (SSL_SESSION_should_be_single_use(*slot)) {
+				SSL_SESSION_free(*slot);
+				*slot = NULL;
+			}
+		}
+	}
+	SSL_set_connect_state(ssl);
+	return ssl;
+fail:
+	ERR_clear_error();
+	SSL_free(ssl);
+	return NULL;
+}
+
+int
+backend_tls_check_alpn(const struct backend *b, SSL *ssl,
+    const uint8_t *client_alpn, size_t client_alpn_len)
+{
+	const uint8_t *got;
+	unsigned got_len;
+
+	if (!b->tls->alpn_client || client_alpn_len == 0)
+		return 0;
+	SSL_get0_alpn_selected(ssl, &got, &got_len);
+	return got_len == client_alpn_len &&
+	    memcmp(got, client_alpn, got_len) == 0 ? 0 : -1;
+}
+
+/* backend_tls_verify_why words a failed verification. */
+static enum backend_tls_fail
+backend_tls_verify_why(SSL *ssl, long result, char *buf, size_t len)
+{
+	const char *expected = SSL_get_ex_data(ssl, ident_index);
+
+	if (result == X509_V_ERR_HOSTNAME_MISMATCH ||
+	    result == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+		snprintf(buf, len, "backend tls: name mismatch (expected %s)",
+		    expected != NULL ? expected : "-");
+		return BACKEND_TLS_FAIL_NAME;
+	}
+	snprintf(buf, len, "backend tls: %s",
+	    X509_verify_cert_error_string(result));
+	return BACKEND_TLS_FAIL_CERTIFICATE;
+}
+
+enum backend_tls_fail
+backend_tls_why(SSL *ssl, int err, int errno_, char *buf, size_t len)
+{
+	long result = SSL_get_verify_result(ssl);
+	uint32_t e = ERR_peek_error();
+	char detail[160];
+
+	if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
+	    ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED &&
+	    result != X509_V_OK) {
+		ERR_clear_error();
+		return backend_tls_verify_why(ssl, result, buf, len);
+	}
+	if (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN) {
+		ERR_clear_error();
+		snprintf(buf, len, "backend tls: %s", errno_ != 0 ?
+		    strerror(errno_) : "the backend closed the connection "
+		    "during the handshake");
+		return BACKEND_TLS_FAIL_CLOSED;
+	}
+	snprintf(buf, len, "backend tls: %s", log_ssl_error(detail,
+	    sizeof(detail)));
+	return BACKEND_TLS_FAIL_PROTOCOL;
+}
+
+const char *
+backend_tls_describe(SSL *ssl, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s,%s,%s,%s", SSL_get_version(ssl),
+	    SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)),
+	    SSL_session_reused(ssl) ? "resumed" : "new",
+	    SSL_get_verify_result(ssl) == X509_V_OK ? "verified" : "unverified");
+	return buf;
+}

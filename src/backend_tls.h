@@ -1,0 +1,71 @@
+/* backend_tls.h: TLS to a backend (the tls.connect side): the SSL_CTX a
+ * [backend] with tls = yes builds, the SSL of each connection to it
+ * (server name, identity to verify, ALPN, a session to resume), sessions
+ * kept per backend address and worker, and what a failure is called. */
+#ifndef TLSPROXY_BACKEND_TLS_H
+#define TLSPROXY_BACKEND_TLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+struct backend;
+struct config;
+struct conf_backend;
+
+/* Why a backend handshake failed, for the metrics. */
+enum backend_tls_fail {
+	BACKEND_TLS_FAIL_CERTIFICATE, /* chain, expiry, CA, CRL */
+	BACKEND_TLS_FAIL_NAME,        /* identity mismatch */
+	BACKEND_TLS_FAIL_PROTOCOL,    /* alerts, versions, ciphers, garbage */
+	BACKEND_TLS_FAIL_TIMEOUT,
+	BACKEND_TLS_FAIL_CLOSED,      /* closed or reset mid-handshake */
+	BACKEND_TLS_FAIL_ALPN,        /* not the protocol the client got */
+	BACKEND_TLS_FAIL_COUNT,
+};
+
+extern const char *const backend_tls_fail_names[BACKEND_TLS_FAIL_COUNT];
+
+struct backend_tls;
+
+/* backend_tls_new builds |cb|'s TLS settings for the |num_addrs| resolved
+ * addresses of backend |b|, with session slots for |num_workers| workers.
+ * Files are read now; problems go to |cfg| with the key's line. NULL on
+ * error. */
+struct backend_tls *backend_tls_new(struct config *cfg,
+    const struct conf_backend *cb, const struct backend *b, int num_workers);
+
+void backend_tls_free(struct backend_tls *bt);
+
+/* backend_tls_unverified returns whether |bt| skips verification. */
+int backend_tls_unverified(const struct backend_tls *bt);
+
+/* backend_tls_timeout_ms returns the time allowed for one handshake. */
+uint64_t backend_tls_timeout_ms(const struct backend_tls *bt);
+
+/* backend_tls_ssl makes the client SSL for a connection to address |i|
+ * of |b| on worker |worker|: the server name (|client_sni| for
+ * tls_servername = client), the identity to verify, ALPN (|client_alpn|
+ * for tls_alpn = client) and the session to resume. The caller attaches a
+ * BIO. NULL when out of memory. */
+SSL *backend_tls_ssl(const struct backend *b, size_t i, int worker,
+    const char *client_sni, const uint8_t *client_alpn,
+    size_t client_alpn_len);
+
+/* backend_tls_check_alpn checks, after the handshake, that a backend
+ * offered the client's protocol chose it. Returns 0 or -1. */
+int backend_tls_check_alpn(const struct backend *b, SSL *ssl,
+    const uint8_t *client_alpn, size_t client_alpn_len);
+
+/* backend_tls_why names why a handshake failed, as "backend tls: ..."
+ * text in |buf|, from |ssl|'s state, SSL_get_error's |err| and |errno_|.
+ * Returns the kind. */
+enum backend_tls_fail backend_tls_why(SSL *ssl, int err, int errno_,
+    char *buf, size_t len);
+
+/* backend_tls_describe writes "VERSION,CIPHER,new|resumed,verified|
+ * unverified" for the access log. */
+const char *backend_tls_describe(SSL *ssl, char *buf, size_t len);
+
+#endif
