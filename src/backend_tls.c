@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs8.h>
+#include <openssl/pool.h>
 #include <openssl/x509.h>
 
 #include "backend.h"
@@ -28,6 +29,14 @@ const char *const backend_tls_fail_names[BACKEND_TLS_FAIL_COUNT] = {
 	"certificate", "name", "protocol", "timeout", "closed", "alpn",
 };
 
+/* A session kept for an address, with the server name it was made for:
+ * with tls_servername = client, names differ between connections, and a
+ * session is only offered under its own. */
+struct backend_tls_slot {
+	SSL_SESSION *session;
+	char name[256]; /* "" without SNI */
+};
+
 enum servername_mode {
 	SNI_HOST,   /* the address's host name, if it has one */
 	SNI_CLIENT, /* the client's */
@@ -37,6 +46,9 @@ enum servername_mode {
 
 struct backend_tls {
 	SSL_CTX *ctx;
+	/* Every connection to the backend gets the same certificates: one
+	 * copy of them serves all (it outlives the SSL_CTX and SSLs). */
+	CRYPTO_BUFFER_POOL *pool;
 	int verify;
 	enum servername_mode sni;
 	char *servername;  /* SNI_FIXED */
@@ -48,7 +60,7 @@ struct backend_tls {
 	uint64_t timeout_ms;
 	/* The last session of each address, per worker: [addr][worker]. A
 	 * worker touches only its own slots, so they need no lock. */
-	SSL_SESSION **sessions;
+	struct backend_tls_slot *sessions;
 	size_t num_addrs;
 	int num_workers;
 };
@@ -320,12 +332,14 @@ backend_tls_alpn(struct backend_tls *bt, const struct conf_backend *cb)
 static int
 backend_tls_new_session(SSL *ssl, SSL_SESSION *session)
 {
-	SSL_SESSION **slot = SSL_get_ex_data(ssl, slot_index);
+	struct backend_tls_slot *slot = SSL_get_ex_data(ssl, slot_index);
+	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
 
 	if (slot == NULL)
 		return 0;
-	SSL_SESSION_free(*slot);
-	*slot = session;
+	SSL_SESSION_free(slot->session);
+	slot->session = session;
+	snprintf(slot->name, sizeof(slot->name), "%s", name != NULL ? name : "");
 	return 1;
 }
 
@@ -422,10 +436,13 @@ backend_tls_new(struct config *cfg, const struct conf_backend *cb,
 	    (bt->sessions = calloc(bt->num_addrs * (size_t)bt->num_workers + 1,
 	    sizeof(*bt->sessions))) == NULL)
 		goto oom;
+	if ((bt->pool = CRYPTO_BUFFER_POOL_new()) == NULL)
+		goto oom;
 	if ((bt->ctx = backend_tls_ctx(cfg, cb, bt)) == NULL) {
 		backend_tls_free(bt);
 		return NULL;
 	}
+	SSL_CTX_set0_buffer_pool(bt->ctx, bt->pool);
 	if (!bt->verify)
 		log_msg(LOGL_WARNING, "[backend %s]: tls_verify = no: the "
 		    "backend's certificate is not checked, so anyone on the path "
@@ -445,8 +462,9 @@ backend_tls_free(struct backend_tls *bt)
 	SSL_CTX_free(bt->ctx);
 	for (size_t i = 0; bt->sessions != NULL &&
 	    i < bt->num_addrs * (size_t)bt->num_workers; i++)
-		SSL_SESSION_free(bt->sessions[i]);
+		SSL_SESSION_free(bt->sessions[i].session);
 	free(bt->sessions);
+	CRYPTO_BUFFER_POOL_free(bt->pool);
 	free(bt->servername);
 	free(bt->verify_name);
 	free(bt->alpn);
@@ -509,7 +527,7 @@ backend_tls_ssl(const struct backend *b, size_t i, int worker,
 	struct backend_tls *bt = b->tls;
 	SSL *ssl = SSL_new(bt->ctx);
 	const char *sni = NULL;
-	SSL_SESSION **slot = NULL;
+	struct backend_tls_slot *slot = NULL;
 
 	if (ssl == NULL)
 		return NULL;
@@ -545,16 +563,20 @@ backend_tls_ssl(const struct backend *b, size_t i, int worker,
 		slot = &bt->sessions[i * (size_t)bt->num_workers + (size_t)worker];
 	if (slot != NULL) {
 		SSL_set_ex_data(ssl, slot_index, slot);
-		if (*slot != NULL) {
-			SSL_set_session(ssl, *slot);
+		if (slot->session != NULL &&
+		    strcmp(slot->name, sni != NULL ? sni : "") == 0) {
+			SSL_set_session(ssl, slot->session);
 			/* A TLS 1.3 ticket is for one connection; the next
 			 * comes with this one's new tickets. */
-			if (SSL_SESSION_should_be_single_use(*slot)) {
-				SSL_SESSION_free(*slot);
-				*slot = NULL;
+			if (SSL_SESSION_should_be_single_use(slot->session)) {
+				SSL_SESSION_free(slot->session);
+				slot->session = NULL;
 			}
 		}
 	}
+	/* Certificates and settings are not needed after the handshake:
+	 * shedding them keeps idle connections small. */
+	SSL_set_shed_handshake_config(ssl, 1);
 	SSL_set_connect_state(ssl);
 	return ssl;
 fail:

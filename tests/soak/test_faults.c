@@ -39,6 +39,7 @@ struct fx {
 	pid_t echo_pid, fault_pid;
 	int echo_port, fault_port;
 	const char *cert; /* base name of the context's certificate files */
+	const char *fault_extra; /* more lines for [backend fault] */
 	struct steady steady;
 };
 
@@ -214,9 +215,11 @@ fx_conf(const struct fx *f, int port, const char *extra)
 	    "alpn_backend = " FAULT_ALPN ":fault\n"
 	    "[backend echo]\naddress = 127.0.0.1:%d\n"
 	    "[backend fault]\naddress = 127.0.0.1:%d\nconnect_timeout = 2s\n"
+	    "%s\n"
 	    "[context main]\ncert = %s/%s.pem\nkey = %s/%s.key\n",
 	    extra != NULL ? extra : "", port, f->echo_port, f->fault_port,
-	    h_dir(), f->cert, h_dir(), f->cert);
+	    f->fault_extra != NULL ? f->fault_extra : "", h_dir(), f->cert,
+	    h_dir(), f->cert);
 	return text;
 }
 
@@ -318,6 +321,68 @@ reason_of(const char *line)
 }
 
 /* --- backend faults ----------------------------------------------- */
+
+/* A TLS backend that fails its handshake: the next address would be
+ * tried (there is one), the client gets a clean, empty end, the reason
+ * names the failure, and the others are served. */
+static void
+tls_backend_fails(const char *name, const char *mode, const char *arg,
+    const char *expect_reason, const char *expect_kind)
+{
+	struct fx f = { 0 };
+	char series[160], admin[64], *out, *line;
+	int st, admin_port = h_free_port();
+
+	f.fault_extra = "tls = yes\ntls_verify = no\n"
+	    "tls_handshake_timeout = 1s";
+	snprintf(admin, sizeof(admin), "admin = 127.0.0.1:%d", admin_port);
+	fx_start(&f, name, mode, arg, admin);
+	out = fault_client(&f, &st, "--request 'GET / HTTP/1.0\r\n\r\n' "
+	    "--no-half-close --timeout 10");
+	ck_assert_msg(st == 0, "%s", out);
+	ck_assert_str_eq(h_field(out, "received"), "0");
+	free(out);
+	line = fault_line(&f, 1, 1);
+	ck_assert_msg(strncmp(reason_of(line), expect_reason,
+	    strlen(expect_reason)) == 0 || (strcmp(expect_kind, "closed") == 0 &&
+	    strcmp(reason_of(line), "backend unavailable") == 0), "%s", line);
+	ck_assert_str_eq(h_field(line, "backend"), "-");
+	free(line);
+	snprintf(series, sizeof(series), "backend 'fault' address 127.0.0.1:%d: "
+	    "backend tls: ", f.fault_port);
+	if (strcmp(expect_kind, "closed") != 0)
+		ck_assert_msg(h_log_contains(&f.d, series, 2000), "no '%s'",
+		    series);
+	out = h_run(&st, "curl -sf http://127.0.0.1:%d/metrics | grep "
+	    "'tlsproxy_backend_tls_failures_total{backend=\"fault\","
+	    "reason=\"%s\"}'", admin_port, expect_kind);
+	ck_assert_msg(strcmp(expect_kind, "closed") == 0 ||
+	    strstr(out, "} 1") != NULL, "%s", out);
+	free(out);
+	fx_served(&f);
+	fx_finish(&f);
+}
+
+START_TEST(tls_backend_resets_mid_handshake)
+{
+	tls_backend_fails("tls-reset", "reset", "0", "backend tls: ",
+	    "closed");
+}
+END_TEST
+
+START_TEST(tls_backend_sends_garbage)
+{
+	tls_backend_fails("tls-garbage", "source", "4096", "backend tls: ",
+	    "protocol");
+}
+END_TEST
+
+START_TEST(tls_backend_never_finishes_handshake)
+{
+	tls_backend_fails("tls-mute", "mute", NULL,
+	    "backend tls: handshake timeout", "timeout");
+}
+END_TEST
 
 START_TEST(backend_refuses)
 {
@@ -1014,6 +1079,9 @@ main(void)
 	tcase_add_test(tc, backend_never_answers);
 	tcase_add_test(tc, backend_answers_slowly);
 	tcase_add_test(tc, backend_resets_mid_stream);
+	tcase_add_test(tc, tls_backend_resets_mid_handshake);
+	tcase_add_test(tc, tls_backend_sends_garbage);
+	tcase_add_test(tc, tls_backend_never_finishes_handshake);
 	tcase_add_test(tc, client_resets_mid_handshake);
 	tcase_add_test(tc, half_open_client_ends_at_idle_timeout);
 	tcase_add_test(tc, client_never_reads_while_backend_streams);
