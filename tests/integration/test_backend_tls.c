@@ -808,10 +808,10 @@ START_TEST(next_address_after_tls_failure)
 	line = conn_line(&t, 1);
 	ck_assert_msg(strcmp(reason(line), R_UNTRUSTED) == 0, "%s", line);
 	free(line);
-	warning(warn, sizeof(warn), rport, R_UNTRUSTED);
-	ck_assert_msg(h_log_contains(&t.d, warn, 2000), "no '%s'", warn);
-	warning(warn, sizeof(warn), rport2, R_UNTRUSTED);
-	ck_assert_msg(h_log_contains(&t.d, warn, 2000), "no '%s'", warn);
+	/* Warnings from one place are limited to one a second: the metric
+	 * counts both addresses. */
+	ck_assert_msg(h_log_contains(&t.d, "backend tls: " "unable to get "
+	    "local issuer certificate", 2000), "no warning");
 	ck_assert_int_eq(wait_metric(&t, M_FAILURES_FMT, "certificate", 2), 2);
 	finish(&t);
 	stop(rpid);
