@@ -35,6 +35,10 @@ const char *const backend_tls_fail_names[BACKEND_TLS_FAIL_COUNT] = {
 struct backend_tls_slot {
 	SSL_SESSION *session;
 	char name[256]; /* "" without SNI */
+	/* The group the address chose last time: the next ClientHello
+	 * carries a key share for it alone, so a classical backend does not
+	 * cost an ML-KEM key generation per connection. */
+	uint16_t group;
 };
 
 enum servername_mode {
@@ -565,9 +569,14 @@ backend_tls_ssl(const struct backend *b, size_t i, int worker,
 	    SSL_set_alpn_protos(ssl, bt->alpn, bt->alpn_len) != 0) {
 		goto fail;
 	}
-	if (bt->session_reuse && worker >= 0 && worker < bt->num_workers)
+	if (worker >= 0 && worker < bt->num_workers)
 		slot = &bt->sessions[i * (size_t)bt->num_workers + (size_t)worker];
-	if (slot != NULL) {
+#ifdef SSL_GROUP_X25519_MLKEM768
+	if (slot != NULL && slot->group != 0 &&
+	    !SSL_set1_server_supported_groups_hint(ssl, &slot->group, 1))
+		goto fail;
+#endif
+	if (slot != NULL && bt->session_reuse) {
 		SSL_set_ex_data(ssl, slot_index, slot);
 		if (slot->session != NULL &&
 		    strcmp(slot->name, sni != NULL ? sni : "") == 0) {
@@ -589,6 +598,20 @@ fail:
 	ERR_clear_error();
 	SSL_free(ssl);
 	return NULL;
+}
+
+void
+backend_tls_done(const struct backend *b, size_t i, int worker, SSL *ssl)
+{
+	struct backend_tls *bt = b->tls;
+
+	if (worker >= 0 && worker < bt->num_workers)
+		bt->sessions[i * (size_t)bt->num_workers + (size_t)worker].group =
+#ifdef SSL_GROUP_X25519_MLKEM768
+		    SSL_get_group_id(ssl);
+#else
+		    SSL_get_curve_id(ssl);
+#endif
 }
 
 int

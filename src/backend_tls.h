@@ -57,6 +57,11 @@ SSL *backend_tls_ssl(const struct backend *b, size_t i, int worker,
     const char *client_sni, const uint8_t *client_alpn,
     size_t client_alpn_len);
 
+/* backend_tls_done records what a finished handshake with address |i|
+ * of |b| on worker |worker| chose, for the next one. */
+void backend_tls_done(const struct backend *b, size_t i, int worker,
+    SSL *ssl);
+
 /* backend_tls_check_alpn checks, after the handshake, that a backend
  * offered the client's protocol chose it. Returns 0 or -1. */
 int backend_tls_check_alpn(const struct backend *b, SSL *ssl,

@@ -586,6 +586,7 @@ conn_backend_handshake(struct conn *c)
 			conn_backend_tls_failed(c, BACKEND_TLS_FAIL_ALPN, why);
 			return;
 		}
+		backend_tls_done(c->backend, c->addr_index, c->w->id, c->bssl);
 		stat_add(&c->w->stats->bt_handshakes[c->backend->stat_slot], 1);
 		if (SSL_session_reused(c->bssl))
 			stat_add(&c->w->stats->bt_resumed[c->backend->stat_slot],
