@@ -559,6 +559,46 @@ START_TEST(trusted_chain_passes)
 }
 END_TEST
 
+/* After the first handshake with an address, the next ClientHello
+ * carries a key share only for the group that address chose: a backend
+ * without ML-KEM (OpenSSL 3.0's s_server) costs no post-quantum key
+ * generation from then on. */
+START_TEST(learned_group_is_the_only_key_share)
+{
+	struct btls t;
+	char backend[512], *out;
+	int sport, st;
+	pid_t spid = s_server(&sport, "api", "-trace");
+
+	snprintf(backend, sizeof(backend), "address = 127.0.0.1:%d\ntls = yes\n"
+	    "tls_ca = %s/bca.pem\ntls_servername = " API "\n", sport, h_dir());
+	/* One worker: what an address chose is remembered per worker. */
+	start(&t, "keyshare", backend, "workers = 1\n");
+	for (int i = 0; i < 2; i++) {
+		out = get(&t, "/");
+		ck_assert_msg(strstr(out, S_SERVER_PAGE) != NULL, "%s", out);
+		free(out);
+	}
+	/* The NamedGroup lines of each ClientHello's key_share, in order. */
+	out = h_run(&st, "grep -A4 'extension_type=key_share' "
+	    "%s/s_server-%d.log | grep -o 'NamedGroup: [^ ]*' | tr '\\n' ' '",
+	    h_dir(), sport);
+	if (h_has_mlkem())
+		/* ClientHello (hybrid, X25519), ServerHello (X25519), then
+		 * a ClientHello with X25519 alone. */
+		ck_assert_msg(strncmp(out, "NamedGroup: UNKNOWN NamedGroup: "
+		    "ecdh_x25519 NamedGroup: ecdh_x25519 NamedGroup: ecdh_x25519",
+		    strlen("NamedGroup: UNKNOWN NamedGroup: ecdh_x25519 "
+		    "NamedGroup: ecdh_x25519 NamedGroup: ecdh_x25519")) == 0 &&
+		    strstr(out + 20, "UNKNOWN") == NULL, "%s", out);
+	else
+		ck_assert_msg(strstr(out, "ecdh_x25519") != NULL, "%s", out);
+	free(out);
+	finish(&t);
+	stop(spid);
+}
+END_TEST
+
 /* A plaintext backend logs backend_tls=- (and is counted nowhere). */
 START_TEST(plaintext_backend_logs_dash)
 {
@@ -1488,6 +1528,7 @@ main(void)
 	tcase_add_test(tc, ip_address_against_dns_only_refused);
 	tcase_add_test(tc, wildcard_two_labels_deep_refused);
 	tcase_add_test(tc, verify_off_lets_untrusted_through);
+	tcase_add_test(tc, learned_group_is_the_only_key_share);
 	tcase_add_test(tc, next_address_after_tls_failure);
 	tcase_add_test(tc, handshake_timeout_and_closed);
 	tcase_add_test(tc, client_certificate_for_mtls);
