@@ -1,5 +1,6 @@
 /* TLS to backends ("the tls.connect half") end to end: the real daemon in
- * front of real TLS servers on loopback (openssl s_server, nginx, stunnel)
+ * front of real TLS servers on loopback (openssl s_server, nginx, and a
+ * second tlsproxy where half-closes must survive)
  * with certificates made at startup: chain, expiry and RFC 6125 name
  * checks, tls_verify = no, failover to the next address, client
  * certificates, ALPN pass-through, session resumption seen by both ends,
@@ -139,6 +140,20 @@ make_files(void)
 
 /* spawn runs |cmd| through sh with stdout and stderr to |log|, dying with
  * the test process (Check forks one per test). */
+/* Under AddressSanitizer, freed memory waits in a quarantine before it is
+ * reused, so every TLS record that passes leaves its buffers in the RSS
+ * for a while: growth says nothing about what the daemon holds. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_MEANINGFUL 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RSS_MEANINGFUL 0
+#endif
+#endif
+#ifndef RSS_MEANINGFUL
+#define RSS_MEANINGFUL 1
+#endif
+
 static pid_t
 spawn(const char *log, const char *fmt, ...)
 {
@@ -281,24 +296,29 @@ nginx_log(void)
 	return h_run(NULL, "cat %s/nginx/access.log 2>/dev/null", h_dir());
 }
 
-/* stunnel terminates TLS (certificate api) on |port| in front of a plain
- * backend on |bport|. Unlike nginx's stream proxy, whose proxy_half_close
- * shuts the TCP side down without a close_notify, stunnel turns EOF into
- * close_notify and back both ways: a TLS peer that half-closes properly. */
+/* terminator runs a second tlsproxy that terminates TLS (certificate
+ * api) on |port| in front of a plain backend on |bport|: a TLS peer that
+ * maps close_notify and TCP half-close onto each other in both
+ * directions. nginx's stream proxy ends its side without close_notify,
+ * and stunnel, when its plain side closes while echoed bytes are still
+ * unread, drops them (its log then says fewer bytes "sent to TLS" than
+ * it read): neither can carry the bulk and half-close checks. */
 static pid_t
-stunnel(int port, int bport)
+terminator(int port, int bport)
 {
-	char conf[2048], path[600], log[600];
+	char conf[2048], path[600], log[600], name[64];
 	pid_t pid;
 
 	snprintf(conf, sizeof(conf),
-	    "foreground = yes\npid =\ndebug = 4\noutput = %s/stunnel-%d.log\n"
-	    "[b]\naccept = 127.0.0.1:%d\nconnect = 127.0.0.1:%d\n"
-	    "cert = %s/api.pem\nkey = %s/api.key\n",
-	    h_dir(), port, port, bport, h_dir(), h_dir());
-	snprintf(path, sizeof(path), "%s", h_write("stunnel.conf", conf));
-	snprintf(log, sizeof(log), "%s/stunnel-%d.out", h_dir(), port);
-	pid = spawn(log, "exec stunnel %s", path);
+	    "[global]\nworkers = 1\nlog_level = warning\naccess_log = no\n"
+	    "[listener t]\nbind = 127.0.0.1:%d\ncontext = api\nbackend = p\n"
+	    "[backend p]\naddress = 127.0.0.1:%d\n"
+	    "[context api]\ncert = %s/api.pem\nkey = %s/api.key\n",
+	    port, bport, h_dir(), h_dir());
+	snprintf(name, sizeof(name), "terminator-%d.conf", port);
+	snprintf(path, sizeof(path), "%s", h_write(name, conf));
+	snprintf(log, sizeof(log), "%s/terminator-%d.log", h_dir(), port);
+	pid = spawn(log, "exec %s -c %s", h_bin("tlsproxy"), path);
 	wait_port(pid, port, log);
 	return pid;
 }
@@ -1124,10 +1144,10 @@ tls_backend_conf(char *buf, size_t len, int port)
 	    "tls_ca = %s/bca.pem\ntls_servername = " API "\n", port, h_dir());
 }
 
-/* 8 MB each way through TLS on both sides (stunnel in front of an echo
- * backend), hashed; the client's close_notify reaches the backend as a
- * close_notify (stunnel makes it a FIN for echo), and echo's FIN comes back
- * to the client as close_notify. */
+/* 8 MB each way through TLS on both sides (a terminating tlsproxy in front
+ * of an echo backend), hashed; the client's close_notify reaches the
+ * backend as a close_notify (the terminator makes it a FIN for echo), and
+ * echo's FIN comes back to the client as close_notify. */
 START_TEST(megabytes_each_way_intact)
 {
 	struct btls t;
@@ -1136,7 +1156,7 @@ START_TEST(megabytes_each_way_intact)
 	char backend[512], sent[80], *out;
 	int st;
 
-	spid = stunnel(sport, eport);
+	spid = terminator(sport, eport);
 	tls_backend_conf(backend, sizeof(backend), sport);
 	start(&t, "bulk", backend, NULL);
 	out = h_run(&st, "%s --send-bytes 8000000 --timeout 90 127.0.0.1:%d",
@@ -1185,8 +1205,8 @@ START_TEST(megabytes_through_nginx_stream)
 }
 END_TEST
 
-/* The backend half-closes first (source: 3 MB, then FIN, which stunnel
- * sends as close_notify); the client keeps sending 1 MB after that, which
+/* The backend half-closes first (source: 3 MB, then FIN, which the
+ * terminator sends as close_notify); the client keeps sending 1 MB after that, which
  * still reaches the backend, and gets close_notify at the end. */
 START_TEST(backend_half_closes_first)
 {
@@ -1196,7 +1216,7 @@ START_TEST(backend_half_closes_first)
 	char backend[512], *out;
 	int st;
 
-	spid = stunnel(sport, bport);
+	spid = terminator(sport, bport);
 	tls_backend_conf(backend, sizeof(backend), sport);
 	start(&t, "bhc", backend, NULL);
 	out = h_run(&st, "%s --send-bytes 1000000 --timeout 60 "
@@ -1222,7 +1242,7 @@ START_TEST(sink_hash_matches)
 	char backend[512], want[160], *out;
 	int st;
 
-	spid = stunnel(sport, bport);
+	spid = terminator(sport, bport);
 	tls_backend_conf(backend, sizeof(backend), sport);
 	start(&t, "sink", backend, NULL);
 	out = h_run(&st, "%s --send-bytes 5000000 --timeout 60 127.0.0.1:%d",
@@ -1304,7 +1324,8 @@ START_TEST(stalled_backend_reader_keeps_memory_bounded)
 	sleep(3);
 	during = h_rss_kib(t.d.pid);
 	waitpid(cpid, NULL, 0);
-	ck_assert_msg(during - before < 8 * 1024, "RSS grew from %ld to %ld KiB",
+	ck_assert_msg(!RSS_MEANINGFUL || during - before < 8 * 1024,
+	    "RSS grew from %ld to %ld KiB",
 	    before, during);
 	finish(&t);
 	stop(npid);
@@ -1341,7 +1362,8 @@ START_TEST(stalled_client_reader_keeps_memory_bounded)
 	ck_assert_msg(st == 0, "%s", out);
 	free(out);
 	waitpid(cpid, NULL, 0);
-	ck_assert_msg(during - before < 8 * 1024, "RSS grew from %ld to %ld KiB",
+	ck_assert_msg(!RSS_MEANINGFUL || during - before < 8 * 1024,
+	    "RSS grew from %ld to %ld KiB",
 	    before, during);
 	finish(&t);
 	stop(npid);
