@@ -580,13 +580,14 @@ backend_tls_ssl(const struct backend *b, size_t i, int worker,
 		SSL_set_ex_data(ssl, slot_index, slot);
 		if (slot->session != NULL &&
 		    strcmp(slot->name, sni != NULL ? sni : "") == 0) {
+			/* Offered again until a newer ticket replaces it, as
+			 * nginx and HAProxy do with their backends: a TLS 1.3
+			 * ticket is single-use only so that a client cannot be
+			 * tracked across connections, which does not matter
+			 * between a proxy and its own backend, while connections
+			 * that start before the last one's tickets arrive would
+			 * otherwise all pay a full handshake. */
 			SSL_set_session(ssl, slot->session);
-			/* A TLS 1.3 ticket is for one connection; the next
-			 * comes with this one's new tickets. */
-			if (SSL_SESSION_should_be_single_use(slot->session)) {
-				SSL_SESSION_free(slot->session);
-				slot->session = NULL;
-			}
 		}
 	}
 	/* Certificates and settings are not needed after the handshake:
