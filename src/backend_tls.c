@@ -21,6 +21,7 @@
 #include "backend.h"
 #include "config.h"
 #include "log.h"
+#include "tls_ctx.h"
 
 /* Debian's ca-certificates bundle: the system store. */
 #define BACKEND_TLS_SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"
@@ -103,7 +104,6 @@ backend_tls_store(struct config *cfg, const struct conf_backend *cb,
 {
 	const char *ca = cb->tls_ca != NULL ? cb->tls_ca : BACKEND_TLS_SYSTEM_CA;
 	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-
 	FILE *f = fopen(ca, "r");
 
 	if (f == NULL && cb->tls_ca != NULL) {
@@ -124,29 +124,7 @@ backend_tls_store(struct config *cfg, const struct conf_backend *cb,
 		ERR_clear_error();
 		return -1;
 	}
-	for (size_t i = 0; i < cb->tls_crl.num; i++) {
-		BIO *bio = BIO_new_file(cb->tls_crl.v[i], "r");
-		X509_CRL *crl;
-		int n = 0;
-
-		while (bio != NULL &&
-		    (crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
-			X509_STORE_add_crl(store, crl);
-			X509_CRL_free(crl);
-			n++;
-		}
-		BIO_free(bio);
-		ERR_clear_error();
-		if (n == 0) {
-			config_error(cfg, cb->tls_crl.lines[i], "tls_crl", "'%s' "
-			    "holds no PEM CRL", cb->tls_crl.v[i]);
-			return -1;
-		}
-	}
-	if (cb->tls_crl.num > 0)
-		X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK |
-		    X509_V_FLAG_CRL_CHECK_ALL);
-	return 0;
+	return tls_ctx_load_crls(cfg, "tls_crl", &cb->tls_crl, store);
 }
 
 /* backend_tls_passphrase reads the first line of tls_passphrase_file. */

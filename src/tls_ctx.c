@@ -639,8 +639,15 @@ tls_ctx_client_auth(struct config *cfg, const struct conf_context *cc,
 		return -1;
 	}
 	SSL_CTX_set_client_CA_list(ctx, names);
-	for (size_t i = 0; i < cc->crl.num; i++) {
-		BIO *bio = tls_ctx_open(cfg, cc->crl.lines[i], "crl", cc->crl.v[i]);
+	return tls_ctx_load_crls(cfg, "crl", &cc->crl, store);
+}
+
+int
+tls_ctx_load_crls(struct config *cfg, const char *key,
+    const struct strlist *files, X509_STORE *store)
+{
+	for (size_t i = 0; i < files->num; i++) {
+		BIO *bio = tls_ctx_open(cfg, files->lines[i], key, files->v[i]);
 		X509_CRL *crl;
 		int n = 0;
 
@@ -654,12 +661,12 @@ tls_ctx_client_auth(struct config *cfg, const struct conf_context *cc,
 		BIO_free(bio);
 		ERR_clear_error();
 		if (n == 0) {
-			config_error(cfg, cc->crl.lines[i], "crl", "'%s' holds no "
-			    "PEM CRL", cc->crl.v[i]);
+			config_error(cfg, files->lines[i], key, "'%s' holds no PEM "
+			    "CRL", files->v[i]);
 			return -1;
 		}
 	}
-	if (cc->crl.num > 0)
+	if (files->num > 0)
 		X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK |
 		    X509_V_FLAG_CRL_CHECK_ALL);
 	return 0;

@@ -97,6 +97,13 @@ void tls_ctx_set_callbacks(struct tls_ctx *t,
  * staple slots (or clears them with ocsp = off). */
 void tls_ctx_activate(struct tls_ctx *t);
 
+/* tls_ctx_load_crls adds the CRLs of every PEM file in |files| (the
+ * values of configuration key |key|) to |store| and turns CRL checking on
+ * for the whole chain. Problems go to |cfg|; returns 0 or -1. */
+struct strlist;
+int tls_ctx_load_crls(struct config *cfg, const char *key,
+    const struct strlist *files, X509_STORE *store);
+
 /* tls_ctx_covers_name returns whether a certificate of |t| is valid for
  * host name |name|. */
 int tls_ctx_covers_name(const struct tls_ctx *t, const char *name);

@@ -73,6 +73,7 @@
  *   wild      DNS SAN *.example.test
  *   client    "btls client" by cca: tlsproxy's client certificate
  *   garbage.pem  not PEM at all
+ *   bca.crl, bca-revoked.crl  bca's CRLs: none revoked, api revoked
  * The expired one needs dates in the past: openssl ca takes -startdate
  * and -enddate (OpenSSL 3.0's x509 has no -not_before). */
 static const char gen_script[] =
@@ -104,10 +105,18 @@ static const char gen_script[] =
     "mkdir -p ca-db && : > ca-db/index.txt && echo 1000 > ca-db/serial\n"
     "printf '[ca]\\ndefault_ca = d\\n[d]\\ndatabase = ca-db/index.txt\\n"
     "new_certs_dir = ca-db\\nserial = ca-db/serial\\ndefault_md = sha256\\n"
+    "unique_subject = no\\n"
     "policy = p\\n[p]\\ncommonName = supplied\\n' > ca-db/ca.cnf\n"
     "openssl ca -batch -config ca-db/ca.cnf -cert bca.pem -keyfile bca.key "
     "-in expired.csr -out expired.pem -startdate 200101000000Z "
     "-enddate 200201000000Z -extfile expired.ext -notext\n"
+    /* CRLs of bca: one revoking nothing, one revoking api. */
+    "openssl ca -config ca-db/ca.cnf -cert bca.pem -keyfile bca.key "
+    "-gencrl -crldays 2 -out bca.crl\n"
+    "openssl ca -config ca-db/ca.cnf -cert bca.pem -keyfile bca.key "
+    "-revoke api.pem\n"
+    "openssl ca -config ca-db/ca.cnf -cert bca.pem -keyfile bca.key "
+    "-gencrl -crldays 2 -out bca-revoked.crl\n"
     "printf 'this is not a certificate\\n' > garbage.pem\n"
     "mkdir -p nginx\n";
 
@@ -713,6 +722,33 @@ START_TEST(expired_certificate_refused)
 	    "tls_servername = " API "\n", h_dir());
 	expect_refused("expired", "expired", NULL, lines, R_EXPIRED,
 	    "certificate");
+}
+END_TEST
+
+/* With tls_crl, a certificate its CA revoked is refused; the same chain
+ * passes with a CRL that revokes nothing. */
+START_TEST(revoked_certificate_refused)
+{
+	struct btls t;
+	char lines[512], backend[1024], *out;
+	int sport;
+	pid_t spid;
+
+	snprintf(lines, sizeof(lines), "tls_ca = %s/bca.pem\n"
+	    "tls_crl = %s/bca-revoked.crl\ntls_servername = " API "\n",
+	    h_dir(), h_dir());
+	expect_refused("revoked", "api", NULL, lines, R_PREFIX
+	    "certificate revoked", "certificate");
+	spid = s_server(&sport, "api", NULL);
+	snprintf(backend, sizeof(backend), "address = 127.0.0.1:%d\ntls = yes\n"
+	    "tls_ca = %s/bca.pem\ntls_crl = %s/bca.crl\ntls_servername = "
+	    API "\n", sport, h_dir(), h_dir());
+	start(&t, "crlok", backend, NULL);
+	out = get(&t, "/");
+	ck_assert_msg(strstr(out, S_SERVER_PAGE) != NULL, "%s", out);
+	free(out);
+	finish(&t);
+	stop(spid);
 }
 END_TEST
 
@@ -1545,6 +1581,7 @@ main(void)
 	tcase_add_test(tc, default_servername_from_the_address);
 	tcase_add_test(tc, untrusted_ca_refused);
 	tcase_add_test(tc, expired_certificate_refused);
+	tcase_add_test(tc, revoked_certificate_refused);
 	tcase_add_test(tc, name_mismatch_refused);
 	tcase_add_test(tc, common_name_ignored_beside_dns_san);
 	tcase_add_test(tc, ip_address_against_dns_only_refused);
