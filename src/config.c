@@ -205,8 +205,8 @@ static const struct conf_key keys[] = {
 	{ SEC_LISTENER, "ech", T_LIST, L(ech), NULL, 0, 0, 0,
 	  "Encrypted Client Hello key files (PEM: PRIVATE KEY + ECHCONFIG)" },
 	{ SEC_LISTENER, "ech_retry", T_LIST, L(ech_retry), NULL, 0, 0, 0,
-	  "the ech files whose configs go back to clients as retry configs "
-	  "(default: all)" },
+	  "the ech files whose configs go back to clients as retry configs, "
+	  "or yes for all (the default)" },
 
 	TLS_KEYS(SEC_LISTENER, L, TLS_INHERIT)
 

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/base64.h>
 #include <openssl/bio.h>
@@ -284,12 +285,21 @@ ech_check(const uint8_t *data, size_t len, size_t *num_configs, char *err,
 	return rc;
 }
 
-/* ech_is_retry says whether |path| is one of the ech_retry files (all of
- * them when the key is unset). */
+/* ech_retry_all says whether every ech file gives retry configs: with
+ * ech_retry unset, or set to yes or all. */
+static int
+ech_retry_all(const struct conf_listener *cl)
+{
+	return cl->ech_retry.num == 0 || (cl->ech_retry.num == 1 &&
+	    (strcasecmp(cl->ech_retry.v[0], "yes") == 0 ||
+	    strcasecmp(cl->ech_retry.v[0], "all") == 0));
+}
+
+/* ech_is_retry says whether |path| is one of the ech_retry files. */
 static int
 ech_is_retry(const struct conf_listener *cl, const char *path)
 {
-	if (cl->ech_retry.num == 0)
+	if (ech_retry_all(cl))
 		return 1;
 	for (size_t i = 0; i < cl->ech_retry.num; i++) {
 		if (strcmp(cl->ech_retry.v[i], path) == 0)
@@ -304,6 +314,8 @@ ech_check_retry_names(struct config *cfg, const struct conf_listener *cl)
 {
 	int rc = 0;
 
+	if (ech_retry_all(cl))
+		return 0;
 	for (size_t i = 0; i < cl->ech_retry.num; i++) {
 		size_t j;
 
@@ -313,8 +325,9 @@ ech_check_retry_names(struct config *cfg, const struct conf_listener *cl)
 		}
 		if (j == cl->ech.num) {
 			config_error(cfg, cl->ech_retry.lines[i], "ech_retry",
-			    "'%s' is not one of [listener %s]'s ech files",
-			    cl->ech_retry.v[i], cl->h.name);
+			    "'%s' is not one of [listener %s]'s ech files (a "
+			    "list of them, or yes for all; at least one must give "
+			    "retry configs)", cl->ech_retry.v[i], cl->h.name);
 			rc = -1;
 		}
 	}

@@ -334,6 +334,29 @@ START_TEST(stale_config_gets_retry_configs)
 }
 END_TEST
 
+/* ech_retry narrows the retry configs to the files it names: both keys
+ * decrypt, only B's config is offered to a client with a stale one. */
+START_TEST(retry_configs_from_ech_retry_only)
+{
+	struct setup s;
+	char lines[1024], *out;
+	int st;
+
+	snprintf(lines, sizeof(lines), "%sech_retry = %s/b.pem\n",
+	    ech_lines("a.pem b.pem"), h_dir());
+	start(&s, "retrysel", lines);
+	out = ech_client(s.d.port, list_c, "", &st);
+	ck_assert_msg(st != 0 && strcmp(h_field(out, "retry_configs"),
+	    list_b) == 0, "%s", out);
+	free(out);
+	out = ech_client(s.d.port, list_a, "", &st);
+	ck_assert_msg(st == 0 && strcmp(h_field(out, "ech"), "accepted") == 0,
+	    "%s", out);
+	free(out);
+	finish(&s);
+}
+END_TEST
+
 START_TEST(grease_is_served)
 {
 	struct setup s;
@@ -621,6 +644,12 @@ START_TEST(bad_files_are_named)
 	snprintf(lines, sizeof(lines), "%sech_retry = %s/b.pem\n",
 	    ech_lines("a.pem"), h_dir());
 	check(lines, "b.pem' is not one of [listener l]'s ech files");
+	/* yes stands for every file. */
+	snprintf(lines, sizeof(lines), "%sech_retry = yes\n",
+	    ech_lines("a.pem b.pem"));
+	out = check_conf(lines, &st);
+	ck_assert_msg(st == 0, "%s", out);
+	free(out);
 	/* Every check passes on good files. */
 	out = check_conf(ech_lines("a.pem b.pem"), &st);
 	ck_assert_msg(st == 0, "%s", out);
@@ -640,6 +669,7 @@ main(void)
 	tcase_add_test(tc, accepted_inner_name_decides);
 	tcase_add_test(tc, proxy_header_carries_inner_name);
 	tcase_add_test(tc, stale_config_gets_retry_configs);
+	tcase_add_test(tc, retry_configs_from_ech_retry_only);
 	tcase_add_test(tc, grease_is_served);
 	tcase_add_test(tc, inner_name_never_on_the_wire);
 	tcase_add_test(tc, rotation_by_sighup_drops_nothing);
