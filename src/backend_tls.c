@@ -66,26 +66,16 @@ struct backend_tls {
 	/* The last session of each address, per worker: [addr][worker]. A
 	 * worker touches only its own slots, so they need no lock. */
 	struct backend_tls_slot *sessions;
+	/* Each address as text when it is an IP (NULL: a unix socket), the
+	 * identity checked when there is no name: made once, not per
+	 * connection. */
+	char **ips;
 	size_t num_addrs;
 	int num_workers;
 };
 
-/* Which session slot a connection's new sessions go to, and the identity
- * its certificate is checked against (for the error message). */
+/* Which session slot a connection's new sessions go to. */
 static int slot_index = -1;
-static int ident_index = -1;
-
-static void
-backend_tls_free_ident(void *parent, void *ptr, CRYPTO_EX_DATA *ad,
-    int index, long argl, void *argp)
-{
-	(void)parent;
-	(void)ad;
-	(void)index;
-	(void)argl;
-	(void)argp;
-	free(ptr);
-}
 
 static void
 backend_tls_error(struct config *cfg, const struct conf_backend *cb,
@@ -390,9 +380,6 @@ backend_tls_new(struct config *cfg, const struct conf_backend *cb,
 
 	if (slot_index < 0)
 		slot_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-	if (ident_index < 0)
-		ident_index = SSL_get_ex_new_index(0, NULL, NULL, NULL,
-		    backend_tls_free_ident);
 	if (bt == NULL)
 		goto oom;
 	bt->verify = cb->tls_verify != 0;
@@ -418,6 +405,25 @@ backend_tls_new(struct config *cfg, const struct conf_backend *cb,
 	    (bt->sessions = calloc(bt->num_addrs * (size_t)bt->num_workers + 1,
 	    sizeof(*bt->sessions))) == NULL)
 		goto oom;
+	if ((bt->ips = calloc(bt->num_addrs + 1, sizeof(*bt->ips))) == NULL)
+		goto oom;
+	for (size_t i = 0; i < bt->num_addrs; i++) {
+		const struct addr *a = &b->addrs[i];
+		char ip[INET6_ADDRSTRLEN];
+
+		if (a->ss.ss_family == AF_INET)
+			inet_ntop(AF_INET,
+			    &((const struct sockaddr_in *)&a->ss)->sin_addr, ip,
+			    sizeof(ip));
+		else if (a->ss.ss_family == AF_INET6)
+			inet_ntop(AF_INET6,
+			    &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, ip,
+			    sizeof(ip));
+		else
+			continue;
+		if ((bt->ips[i] = strdup(ip)) == NULL)
+			goto oom;
+	}
 	if ((bt->pool = CRYPTO_BUFFER_POOL_new()) == NULL)
 		goto oom;
 	if ((bt->ctx = backend_tls_ctx(cfg, cb, bt)) == NULL) {
@@ -446,6 +452,9 @@ backend_tls_free(struct backend_tls *bt)
 	    i < bt->num_addrs * (size_t)bt->num_workers; i++)
 		SSL_SESSION_free(bt->sessions[i].session);
 	free(bt->sessions);
+	for (size_t i = 0; bt->ips != NULL && i < bt->num_addrs; i++)
+		free(bt->ips[i]);
+	free(bt->ips);
 	CRYPTO_BUFFER_POOL_free(bt->pool);
 	free(bt->servername);
 	free(bt->verify_name);
@@ -471,40 +480,48 @@ backend_tls_timeout_ms(const struct backend_tls *bt)
 	return bt->timeout_ms;
 }
 
-/* backend_tls_identity sets what the certificate must be valid for: the
- * verify name, else the server name, else the address's IP. */
+/* backend_tls_sni returns the server name sent to address |i|. */
+static const char *
+backend_tls_sni(const struct backend *b, size_t i, const char *client_sni)
+{
+	switch (b->tls->sni) {
+	case SNI_HOST:
+		return b->hosts != NULL ? b->hosts[i] : NULL;
+	case SNI_CLIENT:
+		return client_sni;
+	case SNI_FIXED:
+		return b->tls->servername;
+	case SNI_NONE:
+		break;
+	}
+	return NULL;
+}
+
+const char *
+backend_tls_expected(const struct backend *b, size_t i,
+    const char *client_sni)
+{
+	const char *sni = backend_tls_sni(b, i, client_sni);
+
+	return b->tls->verify_name != NULL ? b->tls->verify_name :
+	    sni != NULL ? sni : b->tls->ips[i];
+}
+
+/* backend_tls_identity sets what the certificate must be valid for; an
+ * IP literal is checked against IP addresses only. A unix socket (NULL)
+ * has only its chain checked. */
 static int
-backend_tls_identity(SSL *ssl, const char *name, const struct addr *a)
+backend_tls_identity(SSL *ssl, const char *name)
 {
 	X509_VERIFY_PARAM *p = SSL_get0_param(ssl);
-	char ip[INET6_ADDRSTRLEN];
 	uint8_t bin[16];
-	char *copy;
-	int ok;
 
-	if (name == NULL) {
-		if (a->ss.ss_family == AF_INET)
-			inet_ntop(AF_INET,
-			    &((const struct sockaddr_in *)&a->ss)->sin_addr, ip,
-			    sizeof(ip));
-		else if (a->ss.ss_family == AF_INET6)
-			inet_ntop(AF_INET6,
-			    &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, ip,
-			    sizeof(ip));
-		else
-			return 1; /* a unix socket: only the chain is checked */
-		name = ip;
-	}
-	/* An IP literal is checked against IP addresses only. */
+	if (name == NULL)
+		return 1;
 	if (inet_pton(AF_INET, name, bin) == 1 ||
 	    inet_pton(AF_INET6, name, bin) == 1)
-		ok = X509_VERIFY_PARAM_set1_ip_asc(p, name);
-	else
-		ok = X509_VERIFY_PARAM_set1_host(p, name, strlen(name));
-	if (!ok || (copy = strdup(name)) == NULL)
-		return 0;
-	SSL_set_ex_data(ssl, ident_index, copy);
-	return 1;
+		return X509_VERIFY_PARAM_set1_ip_asc(p, name);
+	return X509_VERIFY_PARAM_set1_host(p, name, strlen(name));
 }
 
 SSL *
@@ -514,27 +531,13 @@ backend_tls_ssl(const struct backend *b, size_t i, int worker,
 {
 	struct backend_tls *bt = b->tls;
 	SSL *ssl = SSL_new(bt->ctx);
-	const char *sni = NULL;
+	const char *sni = backend_tls_sni(b, i, client_sni);
 	struct backend_tls_slot *slot = NULL;
 
 	if (ssl == NULL)
 		return NULL;
-	switch (bt->sni) {
-	case SNI_HOST:
-		sni = b->hosts != NULL ? b->hosts[i] : NULL;
-		break;
-	case SNI_CLIENT:
-		sni = client_sni;
-		break;
-	case SNI_FIXED:
-		sni = bt->servername;
-		break;
-	case SNI_NONE:
-		break;
-	}
 	if ((sni != NULL && !SSL_set_tlsext_host_name(ssl, sni)) ||
-	    !backend_tls_identity(ssl, bt->verify_name != NULL ?
-	    bt->verify_name : sni, &b->addrs[i]))
+	    !backend_tls_identity(ssl, backend_tls_expected(b, i, client_sni)))
 		goto fail;
 	if (bt->alpn_client && client_alpn_len > 0) {
 		uint8_t wire[256];
@@ -609,10 +612,9 @@ backend_tls_check_alpn(const struct backend *b, SSL *ssl,
 
 /* backend_tls_verify_why words a failed verification. */
 static enum backend_tls_fail
-backend_tls_verify_why(SSL *ssl, long result, char *buf, size_t len)
+backend_tls_verify_why(long result, const char *expected, char *buf,
+    size_t len)
 {
-	const char *expected = SSL_get_ex_data(ssl, ident_index);
-
 	if (result == X509_V_ERR_HOSTNAME_MISMATCH ||
 	    result == X509_V_ERR_IP_ADDRESS_MISMATCH) {
 		snprintf(buf, len, "backend tls: name mismatch (expected %s)",
@@ -625,7 +627,8 @@ backend_tls_verify_why(SSL *ssl, long result, char *buf, size_t len)
 }
 
 enum backend_tls_fail
-backend_tls_why(SSL *ssl, int err, int errno_, char *buf, size_t len)
+backend_tls_why(SSL *ssl, int err, int errno_, const char *expected,
+    char *buf, size_t len)
 {
 	long result = SSL_get_verify_result(ssl);
 	uint32_t e = ERR_peek_error();
@@ -635,7 +638,7 @@ backend_tls_why(SSL *ssl, int err, int errno_, char *buf, size_t len)
 	    ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED &&
 	    result != X509_V_OK) {
 		ERR_clear_error();
-		return backend_tls_verify_why(ssl, result, buf, len);
+		return backend_tls_verify_why(result, expected, buf, len);
 	}
 	if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
 	    ERR_GET_REASON(e) == SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL) {

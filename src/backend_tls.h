@@ -67,11 +67,17 @@ void backend_tls_done(const struct backend *b, size_t i, int worker,
 int backend_tls_check_alpn(const struct backend *b, SSL *ssl,
     const uint8_t *client_alpn, size_t client_alpn_len);
 
+/* backend_tls_expected returns the identity a connection to address |i|
+ * of |b| checks the certificate against: tls_verify_name, else the
+ * server name sent, else the address (NULL for a unix socket). */
+const char *backend_tls_expected(const struct backend *b, size_t i,
+    const char *client_sni);
+
 /* backend_tls_why names why a handshake failed, as "backend tls: ..."
- * text in |buf|, from |ssl|'s state, SSL_get_error's |err| and |errno_|.
- * Returns the kind. */
+ * text in |buf|, from |ssl|'s state, SSL_get_error's |err|, |errno_| and
+ * the identity |expected|. Returns the kind. */
 enum backend_tls_fail backend_tls_why(SSL *ssl, int err, int errno_,
-    char *buf, size_t len);
+    const char *expected, char *buf, size_t len);
 
 /* backend_tls_describe writes "VERSION,CIPHER,new|resumed,verified|
  * unverified" for the access log. */

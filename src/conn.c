@@ -602,7 +602,9 @@ conn_backend_handshake(struct conn *c)
 		c->bhs_want = RELAY_WANT_WRITE;
 		return;
 	default:
-		kind = backend_tls_why(c->bssl, err, saved_errno, why, sizeof(why));
+		kind = backend_tls_why(c->bssl, err, saved_errno,
+		    backend_tls_expected(c->backend, c->addr_index, c->sni), why,
+		    sizeof(why));
 		alpn = conn_client_alpn(c, &alpn_len);
 		if (kind == BACKEND_TLS_FAIL_ALPN && alpn_len > 0 &&
 		    backend_tls_passes_alpn(c->backend->tls))
