@@ -9,12 +9,9 @@
 #include <strings.h>
 
 #include <openssl/bio.h>
-#include <openssl/buf.h>
 #include <openssl/bytestring.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/pkcs8.h>
 #include <openssl/pool.h>
 #include <openssl/x509.h>
 
@@ -117,159 +114,69 @@ backend_tls_store(struct config *cfg, const struct conf_backend *cb,
 	return tls_ctx_load_crls(cfg, "tls_crl", &cb->tls_crl, store);
 }
 
-/* backend_tls_passphrase reads the first line of tls_passphrase_file. */
+/* backend_tls_use installs a client certificate chain (leaf first) and
+ * its key. */
 static int
-backend_tls_passphrase(struct config *cfg, const struct conf_backend *cb,
-    char *buf, size_t len)
+backend_tls_use(struct config *cfg, int line, const char *key, SSL_CTX *ctx,
+    STACK_OF(X509) *chain, EVP_PKEY *pkey)
 {
-	FILE *f;
+	char err[160];
+	int ok = SSL_CTX_use_certificate(ctx, sk_X509_value(chain, 0)) &&
+	    SSL_CTX_use_PrivateKey(ctx, pkey);
 
-	buf[0] = '\0';
-	if (cb->tls_passphrase_file == NULL)
-		return 0;
-	if ((f = fopen(cb->tls_passphrase_file, "r")) == NULL) {
-		config_error(cfg, config_key_line(&cb->h, "tls_passphrase_file"),
-		    "tls_passphrase_file", "cannot open '%s': %s",
-		    cb->tls_passphrase_file, strerror(errno));
+	for (size_t i = 1; ok && i < sk_X509_num(chain); i++)
+		ok = SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i));
+	if (!ok) {
+		config_error(cfg, line, key, "the client certificate and its key "
+		    "do not go together (%s)", log_ssl_error(err, sizeof(err)));
+		ERR_clear_error();
 		return -1;
 	}
-	if (fgets(buf, (int)len, f) == NULL)
-		buf[0] = '\0';
-	fclose(f);
-	buf[strcspn(buf, "\r\n")] = '\0';
 	return 0;
-}
-
-static int
-backend_tls_pw_cb(char *buf, int size, int rwflag, void *arg)
-{
-	const char *pass = arg;
-	size_t n = pass != NULL ? strlen(pass) : 0;
-
-	(void)rwflag;
-	if (n == 0 || n >= (size_t)size)
-		return 0;
-	memcpy(buf, pass, n);
-	return (int)n;
-}
-
-/* backend_tls_pair installs one client certificate chain and its key. */
-static int
-backend_tls_pair(struct config *cfg, const struct conf_backend *cb,
-    SSL_CTX *ctx, size_t i, char *pass)
-{
-	BIO *bio = BIO_new_file(cb->tls_cert.v[i], "r");
-	EVP_PKEY *key = NULL;
-	X509 *x;
-	int n = 0, rc = -1;
-
-	while (bio != NULL &&
-	    (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
-		int ok = n == 0 ? SSL_CTX_use_certificate(ctx, x) :
-		    SSL_CTX_add1_chain_cert(ctx, x);
-
-		X509_free(x);
-		if (!ok)
-			break;
-		n++;
-	}
-	BIO_free(bio);
-	ERR_clear_error();
-	if (n == 0) {
-		config_error(cfg, cb->tls_cert.lines[i], "tls_cert", "'%s' holds "
-		    "no PEM certificate", cb->tls_cert.v[i]);
-		return -1;
-	}
-	bio = BIO_new_file(cb->tls_key.v[i], "r");
-	if (bio != NULL)
-		key = PEM_read_bio_PrivateKey(bio, NULL, backend_tls_pw_cb, pass);
-	BIO_free(bio);
-	if (key == NULL)
-		backend_tls_error(cfg, cb, "tls_key", "cannot read the private "
-		    "key '%s' (%s)", cb->tls_key.v[i]);
-	else if (!SSL_CTX_use_PrivateKey(ctx, key))
-		backend_tls_error(cfg, cb, "tls_key", "'%s' is not the key of "
-		    "tls_cert (%s)", cb->tls_key.v[i]);
-	else
-		rc = 0;
-	ERR_clear_error();
-	EVP_PKEY_free(key);
-	return rc;
-}
-
-/* backend_tls_pfx installs a PKCS#12 client certificate and key. */
-static int
-backend_tls_pfx(struct config *cfg, const struct conf_backend *cb,
-    SSL_CTX *ctx, const char *pass)
-{
-	BIO *bio = BIO_new_file(cb->tls_pfx, "rb");
-	STACK_OF(X509) *certs = sk_X509_new_null();
-	EVP_PKEY *key = NULL;
-	uint8_t *der = NULL;
-	long len = 0;
-	int rc = -1;
-	CBS cbs;
-
-	if (bio != NULL) {
-		BUF_MEM *mem = BUF_MEM_new();
-		char chunk[4096];
-		int n;
-
-		while (mem != NULL && (n = BIO_read(bio, chunk, sizeof(chunk))) > 0)
-			BUF_MEM_append(mem, chunk, (size_t)n);
-		if (mem != NULL) {
-			der = (uint8_t *)mem->data;
-			len = (long)mem->length;
-			mem->data = NULL;
-			BUF_MEM_free(mem);
-		}
-		BIO_free(bio);
-	}
-	CBS_init(&cbs, der, (size_t)len);
-	if (der == NULL || certs == NULL ||
-	    !PKCS12_get_key_and_certs(&key, certs, &cbs, pass)) {
-		backend_tls_error(cfg, cb, "tls_pfx", "cannot read PKCS#12 '%s' "
-		    "(%s)", cb->tls_pfx);
-	} else if (sk_X509_num(certs) == 0 ||
-	    !SSL_CTX_use_certificate(ctx, sk_X509_value(certs, 0)) ||
-	    !SSL_CTX_use_PrivateKey(ctx, key)) {
-		backend_tls_error(cfg, cb, "tls_pfx", "'%s' has no usable "
-		    "certificate and key (%s)", cb->tls_pfx);
-	} else {
-		rc = 0;
-		for (size_t i = 1; i < sk_X509_num(certs); i++)
-			SSL_CTX_add1_chain_cert(ctx, sk_X509_value(certs, i));
-	}
-	ERR_clear_error();
-	OPENSSL_free(der);
-	sk_X509_pop_free(certs, X509_free);
-	EVP_PKEY_free(key);
-	return rc;
 }
 
 static int
 backend_tls_client_cert(struct config *cfg, const struct conf_backend *cb,
     SSL_CTX *ctx)
 {
-	char pass[1024];
-	int rc = 0;
+	static const char pass_keys[] = "tls_passphrase_file";
+	STACK_OF(X509) *chain = NULL;
+	EVP_PKEY *pkey = NULL;
+	char buf[1024];
+	const char *pass;
+	int failed, rc = -1, line;
 
 	if (cb->tls_cert.num == 0 && cb->tls_pfx == NULL)
 		return 0;
-	if (backend_tls_passphrase(cfg, cb, pass, sizeof(pass)) != 0)
-		return -1;
 	/* An SSL_CTX holds one certificate of its own, and a backend asks
 	 * for one: a second would never be sent. */
 	if (cb->tls_cert.num > 1) {
 		config_error(cfg, cb->tls_cert.lines[1], "tls_cert", "one client "
 		    "certificate per backend");
-		rc = -1;
-	} else if (cb->tls_pfx != NULL) {
-		rc = backend_tls_pfx(cfg, cb, ctx, pass);
-	} else if (cb->tls_key.num == 1) {
-		rc = backend_tls_pair(cfg, cb, ctx, 0, pass);
+		return -1;
 	}
-	memset(pass, 0, sizeof(pass));
+	pass = tls_ctx_read_passphrase(cfg, config_key_line(&cb->h,
+	    "tls_passphrase_file"), "tls_passphrase_file",
+	    cb->tls_passphrase_file, buf, sizeof(buf), &failed);
+	if (failed)
+		return -1;
+	if (cb->tls_pfx != NULL) {
+		line = config_key_line(&cb->h, "tls_pfx");
+		if (tls_ctx_read_pfx(cfg, line, "tls_pfx", cb->tls_pfx, pass,
+		    pass_keys, &pkey, &chain) == 0)
+			rc = backend_tls_use(cfg, line, "tls_pfx", ctx, chain, pkey);
+	} else if (cb->tls_key.num == 1) {
+		line = cb->tls_key.lines[0];
+		chain = tls_ctx_read_chain(cfg, cb->tls_cert.lines[0], "tls_cert",
+		    cb->tls_cert.v[0]);
+		pkey = tls_ctx_read_key(cfg, line, "tls_key", cb->tls_key.v[0],
+		    pass, pass_keys);
+		if (chain != NULL && pkey != NULL)
+			rc = backend_tls_use(cfg, line, "tls_key", ctx, chain, pkey);
+	}
+	OPENSSL_cleanse(buf, sizeof(buf));
+	sk_X509_pop_free(chain, X509_free);
+	EVP_PKEY_free(pkey);
 	return rc;
 }
 

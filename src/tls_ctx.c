@@ -145,14 +145,24 @@ static STACK_OF(X509) *
 tls_ctx_load_chain(struct config *cfg, const struct conf_context *cc,
     size_t i)
 {
-	const char *path = cc->cert.v[i];
-	int line = cc->cert.lines[i];
+	STACK_OF(X509) *chain = tls_ctx_read_chain(cfg, cc->cert.lines[i],
+	    "cert", cc->cert.v[i]);
+
+	if (chain != NULL)
+		tls_ctx_check_dates(cc, cc->cert.v[i], sk_X509_value(chain, 0));
+	return chain;
+}
+
+STACK_OF(X509) *
+tls_ctx_read_chain(struct config *cfg, int line, const char *key,
+    const char *path)
+{
 	STACK_OF(X509) *chain;
 	char err[128];
 	BIO *bio;
 	X509 *x;
 
-	if ((bio = tls_ctx_open(cfg, line, "cert", path)) == NULL)
+	if ((bio = tls_ctx_open(cfg, line, key, path)) == NULL)
 		return NULL;
 	chain = sk_X509_new_null();
 	while (chain != NULL &&
@@ -164,17 +174,16 @@ tls_ctx_load_chain(struct config *cfg, const struct conf_context *cc,
 	}
 	BIO_free(bio);
 	if (chain == NULL || sk_X509_num(chain) == 0) {
-		config_error(cfg, line, "cert", "'%s' holds no PEM certificate "
+		config_error(cfg, line, key, "'%s' holds no PEM certificate "
 		    "(%s)", path, log_ssl_error(err, sizeof(err)));
 		sk_X509_pop_free(chain, X509_free);
 		return NULL;
 	}
 	ERR_clear_error(); /* the end-of-file "no start line" */
-	if (tls_ctx_check_order(cfg, line, "cert", path, chain) != 0) {
+	if (tls_ctx_check_order(cfg, line, key, path, chain) != 0) {
 		sk_X509_pop_free(chain, X509_free);
 		return NULL;
 	}
-	tls_ctx_check_dates(cc, path, sk_X509_value(chain, 0));
 	return chain;
 }
 
@@ -185,17 +194,26 @@ static const char *
 tls_ctx_passphrase(struct config *cfg, const struct conf_context *cc,
     char *buf, size_t len, int *failed)
 {
-	FILE *f;
-
 	*failed = 0;
 	if (cc->passphrase != NULL)
 		return cc->passphrase;
-	if (cc->passphrase_file == NULL)
+	return tls_ctx_read_passphrase(cfg, config_key_line(&cc->h,
+	    "passphrase_file"), "passphrase_file", cc->passphrase_file, buf, len,
+	    failed);
+}
+
+const char *
+tls_ctx_read_passphrase(struct config *cfg, int line, const char *key,
+    const char *path, char *buf, size_t len, int *failed)
+{
+	FILE *f;
+
+	*failed = 0;
+	if (path == NULL)
 		return NULL;
-	f = fopen(cc->passphrase_file, "re");
+	f = fopen(path, "re");
 	if (f == NULL || fgets(buf, (int)len, f) == NULL) {
-		config_error(cfg, config_key_line(&cc->h, "passphrase_file"),
-		    "passphrase_file", "cannot read '%s': %s", cc->passphrase_file,
+		config_error(cfg, line, key, "cannot read '%s': %s", path,
 		    f == NULL ? strerror(errno) : "empty file");
 		if (f != NULL)
 			fclose(f);
@@ -233,27 +251,33 @@ static EVP_PKEY *
 tls_ctx_load_key(struct config *cfg, const struct conf_context *cc, size_t i,
     const char *pass)
 {
+	return tls_ctx_read_key(cfg, cc->key.lines[i], "key", cc->key.v[i],
+	    pass, "passphrase or passphrase_file");
+}
+
+EVP_PKEY *
+tls_ctx_read_key(struct config *cfg, int line, const char *key,
+    const char *path, const char *pass, const char *pass_keys)
+{
 	struct tls_pw pw = { pass, 0 };
-	const char *path = cc->key.v[i];
-	int line = cc->key.lines[i];
 	char err[128];
 	EVP_PKEY *pkey;
 	BIO *bio;
 
-	if ((bio = tls_ctx_open(cfg, line, "key", path)) == NULL)
+	if ((bio = tls_ctx_open(cfg, line, key, path)) == NULL)
 		return NULL;
 	pkey = PEM_read_bio_PrivateKey(bio, NULL, tls_ctx_pw_cb, &pw);
 	BIO_free(bio);
 	if (pkey != NULL)
 		return pkey;
 	if (pw.asked && pass == NULL)
-		config_error(cfg, line, "key", "'%s' is encrypted: set passphrase "
-		    "or passphrase_file", path);
+		config_error(cfg, line, key, "'%s' is encrypted: set %s", path,
+		    pass_keys);
 	else if (pw.asked)
-		config_error(cfg, line, "key", "cannot decrypt '%s': wrong "
+		config_error(cfg, line, key, "cannot decrypt '%s': wrong "
 		    "passphrase?", path);
 	else
-		config_error(cfg, line, "key", "cannot read a PEM private key "
+		config_error(cfg, line, key, "cannot read a PEM private key "
 		    "from '%s' (%s)", path, log_ssl_error(err, sizeof(err)));
 	ERR_clear_error();
 	return NULL;
@@ -264,46 +288,60 @@ tls_ctx_load_pfx(struct config *cfg, const struct conf_context *cc,
     const char *pass, struct tls_pair *out)
 {
 	int line = config_key_line(&cc->h, "pfx");
+
+	out->line = line;
+	if (tls_ctx_read_pfx(cfg, line, "pfx", cc->pfx, pass,
+	    "passphrase or passphrase_file", &out->pkey, &out->chain) != 0)
+		return -1;
+	tls_ctx_check_dates(cc, cc->pfx, sk_X509_value(out->chain, 0));
+	return 0;
+}
+
+int
+tls_ctx_read_pfx(struct config *cfg, int line, const char *key,
+    const char *path, const char *pass, const char *pass_keys,
+    EVP_PKEY **out_key, STACK_OF(X509) **out_chain)
+{
 	STACK_OF(X509) *extra = NULL;
 	X509 *leaf = NULL;
 	PKCS12 *p12;
 	char err[128];
 	BIO *bio;
 
-	if ((bio = tls_ctx_open(cfg, line, "pfx", cc->pfx)) == NULL)
+	*out_key = NULL;
+	*out_chain = NULL;
+	if ((bio = tls_ctx_open(cfg, line, key, path)) == NULL)
 		return -1;
 	p12 = d2i_PKCS12_bio(bio, NULL);
 	BIO_free(bio);
 	if (p12 == NULL) {
-		config_error(cfg, line, "pfx", "'%s' is not a PKCS#12 file (%s)",
-		    cc->pfx, log_ssl_error(err, sizeof(err)));
+		config_error(cfg, line, key, "'%s' is not a PKCS#12 file (%s)",
+		    path, log_ssl_error(err, sizeof(err)));
 		return -1;
 	}
-	if (PKCS12_parse(p12, pass != NULL ? pass : "", &out->pkey, &leaf,
+	if (PKCS12_parse(p12, pass != NULL ? pass : "", out_key, &leaf,
 	    &extra) != 1) {
-		config_error(cfg, line, "pfx", "cannot open '%s': %s", cc->pfx,
-		    pass == NULL ? "set passphrase or passphrase_file" :
+		config_error(cfg, line, key, "cannot open '%s': %s%s", path,
+		    pass == NULL ? "set " : "", pass == NULL ? pass_keys :
 		    "wrong passphrase?");
 		ERR_clear_error();
 		PKCS12_free(p12);
 		return -1;
 	}
 	PKCS12_free(p12);
-	out->chain = sk_X509_new_null();
-	if (leaf == NULL || out->pkey == NULL || out->chain == NULL ||
-	    sk_X509_push(out->chain, leaf) == 0) {
-		config_error(cfg, line, "pfx", "'%s' holds no certificate with "
-		    "its key", cc->pfx);
+	*out_chain = sk_X509_new_null();
+	if (leaf == NULL || *out_key == NULL || *out_chain == NULL ||
+	    sk_X509_push(*out_chain, leaf) == 0) {
+		config_error(cfg, line, key, "'%s' holds no certificate with "
+		    "its key", path);
 		X509_free(leaf);
 		sk_X509_pop_free(extra, X509_free);
 		return -1;
 	}
 	while (extra != NULL && sk_X509_num(extra) > 0)
-		sk_X509_push(out->chain, sk_X509_shift(extra));
+		sk_X509_push(*out_chain, sk_X509_shift(extra));
 	sk_X509_free(extra);
-	out->line = line;
-	tls_ctx_check_dates(cc, cc->pfx, leaf);
-	return tls_ctx_check_order(cfg, line, "pfx", cc->pfx, out->chain);
+	return tls_ctx_check_order(cfg, line, key, path, *out_chain);
 }
 
 static enum tls_key_type

@@ -97,6 +97,26 @@ void tls_ctx_set_callbacks(struct tls_ctx *t,
  * staple slots (or clears them with ocsp = off). */
 void tls_ctx_activate(struct tls_ctx *t);
 
+/* Certificate files read for a configuration key |key| at |line|, with
+ * problems reported to |cfg| (tls_ctx.c serves contexts with them, and
+ * backend_tls.c client certificates):
+ * - tls_ctx_read_chain: a PEM chain, leaf first, each issued by the next;
+ * - tls_ctx_read_passphrase: the first line of a passphrase file (NULL
+ *   |path|: none), in |buf|; |*failed| set when it cannot be read;
+ * - tls_ctx_read_key: a PEM private key, decrypted with |pass| (an
+ *   encrypted key without one names |pass_keys| as what to set);
+ * - tls_ctx_read_pfx: a PKCS#12 file's key and chain, leaf first; on
+ *   failure what was read is left for the caller to free. */
+STACK_OF(X509) *tls_ctx_read_chain(struct config *cfg, int line,
+    const char *key, const char *path);
+const char *tls_ctx_read_passphrase(struct config *cfg, int line,
+    const char *key, const char *path, char *buf, size_t len, int *failed);
+EVP_PKEY *tls_ctx_read_key(struct config *cfg, int line, const char *key,
+    const char *path, const char *pass, const char *pass_keys);
+int tls_ctx_read_pfx(struct config *cfg, int line, const char *key,
+    const char *path, const char *pass, const char *pass_keys,
+    EVP_PKEY **out_key, STACK_OF(X509) **out_chain);
+
 /* tls_ctx_load_crls adds the CRLs of every PEM file in |files| (the
  * values of configuration key |key|) to |store| and turns CRL checking on
  * for the whole chain. Problems go to |cfg|; returns 0 or -1. */
