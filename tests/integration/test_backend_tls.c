@@ -519,6 +519,16 @@ warning(char *buf, size_t len, int port, const char *why)
 /* The page s_server -www sends: proof the request reached it. */
 #define S_SERVER_PAGE "Ciphers supported in s_server binary"
 
+/* api_backend writes backend lines for a TLS backend on |port| that is
+ * trusted through bca and named api.example.test, plus |extra| lines. */
+static void
+api_backend(char *buf, size_t len, int port, const char *extra)
+{
+	snprintf(buf, len, "address = 127.0.0.1:%d\ntls = yes\n"
+	    "tls_ca = %s/bca.pem\ntls_servername = " API "\n%s", port, h_dir(),
+	    extra);
+}
+
 /* expect_refused: a backend presenting |cert| (with s_server |extra|) and
  * the daemon's backend |lines| (after address and tls = yes) is refused:
  * the client gets nothing from it, the access log says |want_reason| and
@@ -570,8 +580,7 @@ START_TEST(trusted_chain_passes)
 	int sport;
 	pid_t spid = s_server(&sport, "api", NULL);
 
-	snprintf(backend, sizeof(backend), "address = 127.0.0.1:%d\ntls = yes\n"
-	    "tls_ca = %s/bca.pem\ntls_servername = " API "\n", sport, h_dir());
+	api_backend(backend, sizeof(backend), sport, "");
 	start(&t, "trusted", backend, NULL);
 	out = get(&t, "/");
 	ck_assert_msg(strstr(out, S_SERVER_PAGE) != NULL, "%s", out);
@@ -599,8 +608,7 @@ START_TEST(learned_group_is_the_only_key_share)
 	int sport, st;
 	pid_t spid = s_server(&sport, "api", "-trace");
 
-	snprintf(backend, sizeof(backend), "address = 127.0.0.1:%d\ntls = yes\n"
-	    "tls_ca = %s/bca.pem\ntls_servername = " API "\n", sport, h_dir());
+	api_backend(backend, sizeof(backend), sport, "");
 	/* One worker: what an address chose is remembered per worker. */
 	start(&t, "keyshare", backend, "workers = 1\n");
 	for (int i = 0; i < 2; i++) {
@@ -926,9 +934,8 @@ START_TEST(handshake_timeout_and_closed)
 	char backend[512], *out, *line;
 	long long t0;
 
-	snprintf(backend, sizeof(backend), "address = 127.0.0.1:%d\ntls = yes\n"
-	    "tls_ca = %s/bca.pem\ntls_servername = " API "\n"
-	    "tls_handshake_timeout = 500ms\n", mport, h_dir());
+	api_backend(backend, sizeof(backend), mport,
+	    "tls_handshake_timeout = 500ms\n");
 	start(&t, "hstimeout", backend, NULL);
 	t0 = h_now_ms();
 	out = get(&t, "/");
@@ -941,8 +948,7 @@ START_TEST(handshake_timeout_and_closed)
 	ck_assert_int_eq(wait_metric(&t, M_FAILURES_FMT, "timeout", 1), 1);
 	finish(&t);
 
-	snprintf(backend, sizeof(backend), "address = 127.0.0.1:%d\ntls = yes\n"
-	    "tls_ca = %s/bca.pem\ntls_servername = " API "\n", cport, h_dir());
+	api_backend(backend, sizeof(backend), cport, "");
 	start(&t, "hsclosed", backend, NULL);
 	out = get(&t, "/");
 	free(out);
@@ -986,8 +992,7 @@ START_TEST(client_certificate_for_mtls)
 	free(out);
 	finish(&t);
 
-	snprintf(backend, sizeof(backend), "address = 127.0.0.1:%d\ntls = yes\n"
-	    "tls_ca = %s/bca.pem\ntls_servername = " API "\n", sport, h_dir());
+	api_backend(backend, sizeof(backend), sport, "");
 	start(&t, "nocert13", backend, NULL);
 	out = get(&t, "/");
 	ck_assert_msg(strstr(out, S_SERVER_PAGE) == NULL, "%s", out);
@@ -997,9 +1002,8 @@ START_TEST(client_certificate_for_mtls)
 	free(line);
 	finish(&t);
 
-	snprintf(backend, sizeof(backend), "address = 127.0.0.1:%d\ntls = yes\n"
-	    "tls_ca = %s/bca.pem\ntls_servername = " API "\n"
-	    "tls_max_version = TLSv1.2\n", sport, h_dir());
+	api_backend(backend, sizeof(backend), sport,
+	    "tls_max_version = TLSv1.2\n");
 	start(&t, "nocert12", backend, NULL);
 	out = get(&t, "/");
 	ck_assert_msg(strstr(out, S_SERVER_PAGE) == NULL, "%s", out);
@@ -1114,8 +1118,7 @@ START_TEST(second_connection_resumes)
 	    "  location / { return 200 \"reused=$ssl_session_reused "
 	    "sni=$ssl_server_name\\n\"; }\n }\n", nport);
 	npid = nginx(http, NULL, nport);
-	snprintf(backend, sizeof(backend), "address = 127.0.0.1:%d\ntls = yes\n"
-	    "tls_ca = %s/bca.pem\ntls_servername = " API "\n", nport, h_dir());
+	api_backend(backend, sizeof(backend), nport, "");
 	start(&t, "resume", backend, "workers = 1");
 	out = get(&t, "/1");
 	ck_assert_str_eq(out, "reused=. sni=" API "\n");
@@ -1154,9 +1157,8 @@ START_TEST(session_reuse_off)
 	    "  location / { return 200 \"reused=$ssl_session_reused\\n\"; }\n"
 	    " }\n", nport);
 	npid = nginx(http, NULL, nport);
-	snprintf(backend, sizeof(backend), "address = 127.0.0.1:%d\ntls = yes\n"
-	    "tls_ca = %s/bca.pem\ntls_servername = " API "\n"
-	    "tls_session_reuse = no\n", nport, h_dir());
+	api_backend(backend, sizeof(backend), nport,
+	    "tls_session_reuse = no\n");
 	start(&t, "noresume", backend, "workers = 1");
 	for (int i = 0; i < 3; i++) {
 		out = get(&t, "/");
@@ -1173,13 +1175,6 @@ END_TEST
 
 /* ---- Bulk data. */
 
-static void
-tls_backend_conf(char *buf, size_t len, int port)
-{
-	snprintf(buf, len, "address = 127.0.0.1:%d\ntls = yes\n"
-	    "tls_ca = %s/bca.pem\ntls_servername = " API "\n", port, h_dir());
-}
-
 /* 8 MB each way through TLS on both sides (a terminating tlsproxy in front
  * of an echo backend), hashed; the client's close_notify reaches the
  * backend as a close_notify (the terminator makes it a FIN for echo), and
@@ -1193,7 +1188,7 @@ START_TEST(megabytes_each_way_intact)
 	int st;
 
 	spid = terminator(sport, eport);
-	tls_backend_conf(backend, sizeof(backend), sport);
+	api_backend(backend, sizeof(backend), sport, "");
 	start(&t, "bulk", backend, NULL);
 	out = h_run(&st, "%s --send-bytes 8000000 --timeout 90 127.0.0.1:%d",
 	    h_bin("client"), t.d.port);
@@ -1226,7 +1221,7 @@ START_TEST(megabytes_through_nginx_stream)
 	snprintf(stream, sizeof(stream), " server {\n  listen 127.0.0.1:%d "
 	    "ssl;\n  proxy_pass 127.0.0.1:%d;\n }\n", nport, eport);
 	npid = nginx(NULL, stream, nport);
-	tls_backend_conf(backend, sizeof(backend), nport);
+	api_backend(backend, sizeof(backend), nport, "");
 	start(&t, "nginxbulk", backend, NULL);
 	out = h_run(NULL, "%s --send-bytes 8000000 --timeout 90 127.0.0.1:%d",
 	    h_bin("client"), t.d.port);
@@ -1253,7 +1248,7 @@ START_TEST(backend_half_closes_first)
 	int st;
 
 	spid = terminator(sport, bport);
-	tls_backend_conf(backend, sizeof(backend), sport);
+	api_backend(backend, sizeof(backend), sport, "");
 	start(&t, "bhc", backend, NULL);
 	out = h_run(&st, "%s --send-bytes 1000000 --timeout 60 "
 	    "--expect-bytes 3000000 127.0.0.1:%d", h_bin("client"), t.d.port);
@@ -1279,7 +1274,7 @@ START_TEST(sink_hash_matches)
 	int st;
 
 	spid = terminator(sport, bport);
-	tls_backend_conf(backend, sizeof(backend), sport);
+	api_backend(backend, sizeof(backend), sport, "");
 	start(&t, "sink", backend, NULL);
 	out = h_run(&st, "%s --send-bytes 5000000 --timeout 60 127.0.0.1:%d",
 	    h_bin("client"), t.d.port);
@@ -1347,7 +1342,7 @@ START_TEST(stalled_backend_reader_keeps_memory_bounded)
 	snprintf(stream, sizeof(stream), " server {\n  listen 127.0.0.1:%d "
 	    "ssl;\n  proxy_pass 127.0.0.1:%d;\n }\n", nport, stall_port);
 	npid = nginx(NULL, stream, nport);
-	tls_backend_conf(backend, sizeof(backend), nport);
+	api_backend(backend, sizeof(backend), nport, "");
 	/* The client gives up while the daemon is still blocked writing to
 	 * the backend; it holds that connection until it drains (as it does
 	 * with a plaintext backend), so it is stopped with it open. */
@@ -1384,7 +1379,7 @@ START_TEST(stalled_client_reader_keeps_memory_bounded)
 	snprintf(stream, sizeof(stream), " server {\n  listen 127.0.0.1:%d "
 	    "ssl;\n  proxy_pass 127.0.0.1:%d;\n }\n", nport, bport);
 	npid = nginx(NULL, stream, nport);
-	tls_backend_conf(backend, sizeof(backend), nport);
+	api_backend(backend, sizeof(backend), nport, "");
 	start(&t, "cstall", backend, "access_log = no");
 	before = h_rss_kib(t.d.pid);
 	snprintf(cmd, sizeof(cmd), "%s --no-read --hold 4 127.0.0.1:%d "
@@ -1427,9 +1422,8 @@ START_TEST(proxy_v2_header_before_handshake)
 	    "$proxy_protocol_addr proto=$ssl_protocol sni=$ssl_server_name\\n\"; "
 	    "}\n }\n", nport);
 	npid = nginx(http, NULL, nport);
-	snprintf(backend, sizeof(backend), "address = 127.0.0.1:%d\ntls = yes\n"
-	    "tls_ca = %s/bca.pem\ntls_servername = " API "\n"
-	    "proxy_protocol = v2\n", nport, h_dir());
+	api_backend(backend, sizeof(backend), nport,
+	    "proxy_protocol = v2\n");
 	start(&t, "ppv2", backend, NULL);
 	out = h_run(NULL, "%s --source 127.0.0.2 --request 'GET / HTTP/1.0"
 	    "\\r\\n\\r\\n' --timeout 15 127.0.0.1:%d", h_bin("client"),
@@ -1487,7 +1481,7 @@ START_TEST(reload_with_bad_ca_keeps_old_config)
 	int sport;
 	pid_t spid = s_server(&sport, "api", NULL);
 
-	tls_backend_conf(backend, sizeof(backend), sport);
+	api_backend(backend, sizeof(backend), sport, "");
 	start(&t, "reload", backend, NULL);
 	out = get(&t, "/");
 	ck_assert_msg(strstr(out, S_SERVER_PAGE) != NULL, "%s", out);
