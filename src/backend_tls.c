@@ -69,6 +69,9 @@ struct backend_tls {
 	char **ips;
 	size_t num_addrs;
 	int num_workers;
+	/* Client certificates, for backends that ask for one. */
+	struct backend_tls_cert *certs;
+	size_t num_certs;
 };
 
 /* Which session slot a connection's new sessions go to. */
@@ -114,69 +117,220 @@ backend_tls_store(struct config *cfg, const struct conf_backend *cb,
 	return tls_ctx_load_crls(cfg, "tls_crl", &cb->tls_crl, store);
 }
 
-/* backend_tls_use installs a client certificate chain (leaf first) and
- * its key. */
-static int
-backend_tls_use(struct config *cfg, int line, const char *key, SSL_CTX *ctx,
-    STACK_OF(X509) *chain, EVP_PKEY *pkey)
-{
-	char err[160];
-	int ok = SSL_CTX_use_certificate(ctx, sk_X509_value(chain, 0)) &&
-	    SSL_CTX_use_PrivateKey(ctx, pkey);
+/* A client certificate: its chain (leaf first) as the buffers BoringSSL
+ * sends, its key, and the issuer name (DER) of each certificate of the
+ * chain, to match the CA names a backend lists in its request. */
+struct backend_tls_cert {
+	CRYPTO_BUFFER **chain;
+	CRYPTO_BUFFER **issuers;
+	size_t len;
+	EVP_PKEY *key;
+};
 
-	for (size_t i = 1; ok && i < sk_X509_num(chain); i++)
-		ok = SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i));
-	if (!ok) {
-		config_error(cfg, line, key, "the client certificate and its key "
-		    "do not go together (%s)", log_ssl_error(err, sizeof(err)));
+static void
+backend_tls_cert_free(struct backend_tls_cert *c)
+{
+	for (size_t i = 0; i < c->len; i++) {
+		CRYPTO_BUFFER_free(c->chain[i]);
+		CRYPTO_BUFFER_free(c->issuers[i]);
+	}
+	free(c->chain);
+	free(c->issuers);
+	EVP_PKEY_free(c->key);
+}
+
+/* backend_tls_der makes a pooled buffer of |len| bytes at |der| (freed
+ * with OPENSSL_free by the caller's i2d). */
+static CRYPTO_BUFFER *
+backend_tls_der(struct backend_tls *bt, uint8_t *der, int len)
+{
+	CRYPTO_BUFFER *b = len > 0 ? CRYPTO_BUFFER_new(der, (size_t)len,
+	    bt->pool) : NULL;
+
+	OPENSSL_free(der);
+	return b;
+}
+
+/* backend_tls_add_cert checks a client certificate chain against its key
+ * and keeps it, in configuration order. */
+static int
+backend_tls_add_cert(struct config *cfg, int line, const char *key,
+    struct backend_tls *bt, STACK_OF(X509) *chain, EVP_PKEY *pkey)
+{
+	struct backend_tls_cert *c;
+	size_t n = sk_X509_num(chain);
+
+	if (X509_check_private_key(sk_X509_value(chain, 0), pkey) != 1) {
 		ERR_clear_error();
+		config_error(cfg, line, key, "the client certificate and its key "
+		    "do not go together");
 		return -1;
+	}
+	if (EVP_PKEY_id(pkey) != EVP_PKEY_RSA && EVP_PKEY_id(pkey) != EVP_PKEY_EC) {
+		config_error(cfg, line, key, "unsupported key type: use an RSA "
+		    "or ECDSA key");
+		return -1;
+	}
+	c = realloc(bt->certs, (bt->num_certs + 1) * sizeof(*c));
+	if (c == NULL)
+		goto oom;
+	bt->certs = c;
+	c = &bt->certs[bt->num_certs++];
+	memset(c, 0, sizeof(*c));
+	if ((c->chain = calloc(n, sizeof(*c->chain))) == NULL ||
+	    (c->issuers = calloc(n, sizeof(*c->issuers))) == NULL)
+		goto oom;
+	for (; c->len < n; c->len++) {
+		X509 *x = sk_X509_value(chain, c->len);
+		uint8_t *der = NULL, *name = NULL;
+		int der_len = i2d_X509(x, &der);
+		int name_len = i2d_X509_NAME(X509_get_issuer_name(x), &name);
+
+		c->chain[c->len] = backend_tls_der(bt, der, der_len);
+		c->issuers[c->len] = backend_tls_der(bt, name, name_len);
+		if (c->chain[c->len] == NULL || c->issuers[c->len] == NULL) {
+			c->len++;
+			goto oom;
+		}
+	}
+	EVP_PKEY_up_ref(pkey);
+	c->key = pkey;
+	return 0;
+oom:
+	ERR_clear_error();
+	config_error(cfg, line, key, "out of memory");
+	return -1;
+}
+
+/* backend_tls_sigalg_fits returns whether the backend's signature
+ * algorithm |sigalg| can be made with |key| at protocol |version|: TLS
+ * 1.3 signs RSA with PSS only, and binds ECDSA to one curve. */
+static int
+backend_tls_sigalg_fits(uint16_t sigalg, EVP_PKEY *key, uint16_t version)
+{
+	int curve;
+
+	if (SSL_get_signature_algorithm_key_type(sigalg) != EVP_PKEY_id(key))
+		return 0;
+	if (version < TLS1_3_VERSION)
+		return 1;
+	if (EVP_PKEY_id(key) == EVP_PKEY_RSA)
+		return SSL_is_signature_algorithm_rsa_pss(sigalg);
+	curve = EC_GROUP_get_curve_name(EC_KEY_get0_group(
+	    EVP_PKEY_get0_EC_KEY(key)));
+	return (sigalg == SSL_SIGN_ECDSA_SECP256R1_SHA256 &&
+	    curve == NID_X9_62_prime256v1) ||
+	    (sigalg == SSL_SIGN_ECDSA_SECP384R1_SHA384 &&
+	    curve == NID_secp384r1) ||
+	    (sigalg == SSL_SIGN_ECDSA_SECP521R1_SHA512 &&
+	    curve == NID_secp521r1);
+}
+
+static int
+backend_tls_cert_fits(const struct backend_tls_cert *c, SSL *ssl)
+{
+	const uint16_t *sigalgs;
+	size_t n = SSL_get0_peer_verify_algorithms(ssl, &sigalgs);
+
+	for (size_t i = 0; i < n; i++)
+		if (backend_tls_sigalg_fits(sigalgs[i], c->key,
+		    (uint16_t)SSL_version(ssl)))
+			return 1;
+	return 0;
+}
+
+/* backend_tls_cert_named returns whether an issuer of |c|'s chain is
+ * among the CA names the backend sent. */
+static int
+backend_tls_cert_named(const struct backend_tls_cert *c,
+    const STACK_OF(CRYPTO_BUFFER) *cas)
+{
+	for (size_t i = 0; i < sk_CRYPTO_BUFFER_num(cas); i++) {
+		const CRYPTO_BUFFER *ca = sk_CRYPTO_BUFFER_value(cas, i);
+
+		for (size_t j = 0; j < c->len; j++)
+			if (CRYPTO_BUFFER_len(ca) == CRYPTO_BUFFER_len(
+			    c->issuers[j]) && memcmp(CRYPTO_BUFFER_data(ca),
+			    CRYPTO_BUFFER_data(c->issuers[j]),
+			    CRYPTO_BUFFER_len(ca)) == 0)
+				return 1;
 	}
 	return 0;
 }
 
+/* backend_tls_choose_cert answers a backend's certificate request: the
+ * first certificate, in configuration order, whose key the backend can
+ * verify and whose chain comes from a CA it names; else the first it can
+ * verify; else none, and the backend decides. */
 static int
-backend_tls_client_cert(struct config *cfg, const struct conf_backend *cb,
-    SSL_CTX *ctx)
+backend_tls_choose_cert(SSL *ssl, void *arg)
+{
+	const struct backend_tls *bt = arg;
+	const STACK_OF(CRYPTO_BUFFER) *cas = SSL_get0_server_requested_CAs(ssl);
+	const struct backend_tls_cert *fit = NULL;
+
+	for (size_t i = 0; i < bt->num_certs; i++) {
+		const struct backend_tls_cert *c = &bt->certs[i];
+
+		if (!backend_tls_cert_fits(c, ssl))
+			continue;
+		if (fit == NULL)
+			fit = c;
+		if (cas == NULL || backend_tls_cert_named(c, cas)) {
+			fit = c;
+			break;
+		}
+	}
+	if (fit == NULL)
+		return 1;
+	return SSL_set_chain_and_key(ssl, fit->chain, fit->len, fit->key,
+	    NULL);
+}
+
+static int
+backend_tls_client_certs(struct config *cfg, const struct conf_backend *cb,
+    struct backend_tls *bt)
 {
 	static const char pass_keys[] = "tls_passphrase_file";
-	STACK_OF(X509) *chain = NULL;
-	EVP_PKEY *pkey = NULL;
 	char buf[1024];
 	const char *pass;
-	int failed, rc = -1, line;
+	int failed, rc = 0;
 
 	if (cb->tls_cert.num == 0 && cb->tls_pfx == NULL)
 		return 0;
-	/* An SSL_CTX holds one certificate of its own, and a backend asks
-	 * for one: a second would never be sent. */
-	if (cb->tls_cert.num > 1) {
-		config_error(cfg, cb->tls_cert.lines[1], "tls_cert", "one client "
-		    "certificate per backend");
-		return -1;
-	}
 	pass = tls_ctx_read_passphrase(cfg, config_key_line(&cb->h,
 	    "tls_passphrase_file"), "tls_passphrase_file",
 	    cb->tls_passphrase_file, buf, sizeof(buf), &failed);
 	if (failed)
 		return -1;
-	if (cb->tls_pfx != NULL) {
-		line = config_key_line(&cb->h, "tls_pfx");
-		if (tls_ctx_read_pfx(cfg, line, "tls_pfx", cb->tls_pfx, pass,
-		    pass_keys, &pkey, &chain) == 0)
-			rc = backend_tls_use(cfg, line, "tls_pfx", ctx, chain, pkey);
-	} else if (cb->tls_key.num == 1) {
-		line = cb->tls_key.lines[0];
-		chain = tls_ctx_read_chain(cfg, cb->tls_cert.lines[0], "tls_cert",
-		    cb->tls_cert.v[0]);
-		pkey = tls_ctx_read_key(cfg, line, "tls_key", cb->tls_key.v[0],
-		    pass, pass_keys);
-		if (chain != NULL && pkey != NULL)
-			rc = backend_tls_use(cfg, line, "tls_key", ctx, chain, pkey);
+	for (size_t i = 0; i <= cb->tls_cert.num; i++) {
+		STACK_OF(X509) *chain = NULL;
+		EVP_PKEY *pkey = NULL;
+		const char *key = i < cb->tls_cert.num ? "tls_key" : "tls_pfx";
+		int line = 0, ok = 0;
+
+		if (i == cb->tls_cert.num && cb->tls_pfx == NULL)
+			break;
+		if (i == cb->tls_cert.num) {
+			line = config_key_line(&cb->h, "tls_pfx");
+			ok = tls_ctx_read_pfx(cfg, line, key, cb->tls_pfx, pass,
+			    pass_keys, &pkey, &chain) == 0;
+		} else if (i < cb->tls_key.num) {
+			/* (Unequal counts are reported by config.c.) */
+			line = cb->tls_key.lines[i];
+			chain = tls_ctx_read_chain(cfg, cb->tls_cert.lines[i],
+			    "tls_cert", cb->tls_cert.v[i]);
+			pkey = tls_ctx_read_key(cfg, line, key, cb->tls_key.v[i],
+			    pass, pass_keys);
+			ok = chain != NULL && pkey != NULL;
+		}
+		if (!ok || backend_tls_add_cert(cfg, line, key, bt, chain,
+		    pkey) != 0)
+			rc = -1;
+		sk_X509_pop_free(chain, X509_free);
+		EVP_PKEY_free(pkey);
 	}
 	OPENSSL_cleanse(buf, sizeof(buf));
-	sk_X509_pop_free(chain, X509_free);
-	EVP_PKEY_free(pkey);
 	return rc;
 }
 
@@ -256,8 +410,10 @@ backend_tls_ctx(struct config *cfg, const struct conf_backend *cb,
 		goto fail;
 	}
 	if (backend_tls_store(cfg, cb, ctx) != 0 ||
-	    backend_tls_client_cert(cfg, cb, ctx) != 0)
+	    backend_tls_client_certs(cfg, cb, bt) != 0)
 		goto fail;
+	if (bt->num_certs > 0)
+		SSL_CTX_set_cert_cb(ctx, backend_tls_choose_cert, bt);
 	/* Verification happens in any case, so that the log can say; only
 	 * tls_verify = no lets a failure pass. */
 	SSL_CTX_set_verify(ctx, bt->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
@@ -362,6 +518,9 @@ backend_tls_free(struct backend_tls *bt)
 	for (size_t i = 0; bt->ips != NULL && i < bt->num_addrs; i++)
 		free(bt->ips[i]);
 	free(bt->ips);
+	for (size_t i = 0; i < bt->num_certs; i++)
+		backend_tls_cert_free(&bt->certs[i]);
+	free(bt->certs);
 	CRYPTO_BUFFER_POOL_free(bt->pool);
 	free(bt->servername);
 	free(bt->verify_name);

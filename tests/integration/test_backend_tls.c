@@ -72,6 +72,9 @@
  *   ipsan     IP SAN 127.0.0.1 only
  *   wild      DNS SAN *.example.test
  *   client    "btls client" by cca: tlsproxy's client certificate
+ *   cca2      a second client CA
+ *   client2   "btls client two" by cca2 (ECDSA)
+ *   rsaclient "btls rsa client" by cca, an RSA key
  *   garbage.pem  not PEM at all
  *   bca.crl, bca-revoked.crl  bca's CRLs: none revoked, api revoked
  * The expired one needs dates in the past: openssl ca takes -startdate
@@ -99,6 +102,12 @@ static const char gen_script[] =
     "leaf ipsan 127.0.0.1 IP:127.0.0.1 bca\n"
     "leaf wild '*.example.test' 'DNS:*.example.test' bca\n"
     "leaf client 'btls client' DNS:btls-client cca\n"
+    "ca cca2 'second client CA'\n"
+    "leaf client2 'btls client two' DNS:btls-client2 cca2\n"
+    "openssl req -newkey rsa:2048 -nodes -keyout rsaclient.key "
+    "-out rsaclient.csr -subj '/CN=btls rsa client'\n"
+    "openssl x509 -req -in rsaclient.csr -CA cca.pem -CAkey cca.key "
+    "-CAcreateserial -days 2 -out rsaclient.pem\n"
     "printf 'subjectAltName=DNS:" API "\\n' > expired.ext\n"
     "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
     "-keyout expired.key -out expired.csr -subj /CN=" API "\n"
@@ -1022,6 +1031,59 @@ START_TEST(client_certificate_for_mtls)
 }
 END_TEST
 
+/* With several client certificates, the backend's request chooses: the
+ * CA names it sends (s_server sends those of -CAfile) pick the second
+ * certificate, and its signature algorithms (-client_sigalgs) pick the
+ * RSA one over an ECDSA one listed first. */
+static void
+client_cert_sent(const char *server_extra, const char *certs,
+    const char *expected)
+{
+	struct btls t;
+	char backend[1024], want[128], *out;
+	int sport;
+	pid_t spid = s_server(&sport, "api", server_extra);
+
+	snprintf(backend, sizeof(backend), "address = 127.0.0.1:%d\ntls = yes\n"
+	    "tls_ca = %s/bca.pem\ntls_servername = " API "\n%s", sport, h_dir(),
+	    certs);
+	start(&t, "mtls-choice", backend, NULL);
+	out = get(&t, "/");
+	ck_assert_msg(strstr(out, S_SERVER_PAGE) != NULL, "%s", out);
+	free(out);
+	out = s_server_log(sport);
+	snprintf(want, sizeof(want), "depth=0 CN = %s\n", expected);
+	ck_assert_msg(strstr(out, want) != NULL, "want %s in %s", want, out);
+	free(out);
+	finish(&t);
+	stop(spid);
+}
+
+START_TEST(client_certificate_chosen_by_the_request)
+{
+	char certs[1024];
+	const char *d = h_dir();
+
+	snprintf(certs, sizeof(certs), "tls_cert = %s/client.pem\n"
+	    "tls_key = %s/client.key\ntls_cert = %s/client2.pem\n"
+	    "tls_key = %s/client2.key\n", d, d, d, d);
+	client_cert_sent("-Verify 1 -verify_return_error -CAfile cca2.pem",
+	    certs, "btls client two");
+	client_cert_sent("-Verify 1 -verify_return_error -CAfile cca.pem",
+	    certs, "btls client");
+	snprintf(certs, sizeof(certs), "tls_cert = %s/client.pem\n"
+	    "tls_key = %s/client.key\ntls_cert = %s/rsaclient.pem\n"
+	    "tls_key = %s/rsaclient.key\n", d, d, d, d);
+	client_cert_sent("-Verify 1 -verify_return_error -CAfile cca.pem "
+	    "-client_sigalgs rsa_pss_rsae_sha256", certs, "btls rsa client");
+	client_cert_sent("-Verify 1 -verify_return_error -CAfile cca.pem "
+	    "-client_sigalgs rsa_pss_rsae_sha256 -tls1_2", certs,
+	    "btls rsa client");
+	client_cert_sent("-Verify 1 -verify_return_error -CAfile cca.pem",
+	    certs, "btls client");
+}
+END_TEST
+
 /* ---- ALPN. */
 
 /* tls_alpn = client offers the backend what the client negotiated: a
@@ -1585,6 +1647,7 @@ main(void)
 	tcase_add_test(tc, next_address_after_tls_failure);
 	tcase_add_test(tc, handshake_timeout_and_closed);
 	tcase_add_test(tc, client_certificate_for_mtls);
+	tcase_add_test(tc, client_certificate_chosen_by_the_request);
 	tcase_add_test(tc, alpn_passthrough_h2);
 	tcase_add_test(tc, alpn_passthrough_h1_backend_refuses_h2);
 	tcase_add_test(tc, second_connection_resumes);
