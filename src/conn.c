@@ -569,7 +569,10 @@ conn_backend_handshake(struct conn *c)
 	ret = SSL_do_handshake(c->bssl);
 	saved_errno = errno;
 	err = SSL_get_error(c->bssl, ret);
-	flushed = tls_bio_flush(SSL_get_wbio(c->bssl));
+	/* The last flight (our Finished) waits for the relay, which sends it
+	 * in one write with the client's first bytes. */
+	flushed = err == SSL_ERROR_NONE ? 1 :
+	    tls_bio_flush(SSL_get_wbio(c->bssl));
 	if (flushed < 0 && err != SSL_ERROR_SSL) {
 		snprintf(why, sizeof(why), "backend tls: %s", strerror(errno));
 		conn_backend_tls_failed(c, BACKEND_TLS_FAIL_CLOSED, why);
