@@ -70,7 +70,7 @@ struct conn {
 	/* TLS 1.3: when the session tickets BoringSSL holds back must leave
 	 * even if nothing else goes to the client by then; 0 once gone. */
 	uint64_t tickets_due_ms;
-	uint64_t connect_deadline_ms;
+	uint64_t backend_deadline_ms;
 	int alert_sent; /* fatal alert BoringSSL sent: (level << 8) | desc */
 	/* A session-store lookup the handshake waits for, and its result. */
 	struct store_lookup *lookup;
@@ -529,7 +529,7 @@ conn_connect_next(struct conn *c)
 		return;
 	}
 	conn_watch(c, RELAY_BACKEND, c->bfd, conn_backend_cb);
-	c->connect_deadline_ms = clock_mono_ms() + b->connect_timeout_ms;
+	c->backend_deadline_ms = clock_mono_ms() + b->connect_timeout_ms;
 	conn_arm(c, b->connect_timeout_ms);
 }
 
@@ -642,6 +642,8 @@ conn_backend_tls_start(struct conn *c)
 	SSL_set_bio(c->bssl, bio, bio);
 	c->state = CONN_BACKEND_TLS;
 	c->bhs_want = 0;
+	c->backend_deadline_ms = clock_mono_ms() +
+	    backend_tls_timeout_ms(c->backend->tls);
 	conn_arm(c, backend_tls_timeout_ms(c->backend->tls));
 	conn_backend_handshake(c);
 }
@@ -967,7 +969,7 @@ conn_send_tickets(struct conn *c)
 	if (SSL_write(c->ssl, "", 0) < 0)
 		ERR_clear_error();
 	tls_bio_flush(SSL_get_wbio(c->ssl));
-	conn_arm(c, c->connect_deadline_ms > now ? c->connect_deadline_ms - now :
+	conn_arm(c, c->backend_deadline_ms > now ? c->backend_deadline_ms - now :
 	    0);
 }
 
@@ -995,14 +997,18 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		    "timeout)");
 		return;
 	case CONN_CONNECTING:
-		if (clock_mono_ms() < c->connect_deadline_ms) {
-			/* Woken for the tickets: the connect has time left. */
-			conn_arm(c, c->connect_deadline_ms - clock_mono_ms());
+	case CONN_BACKEND_TLS:
+		if (clock_mono_ms() < c->backend_deadline_ms) {
+			/* Woken for the tickets (the timer may fire a little
+			 * before they are due by our clock): the backend still
+			 * has time left. */
+			conn_arm(c, c->backend_deadline_ms - clock_mono_ms());
 			return;
 		}
-		conn_backend_failed(c, "connect timeout");
-		return;
-	case CONN_BACKEND_TLS:
+		if (c->state == CONN_CONNECTING) {
+			conn_backend_failed(c, "connect timeout");
+			return;
+		}
 		conn_backend_tls_failed(c, BACKEND_TLS_FAIL_TIMEOUT,
 		    "backend tls: handshake timeout");
 		return;

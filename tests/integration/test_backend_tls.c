@@ -972,6 +972,50 @@ START_TEST(handshake_timeout_and_closed)
 }
 END_TEST
 
+/* A backend handshake still running when the client's held-back session
+ * tickets fall due (40 ms after a client that sent its request at once)
+ * goes on: the timer that sends them may fire a moment before they are
+ * due by the daemon's clock, which once ended such handshakes as timed
+ * out. The backend waits 150 ms before its handshake; every request must
+ * get its answer. */
+START_TEST(slow_backend_handshake_outlives_the_ticket_timer)
+{
+	struct btls t;
+	char backend[1024], log[600], *out, *line;
+	int port = h_free_port();
+	pid_t pid;
+
+	snprintf(log, sizeof(log), "%s/slow-%d.log", h_dir(), port);
+	pid = spawn(log, "exec python3 %s/slow_tls_backend.py %d %s/api.pem "
+	    "%s/api.key 150", getenv("TLSPROXY_TEST_SRC"), port, h_dir(),
+	    h_dir());
+	wait_port(pid, port, log);
+	api_backend(backend, sizeof(backend), port, "");
+	start(&t, "slow", backend, NULL);
+	/* 32 at once, each request in the flight of its Finished: the
+	 * later ones in an event-loop pass see the timer fire earliest. */
+	for (int round = 0; round < 3; round++) {
+		int ok = 0;
+
+		out = h_run(NULL, "%s --conns 32 --expect-bytes 71 --servername localhost --request "
+		    "'GET / HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n' "
+		    "127.0.0.1:%d", getenv("TLSPROXY_CLIENT"), t.d.port);
+		for (line = out; (line = strstr(line, "ok=1")) != NULL; line++)
+			ok++;
+		ck_assert_msg(ok == 32, "%d of 32 answered: %.400s", ok, out);
+		free(out);
+	}
+	for (int i = 1; i <= 96; i++) {
+		line = conn_line(&t, i);
+		ck_assert_msg(strstr(line, "backend_tls=TLSv1.3") != NULL, "%s",
+		    line);
+		free(line);
+	}
+	finish(&t);
+	stop(pid);
+}
+END_TEST
+
 /* ---- Client certificates. */
 
 /* s_server demands a certificate from cca (-Verify 1 with
@@ -1646,6 +1690,7 @@ main(void)
 	tcase_add_test(tc, learned_group_is_the_only_key_share);
 	tcase_add_test(tc, next_address_after_tls_failure);
 	tcase_add_test(tc, handshake_timeout_and_closed);
+	tcase_add_test(tc, slow_backend_handshake_outlives_the_ticket_timer);
 	tcase_add_test(tc, client_certificate_for_mtls);
 	tcase_add_test(tc, client_certificate_chosen_by_the_request);
 	tcase_add_test(tc, alpn_passthrough_h2);
