@@ -20,11 +20,12 @@ enum conf_section {
 	SEC_LISTENER,
 	SEC_BACKEND,
 	SEC_CONTEXT,
+	SEC_ACME,
 	SEC_NONE,
 };
 
 static const char *const section_names[] = { "global", "listener", "backend",
-	"context" };
+	"context", "acme" };
 
 enum conf_type {
 	T_DURATION,
@@ -55,6 +56,7 @@ struct conf_key {
 #define L(f) offsetof(struct conf_listener, f)
 #define B(f) offsetof(struct conf_backend, f)
 #define C(f) offsetof(struct conf_context, f)
+#define A(f) offsetof(struct conf_acme, f)
 
 /* The TLS settings: [global] holds their defaults, a [listener] may
  * override them for the contexts it serves and a [context] for itself;
@@ -207,6 +209,9 @@ static const struct conf_key keys[] = {
 	{ SEC_LISTENER, "ech_retry", T_LIST, L(ech_retry), NULL, 0, 0, 0,
 	  "the ech files whose configs go back to clients as retry configs, "
 	  "or yes for all (the default)" },
+	{ SEC_LISTENER, "acme_http", T_BOOL, L(acme_http), "no", 0, 0, 0,
+	  "plain HTTP: answer ACME http-01 challenges and redirect every "
+	  "other request to https (no context, no backend)" },
 
 	TLS_KEYS(SEC_LISTENER, L, TLS_INHERIT)
 
@@ -314,6 +319,36 @@ static const struct conf_key keys[] = {
 	{ SEC_CONTEXT, "dhparam", T_STRING, C(dhparam), NULL, 0, 0, 0,
 	  "not supported: BoringSSL has no DHE; ECDHE always gives forward "
 	  "secrecy" },
+	{ SEC_CONTEXT, "acme", T_STRING, C(acme), NULL, 0, 0, 0,
+	  "the [acme] account that obtains and renews this context's "
+	  "certificate for its servername list, instead of cert and key" },
+	{ SEC_CONTEXT, "acme_challenge", T_STRING, C(acme_challenge),
+	  "tls-alpn-01", 0, 0, 0, "how the CA validates the names: tls-alpn-01 "
+	  "(on the TLS listeners) or http-01 (needs an acme_http listener)" },
+
+	{ SEC_ACME, "directory", T_STRING, A(directory), NULL, 1, 0, 0,
+	  "the CA's ACME directory URL (https)" },
+	{ SEC_ACME, "email", T_STRING, A(email), NULL, 0, 0, 0,
+	  "contact address given to the CA for the account" },
+	{ SEC_ACME, "ca", T_STRING, A(ca), NULL, 0, 0, 0,
+	  "PEM CAs trusted for the ACME server's own HTTPS; unset = the system "
+	  "store" },
+	{ SEC_ACME, "eab_kid", T_STRING, A(eab_kid), NULL, 0, 0, 0,
+	  "external account binding key id, for CAs that require one" },
+	{ SEC_ACME, "eab_hmac_key_file", T_STRING, A(eab_hmac_key_file), NULL,
+	  0, 0, 0, "file holding the external account binding HMAC key "
+	  "(base64url, as the CA gives it)" },
+	{ SEC_ACME, "key_type", T_STRING, A(key_type), "ecdsa", 0, 0, 0,
+	  "certificate key: ecdsa (P-256) or rsa (2048 bits)" },
+	{ SEC_ACME, "renew_before", T_DURATION, A(renew_before_ms), NULL, 0,
+	  3600000, 31536000000LL, "renew this long before expiry; unset = the "
+	  "CA's renewal information (ARI) where offered, else a third of the "
+	  "lifetime" },
+	{ SEC_ACME, "state_dir", T_STRING, A(state_dir), "/var/lib/tlsproxy/acme",
+	  0, 0, 0, "where the account key, certificates and keys are kept" },
+	{ SEC_ACME, "shared_key_file", T_STRING, A(shared_key_file), NULL, 0, 0,
+	  0, "with session_store: the key (made like ticket keys) that "
+	  "encrypts certificate keys shared between instances" },
 };
 
 #define NUM_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -377,6 +412,8 @@ config_section(struct config *cfg, enum conf_section sec, size_t i)
 		return &cfg->backends[i].h;
 	case SEC_CONTEXT:
 		return &cfg->contexts[i].h;
+	case SEC_ACME:
+		return &cfg->acmes[i].h;
 	default:
 		return NULL;
 	}
@@ -672,14 +709,14 @@ config_begin_section(struct parse *p, char *spec)
 	if (*name != '\0')
 		*name++ = '\0';
 	name = trim(name);
-	for (k = 0; k < 4; k++) {
+	for (k = 0; k < SEC_NONE; k++) {
 		if (strcmp(kind, section_names[k]) == 0)
 			break;
 	}
-	if (k == 4) {
+	if (k == SEC_NONE) {
 		config_error(cfg, p->line, NULL, "unknown section [%s]: expected "
-		    "[global], [listener NAME], [backend NAME] or [context NAME]",
-		    kind);
+		    "[global], [listener NAME], [backend NAME], [context NAME] "
+		    "or [acme NAME]", kind);
 		return;
 	}
 	if (k == SEC_GLOBAL) {
@@ -712,6 +749,11 @@ config_begin_section(struct parse *p, char *spec)
 		arr = (void **)&cfg->backends;
 		num = &cfg->num_backends;
 		size = sizeof(struct conf_backend);
+		break;
+	case SEC_ACME:
+		arr = (void **)&cfg->acmes;
+		num = &cfg->num_acmes;
+		size = sizeof(struct conf_acme);
 		break;
 	default:
 		arr = (void **)&cfg->contexts;
@@ -1335,9 +1377,12 @@ config_free(struct config *cfg)
 		config_free_fields(SEC_BACKEND, &cfg->backends[i].h);
 	for (size_t i = 0; i < cfg->num_contexts; i++)
 		config_free_fields(SEC_CONTEXT, &cfg->contexts[i].h);
+	for (size_t i = 0; i < cfg->num_acmes; i++)
+		config_free_fields(SEC_ACME, &cfg->acmes[i].h);
 	free(cfg->listeners);
 	free(cfg->backends);
 	free(cfg->contexts);
+	free(cfg->acmes);
 	for (size_t i = 0; i < cfg->num_errors; i++)
 		free(cfg->errors[i]);
 	free(cfg->errors);
