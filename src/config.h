@@ -237,6 +237,8 @@ const struct conf_context *config_find_context(const struct config *cfg,
     const char *name);
 const struct conf_backend *config_find_backend(const struct config *cfg,
     const char *name);
+const struct conf_acme *config_find_acme(const struct config *cfg,
+    const char *name);
 
 /* config_print_keys writes the key table (section, key, type, default and
  * description) to stdout; it is what the docs are checked against. */
