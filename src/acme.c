@@ -953,3 +953,25 @@ acme_counters(struct acme *a, uint64_t *ok, uint64_t *failed)
 	memcpy(failed, a->failed, sizeof(a->failed));
 	pthread_mutex_unlock(&a->lock);
 }
+
+void
+acme_check_disk(const struct generation *g)
+{
+	for (size_t i = 0; i < g->shared.num_contexts; i++) {
+		const struct tls_ctx *t = &g->shared.contexts[i];
+		const struct conf_acme *ca;
+		char dir[1024], path[1100];
+
+		if (t->acme == NULL ||
+		    (ca = config_find_acme(g->cfg, t->cc->acme)) == NULL ||
+		    acme_order_dir(ca->state_dir, acme_slot_name(t->acme),
+		    t->cc->servername.v[0], dir, sizeof(dir)) != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/cert.pem", dir);
+		if (access(path, R_OK) != 0)
+			fprintf(stderr, "tlsproxy: warning: [context %s] has no "
+			    "certificate yet (%s): it is ordered from %s when "
+			    "tlsproxy starts, and its names are refused until "
+			    "then\n", t->name, path, ca->directory);
+	}
+}

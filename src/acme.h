@@ -58,4 +58,8 @@ void acme_counters(struct acme *a, uint64_t *ok, uint64_t *failed);
 int acme_order_dir(const char *state_dir, const char *key, const char *first,
     char *buf, size_t len);
 
+/* acme_check_disk warns on stderr, for tlsproxy -t, about each ACME
+ * context of |g| that has no certificate in its state_dir yet. */
+void acme_check_disk(const struct generation *g);
+
 #endif
