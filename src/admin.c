@@ -506,7 +506,6 @@ metrics_backend_tls(struct evbuffer *b, const struct daemon *d,
 }
 
 static void
-static void
 metrics_acme_order(void *arg, const struct acme_order_status *st)
 {
 	struct evbuffer *b = arg;
