@@ -490,7 +490,7 @@ acme_run_order(struct acme *a, struct acme_order *o)
 	struct acme_error err;
 	struct acme_issued is;
 	struct acme_chain ch;
-	char why[256], *replaces = NULL;
+	char why[256], saveerr[1400], *replaces = NULL;
 	uint64_t deadline = clock_mono_ms() + ACME_ORDER_MS;
 	int64_t now = (int64_t)time(NULL), backoff;
 	CRYPTO_BUFFER *leaf;
@@ -520,9 +520,10 @@ acme_run_order(struct acme *a, struct acme_order *o)
 				snprintf(err.msg, sizeof(err.msg), "the issued "
 				    "certificate: %s", why);
 			} else {
-				if (acme_save_disk(o, &is, why, sizeof(why)) != 0)
+				if (acme_save_disk(o, &is, saveerr,
+				    sizeof(saveerr)) != 0)
 					log_msg(LOGL_WARNING, "acme: %s: cannot keep "
-					    "the certificate: %s", o->names, why);
+					    "the certificate: %s", o->names, saveerr);
 				if (acme_slot_set(o->slot, ch.buf, ch.num, is.key,
 				    ch.not_after) == 0) {
 					ok = 1;

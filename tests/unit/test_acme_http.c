@@ -29,7 +29,7 @@ START_TEST(token_answered_with_its_key_authorization)
 	ck_assert_int_eq(answer("GET /.well-known/acme-challenge/tok-123_abc "
 	    "HTTP/1.1\r\nHost: www.acme.test\r\n\r\n"), 200);
 	ck_assert_ptr_nonnull(strstr(out, "\r\n\r\ntok-123_abc.thumbprint"));
-	ck_assert_ptr_nonnull(strstr(out, "Content-Length: 24\r\n"));
+	ck_assert_ptr_nonnull(strstr(out, "Content-Length: 22\r\n"));
 	ck_assert_int_eq(answer("GET /.well-known/acme-challenge/other "
 	    "HTTP/1.1\r\nHost: www.acme.test\r\n\r\n"), 404);
 	acme_challenge_clear_http("tok-123_abc");
