@@ -686,7 +686,7 @@ acme_finalize(struct acme_client *c, const char *order_url,
 out:
 	https_response_free(&resp);
 	EVP_PKEY_free(key);
-	free(csr);
+	OPENSSL_free(csr);
 	free(csr64);
 	free(payload);
 	json_decref(req);

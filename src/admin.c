@@ -505,18 +505,32 @@ metrics_backend_tls(struct evbuffer *b, const struct daemon *d,
 	}
 }
 
+/* The per-order families, one pass of acme_foreach each: a family's
+ * samples must follow its HELP and TYPE lines. */
+static const char *const acme_order_families[][3] = {
+	{ "tlsproxy_acme_last_attempt_timestamp_seconds", "gauge",
+	  "When each order was last attempted (0: not since start)." },
+	{ "tlsproxy_acme_last_attempt_ok", "gauge",
+	  "0 when the order's last attempt failed, else 1." },
+	{ "tlsproxy_acme_next_attempt_timestamp_seconds", "gauge",
+	  "When the ACME side looks at each order next." },
+};
+
+struct metrics_acme {
+	struct evbuffer *b;
+	int family;
+};
+
 static void
 metrics_acme_order(void *arg, const struct acme_order_status *st)
 {
-	struct evbuffer *b = arg;
+	const struct metrics_acme *m = arg;
 	const char *l[] = { "names", st->names, "account", st->account, NULL };
+	double v = m->family == 0 ? (double)st->last_attempt :
+	    m->family == 1 ? (strcmp(st->last_result, "failed") == 0 ? 0.0 :
+	    1.0) : (double)st->next_attempt;
 
-	admin_sample(b, "tlsproxy_acme_last_attempt_timestamp_seconds", l,
-	    (double)st->last_attempt);
-	admin_sample(b, "tlsproxy_acme_last_attempt_ok", l,
-	    strcmp(st->last_result, "failed") == 0 ? 0.0 : 1.0);
-	admin_sample(b, "tlsproxy_acme_next_attempt_timestamp_seconds", l,
-	    (double)st->next_attempt);
+	admin_sample(m->b, acme_order_families[m->family][0], l, v);
 }
 
 static void
@@ -538,14 +552,13 @@ metrics_acme(struct evbuffer *b, struct daemon *d)
 			admin_sample(b, "tlsproxy_acme_order_failures_total", l,
 			    (double)failed[i]);
 	}
-	/* Three families, one pass each: samples of a family go together. */
-	admin_family(b, "tlsproxy_acme_last_attempt_timestamp_seconds",
-	    "gauge", "When each order was last attempted (0: not since start).");
-	admin_family(b, "tlsproxy_acme_last_attempt_ok", "gauge",
-	    "0 when the order's last attempt failed, else 1.");
-	admin_family(b, "tlsproxy_acme_next_attempt_timestamp_seconds",
-	    "gauge", "When the ACME side looks at each order next.");
-	acme_foreach(d->acme, metrics_acme_order, b);
+	for (int f = 0; f < 3; f++) {
+		struct metrics_acme m = { b, f };
+
+		admin_family(b, acme_order_families[f][0],
+		    acme_order_families[f][1], acme_order_families[f][2]);
+		acme_foreach(d->acme, metrics_acme_order, &m);
+	}
 }
 
 static void

@@ -176,7 +176,7 @@ conn_access_log(struct conn *c, const char *reason)
 	const uint8_t *alpn = NULL;
 	unsigned alpn_len = 0;
 	const char *version = "-", *group = "-", *ech = "-";
-	int hs_done = c->state != CONN_HANDSHAKE;
+	int hs_done = c->state != CONN_HANDSHAKE || c->acme_challenge;
 	uint64_t now = clock_mono_ns();
 	int n;
 
