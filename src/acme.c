@@ -546,8 +546,11 @@ acme_run_order(struct acme *a, struct acme_order *o)
 		o->failures = 0;
 		o->last_error[0] = '\0';
 		snprintf(o->last_result, sizeof(o->last_result), "ok");
-		o->next_at = o->renew_at;
-		o->ari_at = 0;
+		/* With renewal information, ask at once: the answer's
+		 * Retry-After sets the pace from then on. */
+		o->ari_at = o->acct->renew_before_ms == 0 &&
+		    acme_client_has_ari(o->acct->client) ? now : 0;
+		o->next_at = o->ari_at != 0 ? o->ari_at : o->renew_at;
 		pthread_mutex_unlock(&a->lock);
 		log_msg(LOGL_INFO, "acme: %s: new certificate in service, valid "
 		    "until %lld", o->names, (long long)acme_slot_not_after(o->slot));
