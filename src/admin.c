@@ -25,6 +25,9 @@
 #include <openssl/x509.h>
 
 #include "backend.h"
+#include "acme.h"
+#include "acme_cert.h"
+#include "acme_client.h"
 #include "backend_tls.h"
 #include "clock.h"
 #include "config.h"
@@ -374,8 +377,9 @@ metrics_certificates(struct evbuffer *b, const struct generation *g)
 			if (t->ctx[k] == NULL)
 				continue;
 			admin_sample(b, "tlsproxy_certificate_expiry_"
-			    "timestamp_seconds", l,
-			    (double)admin_cert_expiry(t->ctx[k]));
+			    "timestamp_seconds", l, (double)(t->acme != NULL ?
+			    acme_slot_not_after(t->acme) :
+			    admin_cert_expiry(t->ctx[k])));
 		}
 	}
 }
@@ -501,6 +505,62 @@ metrics_backend_tls(struct evbuffer *b, const struct daemon *d,
 	}
 }
 
+/* The per-order families, one pass of acme_foreach each: a family's
+ * samples must follow its HELP and TYPE lines. */
+static const char *const acme_order_families[][3] = {
+	{ "tlsproxy_acme_last_attempt_timestamp_seconds", "gauge",
+	  "When each order was last attempted (0: not since start)." },
+	{ "tlsproxy_acme_last_attempt_ok", "gauge",
+	  "0 when the order's last attempt failed, else 1." },
+	{ "tlsproxy_acme_next_attempt_timestamp_seconds", "gauge",
+	  "When the ACME side looks at each order next." },
+};
+
+struct metrics_acme {
+	struct evbuffer *b;
+	int family;
+};
+
+static void
+metrics_acme_order(void *arg, const struct acme_order_status *st)
+{
+	const struct metrics_acme *m = arg;
+	const char *l[] = { "names", st->names, "account", st->account, NULL };
+	double v = m->family == 0 ? (double)st->last_attempt :
+	    m->family == 1 ? (strcmp(st->last_result, "failed") == 0 ? 0.0 :
+	    1.0) : (double)st->next_attempt;
+
+	admin_sample(m->b, acme_order_families[m->family][0], l, v);
+}
+
+static void
+metrics_acme(struct evbuffer *b, struct daemon *d)
+{
+	uint64_t ok, failed[ACME_FAIL_COUNT];
+
+	if (d->acme == NULL)
+		return;
+	acme_counters(d->acme, &ok, failed);
+	admin_one(b, "tlsproxy_acme_orders_ok_total", "counter",
+	    "ACME orders that ended with a certificate in service.", (double)ok);
+	admin_family(b, "tlsproxy_acme_order_failures_total", "counter",
+	    "ACME orders and renewals that failed, by reason.");
+	for (int i = 0; i < ACME_FAIL_COUNT; i++) {
+		const char *l[] = { "reason", acme_fail_names[i], NULL };
+
+		if (i != ACME_FAIL_CANCELLED)
+			admin_sample(b, "tlsproxy_acme_order_failures_total", l,
+			    (double)failed[i]);
+	}
+	for (int f = 0; f < 3; f++) {
+		struct metrics_acme m = { b, f };
+
+		admin_family(b, acme_order_families[f][0],
+		    acme_order_families[f][1], acme_order_families[f][2]);
+		acme_foreach(d->acme, metrics_acme_order, &m);
+	}
+}
+
 static void
 admin_metrics(struct evbuffer *b, struct daemon *d)
 {
@@ -516,6 +576,7 @@ admin_metrics(struct evbuffer *b, struct daemon *d)
 	}
 	metrics_ocsp(b, d);
 	metrics_sessions(b, d);
+	metrics_acme(b, d);
 	generation_unref(g);
 }
 
@@ -573,12 +634,48 @@ status_contexts(struct evbuffer *b, const struct generation *g)
 				continue;
 			evbuffer_add_printf(b, "%s{\"type\":\"%s\","
 			    "\"not_after\":%lld}", first ? "" : ",",
-			    key_type_names[k],
-			    (long long)admin_cert_expiry(t->ctx[k]));
+			    key_type_names[k], (long long)(t->acme != NULL ?
+			    acme_slot_not_after(t->acme) :
+			    admin_cert_expiry(t->ctx[k])));
 			first = 0;
 		}
 		evbuffer_add(b, "]}", 2);
 	}
+	evbuffer_add(b, "]", 1);
+}
+
+struct status_acme {
+	struct evbuffer *b;
+	int n;
+};
+
+static void
+status_acme_order(void *arg, const struct acme_order_status *st)
+{
+	struct status_acme *sa = arg;
+
+	evbuffer_add_printf(sa->b, "%s{\"names\":", sa->n++ > 0 ? "," : "");
+	admin_quoted(sa->b, st->names);
+	evbuffer_add_printf(sa->b, ",\"account\":");
+	admin_quoted(sa->b, st->account);
+	evbuffer_add_printf(sa->b, ",\"not_after\":%lld,\"renew_at\":%lld,"
+	    "\"next_attempt\":%lld,\"last_attempt\":%lld,\"last_result\":",
+	    (long long)st->not_after, (long long)st->renew_at,
+	    (long long)st->next_attempt, (long long)st->last_attempt);
+	admin_quoted(sa->b, st->last_result);
+	evbuffer_add_printf(sa->b, ",\"last_error\":");
+	admin_quoted(sa->b, st->last_error);
+	evbuffer_add(sa->b, "}", 1);
+}
+
+static void
+status_acme(struct evbuffer *b, struct daemon *d)
+{
+	struct status_acme sa = { b, 0 };
+
+	evbuffer_add_printf(b, ",\"acme\":[");
+	if (d->acme != NULL)
+		acme_foreach(d->acme, status_acme_order, &sa);
 	evbuffer_add(b, "]", 1);
 }
 
@@ -623,6 +720,7 @@ admin_status(struct evbuffer *b, struct daemon *d)
 	evbuffer_add(b, "}", 1);
 	status_listeners(b, d, g);
 	status_contexts(b, g);
+	status_acme(b, d);
 	evbuffer_add(b, "}\n", 2);
 	generation_unref(g);
 }

@@ -77,14 +77,40 @@ struct backend_tls {
 /* Which session slot a connection's new sessions go to. */
 static int slot_index = -1;
 
-static void
-backend_tls_error(struct config *cfg, const struct conf_backend *cb,
-    const char *key, const char *fmt, const char *path)
-{
-	char err[160];
+/* The groups offered when tls_groups = auto, and by backend_tls_client_ctx. */
+#ifdef SSL_GROUP_X25519_MLKEM768
+#define BACKEND_TLS_GROUPS "X25519MLKEM768:X25519:P-256:P-384"
+#else
+#define BACKEND_TLS_GROUPS "X25519:P-256:P-384"
+#endif
 
-	config_error(cfg, config_key_line(&cb->h, key), key, fmt, path,
-	    log_ssl_error(err, sizeof(err)));
+int
+backend_tls_load_ca(SSL_CTX *ctx, const char *ca_file, const char *key,
+    char *err, size_t err_len)
+{
+	const char *ca = ca_file != NULL ? ca_file : BACKEND_TLS_SYSTEM_CA;
+	FILE *f = fopen(ca, "r");
+	char reason[160];
+
+	if (f == NULL && ca_file != NULL) {
+		snprintf(err, err_len, "cannot open '%s': %s", ca,
+		    strerror(errno));
+		return -1;
+	}
+	if (f != NULL)
+		fclose(f);
+	if (f == NULL || !SSL_CTX_load_verify_locations(ctx, ca, NULL)) {
+		if (ca_file != NULL)
+			snprintf(err, err_len, "cannot load CA certificates from "
+			    "'%s' (%s)", ca, log_ssl_error(reason, sizeof(reason)));
+		else
+			snprintf(err, err_len, "no %s, and the system store '%s' "
+			    "cannot be read: install ca-certificates or set %s",
+			    key, ca, key);
+		ERR_clear_error();
+		return ca_file != NULL ? -1 : -2;
+	}
+	return 0;
 }
 
 /* backend_tls_store loads the trust anchors and CRLs. */
@@ -92,29 +118,45 @@ static int
 backend_tls_store(struct config *cfg, const struct conf_backend *cb,
     SSL_CTX *ctx)
 {
-	const char *ca = cb->tls_ca != NULL ? cb->tls_ca : BACKEND_TLS_SYSTEM_CA;
-	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-	FILE *f = fopen(ca, "r");
+	char err[600];
+	int rc = backend_tls_load_ca(ctx, cb->tls_ca, "tls_ca", err,
+	    sizeof(err));
 
-	if (f == NULL && cb->tls_ca != NULL) {
-		config_error(cfg, config_key_line(&cb->h, "tls_ca"), "tls_ca",
-		    "cannot open '%s': %s", ca, strerror(errno));
+	if (rc != 0) {
+		/* The system store is what tls = yes uses without tls_ca. */
+		const char *key = rc == -2 ? "tls" : "tls_ca";
+
+		config_error(cfg, config_key_line(&cb->h, key), key, "%s", err);
 		return -1;
 	}
-	if (f != NULL)
-		fclose(f);
-	if (f == NULL || !SSL_CTX_load_verify_locations(ctx, ca, NULL)) {
-		if (cb->tls_ca != NULL)
-			backend_tls_error(cfg, cb, "tls_ca", "cannot load CA "
-			    "certificates from '%s' (%s)", ca);
-		else
-			config_error(cfg, config_key_line(&cb->h, "tls"), "tls",
-			    "no tls_ca, and the system store '%s' cannot be read: "
-			    "install ca-certificates or set tls_ca", ca);
-		ERR_clear_error();
-		return -1;
+	return tls_ctx_load_crls(cfg, "tls_crl", &cb->tls_crl,
+	    SSL_CTX_get_cert_store(ctx));
+}
+
+SSL_CTX *
+backend_tls_client_ctx(const char *ca_file, const char *key, char *err,
+    size_t err_len)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+	char reason[160];
+
+	if (ctx == NULL || !SSL_CTX_set_min_proto_version(ctx,
+	    TLS1_2_VERSION) || !SSL_CTX_set_max_proto_version(ctx,
+	    TLS1_3_VERSION) || !SSL_CTX_set1_curves_list(ctx,
+	    BACKEND_TLS_GROUPS)) {
+		snprintf(err, err_len, "cannot make a TLS client context (%s)",
+		    log_ssl_error(reason, sizeof(reason)));
+		SSL_CTX_free(ctx);
+		return NULL;
 	}
-	return tls_ctx_load_crls(cfg, "tls_crl", &cb->tls_crl, store);
+	if (backend_tls_load_ca(ctx, ca_file, key, err, err_len) != 0) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	return ctx;
 }
 
 /* A client certificate: its chain (leaf first) as the buffers BoringSSL
@@ -382,12 +424,7 @@ backend_tls_ctx(struct config *cfg, const struct conf_backend *cb,
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_method());
 	const char *groups = strcasecmp(cb->tls_groups, "auto") != 0 ?
-	    cb->tls_groups :
-#ifdef SSL_GROUP_X25519_MLKEM768
-	    "X25519MLKEM768:X25519:P-256:P-384";
-#else
-	    "X25519:P-256:P-384";
-#endif
+	    cb->tls_groups : BACKEND_TLS_GROUPS;
 	char err[160];
 
 	if (ctx == NULL)
@@ -573,10 +610,7 @@ backend_tls_expected(const struct backend *b, size_t i,
 	    sni != NULL ? sni : b->tls->ips[i];
 }
 
-/* backend_tls_identity sets what the certificate must be valid for; an
- * IP literal is checked against IP addresses only. A unix socket (NULL)
- * has only its chain checked. */
-static int
+int
 backend_tls_identity(SSL *ssl, const char *name)
 {
 	X509_VERIFY_PARAM *p = SSL_get0_param(ssl);

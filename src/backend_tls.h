@@ -79,6 +79,32 @@ const char *backend_tls_expected(const struct backend *b, size_t i,
 enum backend_tls_fail backend_tls_why(SSL *ssl, int err, int errno_,
     const char *expected, char *buf, size_t len);
 
+/* backend_tls_load_ca loads the trust anchors of the PEM file |ca_file|,
+ * or of the system store (Debian's ca-certificates bundle) when it is
+ * NULL, into |ctx|. |key| is the setting that names a CA file ("tls_ca"
+ * for a [backend]), for the messages. On failure it writes why to |err|,
+ * in the words [backend] tls_ca uses: "cannot open 'F': REASON", "cannot
+ * load CA certificates from 'F' (REASON)", or "no KEY, and the system
+ * store 'F' cannot be read: install ca-certificates or set KEY"; it
+ * returns -1 when |ca_file| failed and -2 when the system store did.
+ * Returns 0 on success. */
+int backend_tls_load_ca(SSL_CTX *ctx, const char *ca_file, const char *key,
+    char *err, size_t err_len);
+
+/* backend_tls_client_ctx makes a verifying TLS client SSL_CTX, TLS 1.2
+ * to 1.3, trusting |ca_file| or the system store (NULL), loaded as
+ * backend_tls_load_ca does (|key| as there). Every handshake checks the
+ * chain (SSL_VERIFY_PEER); backend_tls_identity sets the name. NULL with
+ * the reason in |err| on failure. */
+SSL_CTX *backend_tls_client_ctx(const char *ca_file, const char *key,
+    char *err, size_t err_len);
+
+/* backend_tls_identity sets what the certificate presented to |ssl|
+ * must be valid for: an IP literal (v4, or v6 without brackets) is
+ * checked against IP address SANs only, anything else as a DNS name
+ * (RFC 6125). NULL checks the chain only. Returns 1, or 0 on failure. */
+int backend_tls_identity(SSL *ssl, const char *name);
+
 /* backend_tls_describe writes "VERSION,CIPHER,new|resumed,verified|
  * unverified" for the access log. */
 const char *backend_tls_describe(SSL *ssl, char *buf, size_t len);

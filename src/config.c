@@ -20,11 +20,12 @@ enum conf_section {
 	SEC_LISTENER,
 	SEC_BACKEND,
 	SEC_CONTEXT,
+	SEC_ACME,
 	SEC_NONE,
 };
 
 static const char *const section_names[] = { "global", "listener", "backend",
-	"context" };
+	"context", "acme" };
 
 enum conf_type {
 	T_DURATION,
@@ -55,6 +56,7 @@ struct conf_key {
 #define L(f) offsetof(struct conf_listener, f)
 #define B(f) offsetof(struct conf_backend, f)
 #define C(f) offsetof(struct conf_context, f)
+#define A(f) offsetof(struct conf_acme, f)
 
 /* The TLS settings: [global] holds their defaults, a [listener] may
  * override them for the contexts it serves and a [context] for itself;
@@ -207,6 +209,9 @@ static const struct conf_key keys[] = {
 	{ SEC_LISTENER, "ech_retry", T_LIST, L(ech_retry), NULL, 0, 0, 0,
 	  "the ech files whose configs go back to clients as retry configs, "
 	  "or yes for all (the default)" },
+	{ SEC_LISTENER, "acme_http", T_BOOL, L(acme_http), "no", 0, 0, 0,
+	  "plain HTTP: answer ACME http-01 challenges and redirect every "
+	  "other request to https (no context, no backend)" },
 
 	TLS_KEYS(SEC_LISTENER, L, TLS_INHERIT)
 
@@ -314,6 +319,33 @@ static const struct conf_key keys[] = {
 	{ SEC_CONTEXT, "dhparam", T_STRING, C(dhparam), NULL, 0, 0, 0,
 	  "not supported: BoringSSL has no DHE; ECDHE always gives forward "
 	  "secrecy" },
+	{ SEC_CONTEXT, "acme", T_STRING, C(acme), NULL, 0, 0, 0,
+	  "the [acme] account that obtains and renews this context's "
+	  "certificate for its servername list, instead of cert and key" },
+	{ SEC_CONTEXT, "acme_challenge", T_STRING, C(acme_challenge),
+	  "tls-alpn-01", 0, 0, 0, "how the CA validates the names: tls-alpn-01 "
+	  "(on the TLS listeners) or http-01 (needs an acme_http listener)" },
+
+	{ SEC_ACME, "directory", T_STRING, A(directory), NULL, 1, 0, 0,
+	  "the CA's ACME directory URL (https)" },
+	{ SEC_ACME, "email", T_STRING, A(email), NULL, 0, 0, 0,
+	  "contact address given to the CA for the account" },
+	{ SEC_ACME, "ca", T_STRING, A(ca), NULL, 0, 0, 0,
+	  "PEM CAs trusted for the ACME server's own HTTPS; unset = the system "
+	  "store" },
+	{ SEC_ACME, "eab_kid", T_STRING, A(eab_kid), NULL, 0, 0, 0,
+	  "external account binding key id, for CAs that require one" },
+	{ SEC_ACME, "eab_hmac_key_file", T_STRING, A(eab_hmac_key_file), NULL,
+	  0, 0, 0, "file holding the external account binding HMAC key "
+	  "(base64url, as the CA gives it)" },
+	{ SEC_ACME, "key_type", T_STRING, A(key_type), "ecdsa", 0, 0, 0,
+	  "certificate key: ecdsa (P-256) or rsa (2048 bits)" },
+	{ SEC_ACME, "renew_before", T_DURATION, A(renew_before_ms), NULL, 0,
+	  3600000, 31536000000LL, "renew this long before expiry; unset = the "
+	  "CA's renewal information (ARI) where offered, else a third of the "
+	  "lifetime" },
+	{ SEC_ACME, "state_dir", T_STRING, A(state_dir), "/var/lib/tlsproxy/acme",
+	  0, 0, 0, "where the account key, certificates and keys are kept" },
 };
 
 #define NUM_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -377,6 +409,8 @@ config_section(struct config *cfg, enum conf_section sec, size_t i)
 		return &cfg->backends[i].h;
 	case SEC_CONTEXT:
 		return &cfg->contexts[i].h;
+	case SEC_ACME:
+		return &cfg->acmes[i].h;
 	default:
 		return NULL;
 	}
@@ -672,14 +706,14 @@ config_begin_section(struct parse *p, char *spec)
 	if (*name != '\0')
 		*name++ = '\0';
 	name = trim(name);
-	for (k = 0; k < 4; k++) {
+	for (k = 0; k < SEC_NONE; k++) {
 		if (strcmp(kind, section_names[k]) == 0)
 			break;
 	}
-	if (k == 4) {
+	if (k == SEC_NONE) {
 		config_error(cfg, p->line, NULL, "unknown section [%s]: expected "
-		    "[global], [listener NAME], [backend NAME] or [context NAME]",
-		    kind);
+		    "[global], [listener NAME], [backend NAME], [context NAME] "
+		    "or [acme NAME]", kind);
 		return;
 	}
 	if (k == SEC_GLOBAL) {
@@ -712,6 +746,11 @@ config_begin_section(struct parse *p, char *spec)
 		arr = (void **)&cfg->backends;
 		num = &cfg->num_backends;
 		size = sizeof(struct conf_backend);
+		break;
+	case SEC_ACME:
+		arr = (void **)&cfg->acmes;
+		num = &cfg->num_acmes;
+		size = sizeof(struct conf_acme);
 		break;
 	default:
 		arr = (void **)&cfg->contexts;
@@ -889,12 +928,40 @@ config_check_required(struct config *cfg, enum conf_section sec,
 	}
 }
 
+/* config_check_acme_http checks a plain-HTTP listener for ACME http-01:
+ * it has addresses and nothing that belongs to TLS or to a backend. */
+static void
+config_check_acme_http(struct config *cfg, struct conf_listener *l)
+{
+	static const char *const tls_keys[] = { "context", "backend",
+		"sni_strict", "alpn_backend", "proxy_protocol",
+		"proxy_protocol_client_cert", "ech", "ech_retry" };
+
+	if (!config_key_set(&l->h, "bind"))
+		config_error(cfg, l->h.line, NULL, "[listener %s] needs key "
+		    "'bind' (addresses to answer plain HTTP on, like *:80)",
+		    l->h.name);
+	for (size_t i = 0; i < sizeof(tls_keys) / sizeof(tls_keys[0]); i++) {
+		if (config_key_set(&l->h, tls_keys[i]))
+			config_error(cfg, config_key_line(&l->h, tls_keys[i]),
+			    tls_keys[i], "has no effect on an acme_http listener, "
+			    "which answers plain HTTP only");
+	}
+	if (config_listener_has_tls(l))
+		config_error(cfg, config_key_line(&l->h, "acme_http"),
+		    "acme_http", "an acme_http listener speaks plain HTTP: "
+		    "remove its TLS settings");
+}
+
 static void
 config_check_listener(struct config *cfg, struct conf_listener *l)
 {
 	char err[256];
 
-	config_check_required(cfg, SEC_LISTENER, &l->h);
+	if (l->acme_http)
+		config_check_acme_http(cfg, l);
+	else
+		config_check_required(cfg, SEC_LISTENER, &l->h);
 	config_check_proxy_protocol(cfg, &l->h, l->proxy_protocol);
 	if (l->context != NULL && config_find_context(cfg, l->context) == NULL)
 		config_error(cfg, config_key_line(&l->h, "context"), "context",
@@ -1084,6 +1151,103 @@ config_check_versions(struct config *cfg, const struct conf_head *h,
 	config_check_version(cfg, h, "max_version", t->max_version);
 }
 
+/* config_acme_name_ok returns NULL when |name| is a DNS name an ACME CA
+ * can validate by tls-alpn-01 or http-01, else why not. */
+static const char *
+config_acme_name_ok(const char *name)
+{
+	struct addr a;
+	char err[64];
+
+	if (strchr(name, '*') != NULL)
+		return "wildcard names can only be validated by DNS (dns-01), "
+		    "which tls-alpn-01 and http-01 cannot do: list the names, "
+		    "or use cert and key from another ACME client";
+	if (addr_parse(name, &a, err, sizeof(err)) == 0 ||
+	    strspn(name, "0123456789.:[]") == strlen(name))
+		return "an IP address: certificates for addresses are not "
+		    "ordered, list host names";
+	if (strchr(name, '.') == NULL)
+		return "not a fully qualified domain name";
+	return NULL;
+}
+
+const struct conf_acme *
+config_find_acme(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->num_acmes; i++) {
+		if (strcmp(cfg->acmes[i].h.name, name) == 0)
+			return &cfg->acmes[i];
+	}
+	return NULL;
+}
+
+/* config_check_context_acme checks a context whose certificate comes from
+ * an ACME CA: the names it orders are its servername list. */
+static void
+config_check_context_acme(struct config *cfg, const struct conf_context *cc)
+{
+	const struct conf_head *h = &cc->h;
+	static const char *const cert_keys[] = { "cert", "key", "pfx",
+		"passphrase", "passphrase_file", "sct", "ocsp_issuer" };
+	const char *why;
+	int http = 0;
+
+	if (config_find_acme(cfg, cc->acme) == NULL)
+		config_error(cfg, config_key_line(h, "acme"), "acme", "no [acme "
+		    "%s] in this file", cc->acme);
+	for (size_t i = 0; i < sizeof(cert_keys) / sizeof(cert_keys[0]); i++) {
+		if (config_key_set(h, cert_keys[i]))
+			config_error(cfg, config_key_line(h, cert_keys[i]),
+			    cert_keys[i], "the certificate of [context %s] comes "
+			    "from acme: remove this line or the acme line",
+			    h->name);
+	}
+	if (cc->servername.num == 0)
+		config_error(cfg, config_key_line(h, "acme"), "acme", "needs a "
+		    "servername list: the names the certificate is ordered for");
+	for (size_t i = 0; i < cc->servername.num; i++) {
+		if ((why = config_acme_name_ok(cc->servername.v[i])) != NULL)
+			config_error(cfg, cc->servername.lines[i], "servername",
+			    "'%s' cannot be ordered through acme: %s",
+			    cc->servername.v[i], why);
+	}
+	if (strcmp(cc->acme_challenge, "http-01") == 0) {
+		for (size_t i = 0; i < cfg->num_listeners; i++)
+			http |= cfg->listeners[i].acme_http != 0;
+		if (!http)
+			config_error(cfg, config_key_line(h, "acme_challenge"),
+			    "acme_challenge", "http-01 needs a [listener] with "
+			    "acme_http = yes on port 80, where the CA asks");
+	} else if (strcmp(cc->acme_challenge, "tls-alpn-01") != 0) {
+		config_error(cfg, config_key_line(h, "acme_challenge"),
+		    "acme_challenge", "expected tls-alpn-01 or http-01, got "
+		    "'%s'", cc->acme_challenge);
+	}
+}
+
+static void
+config_check_acme(struct config *cfg, struct conf_acme *a)
+{
+	struct conf_head *h = &a->h;
+
+	config_check_required(cfg, SEC_ACME, h);
+	if (a->directory != NULL && strncmp(a->directory, "https://", 8) != 0)
+		config_error(cfg, config_key_line(h, "directory"), "directory",
+		    "expected an https:// URL, got '%s'", a->directory);
+	if (strcmp(a->key_type, "ecdsa") != 0 && strcmp(a->key_type, "rsa") != 0)
+		config_error(cfg, config_key_line(h, "key_type"), "key_type",
+		    "expected ecdsa or rsa, got '%s'", a->key_type);
+	if ((a->eab_kid == NULL) != (a->eab_hmac_key_file == NULL))
+		config_error(cfg, config_key_line(h, a->eab_kid == NULL ?
+		    "eab_hmac_key_file" : "eab_kid"), a->eab_kid == NULL ?
+		    "eab_hmac_key_file" : "eab_kid", "external account binding "
+		    "needs both eab_kid and eab_hmac_key_file");
+	if (a->state_dir[0] != '/')
+		config_error(cfg, config_key_line(h, "state_dir"), "state_dir",
+		    "expected an absolute path, got '%s'", a->state_dir);
+}
+
 static void
 config_check_context(struct config *cfg, struct conf_context *cc)
 {
@@ -1095,9 +1259,15 @@ config_check_context(struct config *cfg, struct conf_context *cc)
 		    "[context %s] has %zu cert and %zu key lines; each cert "
 		    "needs its key, in the same order", h->name, cc->cert.num,
 		    cc->key.num);
-	else if (cc->cert.num == 0 && cc->pfx == NULL)
+	else if (cc->cert.num == 0 && cc->pfx == NULL && cc->acme == NULL)
 		config_error(cfg, h->line, NULL, "[context %s] needs 'cert' and "
-		    "'key' (PEM) or 'pfx' (PKCS#12)", h->name);
+		    "'key' (PEM), 'pfx' (PKCS#12) or 'acme' (certificates "
+		    "obtained automatically)", h->name);
+	if (cc->acme != NULL)
+		config_check_context_acme(cfg, cc);
+	else if (config_key_set(h, "acme_challenge"))
+		config_error(cfg, config_key_line(h, "acme_challenge"),
+		    "acme_challenge", "has no effect without acme");
 	if (cc->cert.num > 2)
 		config_error(cfg, cc->cert.lines[2], "cert", "at most two "
 		    "certificates per context: one RSA and one ECDSA");
@@ -1179,6 +1349,8 @@ config_check(struct config *cfg)
 		config_check_backend(cfg, &cfg->backends[i]);
 	for (size_t i = 0; i < cfg->num_contexts; i++)
 		config_check_context(cfg, &cfg->contexts[i]);
+	for (size_t i = 0; i < cfg->num_acmes; i++)
+		config_check_acme(cfg, &cfg->acmes[i]);
 	config_check_versions(cfg, &cfg->global.h, &cfg->global.tls);
 	if (cfg->global.user != NULL && getpwnam(cfg->global.user) == NULL)
 		config_error(cfg, config_key_line(&cfg->global.h, "user"), "user",
@@ -1335,9 +1507,12 @@ config_free(struct config *cfg)
 		config_free_fields(SEC_BACKEND, &cfg->backends[i].h);
 	for (size_t i = 0; i < cfg->num_contexts; i++)
 		config_free_fields(SEC_CONTEXT, &cfg->contexts[i].h);
+	for (size_t i = 0; i < cfg->num_acmes; i++)
+		config_free_fields(SEC_ACME, &cfg->acmes[i].h);
 	free(cfg->listeners);
 	free(cfg->backends);
 	free(cfg->contexts);
+	free(cfg->acmes);
 	for (size_t i = 0; i < cfg->num_errors; i++)
 		free(cfg->errors[i]);
 	free(cfg->errors);

@@ -90,6 +90,9 @@ struct conf_listener {
 	int64_t proxy_protocol_client_cert;
 	struct strlist ech;       /* Encrypted Client Hello key files */
 	struct strlist ech_retry; /* those sent as retry configs; none: all */
+	/* Plain HTTP for ACME http-01 challenges, redirecting the rest to
+	 * https; such a listener has no context or backend. */
+	int64_t acme_http;
 	struct conf_tls tls; /* overrides [global] for this listener's contexts */
 };
 
@@ -144,6 +147,21 @@ struct conf_context {
 	char *ocsp; /* "auto", "off" or a DER response file */
 	char *ocsp_responder;
 	char *ocsp_issuer;
+	char *acme;           /* [acme NAME] issuing this context's certificate */
+	char *acme_challenge; /* "tls-alpn-01" or "http-01" */
+};
+
+/* An ACME account at one certificate authority (RFC 8555). */
+struct conf_acme {
+	struct conf_head h;
+	char *directory;
+	char *email;
+	char *ca; /* trust for the ACME server's HTTPS; NULL: the system store */
+	char *eab_kid;
+	char *eab_hmac_key_file;
+	char *key_type; /* "ecdsa" (P-256) or "rsa" (2048 bits) */
+	uint64_t renew_before_ms; /* 0: ARI where offered, else 1/3 of lifetime */
+	char *state_dir;
 };
 
 struct config {
@@ -155,6 +173,8 @@ struct config {
 	size_t num_backends;
 	struct conf_context *contexts;
 	size_t num_contexts;
+	struct conf_acme *acmes;
+	size_t num_acmes;
 	/* Every error found, each "FILE:LINE: key 'K': message". */
 	char **errors;
 	size_t num_errors;
@@ -215,6 +235,8 @@ const char *config_ticket_keys_file(const struct conf_global *g);
 const struct conf_context *config_find_context(const struct config *cfg,
     const char *name);
 const struct conf_backend *config_find_backend(const struct config *cfg,
+    const char *name);
+const struct conf_acme *config_find_acme(const struct config *cfg,
     const char *name);
 
 /* config_print_keys writes the key table (section, key, type, default and

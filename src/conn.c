@@ -15,6 +15,8 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
+#include "acme_cert.h"
+#include "acme_challenge.h"
 #include "backend.h"
 #include "backend_tls.h"
 #include "clock.h"
@@ -65,6 +67,7 @@ struct conn {
 	struct event ev[2];
 	uint8_t hs_want; /* RELAY_WANT_* the handshake waits for */
 	uint8_t sni_refused; /* sni_strict and no context for the name */
+	uint8_t acme_challenge; /* a tls-alpn-01 validation handshake */
 	uint8_t ech; /* enum stat_ech: what became of an Encrypted Client Hello */
 	uint8_t timed_out; /* closing because the client was silent */
 	/* TLS 1.3: when the session tickets BoringSSL holds back must leave
@@ -173,7 +176,7 @@ conn_access_log(struct conn *c, const char *reason)
 	const uint8_t *alpn = NULL;
 	unsigned alpn_len = 0;
 	const char *version = "-", *group = "-", *ech = "-";
-	int hs_done = c->state != CONN_HANDSHAKE;
+	int hs_done = c->state != CONN_HANDSHAKE || c->acme_challenge;
 	uint64_t now = clock_mono_ns();
 	int n;
 
@@ -863,6 +866,10 @@ conn_handshake(struct conn *c)
 		stat_add(&c->w->stats->hs_ech[c->ech], 1);
 		c->hs_want = 0;
 		evtimer_del(&c->timer);
+		if (c->acme_challenge) {
+			conn_close(c, "acme tls-alpn-01 challenge answered");
+			return;
+		}
 		if (c->ech == STAT_ECH_REJECTED) {
 			conn_ech_wait_start(c);
 			return;
@@ -1093,6 +1100,18 @@ conn_select_cert(const SSL_CLIENT_HELLO *hello)
 		c->ech = conn_ech_outcome(hello);
 	free(c->sni);
 	c->sni = conn_parse_sni(hello);
+	/* tls-alpn-01: the CA's validator gets the challenge certificate for
+	 * a name being validated, and acme-tls/1 gets nothing else. */
+	switch (acme_challenge_hello(hello, c->sni)) {
+	case ACME_HELLO_ANSWER:
+		c->acme_challenge = 1;
+		return ssl_select_cert_success;
+	case ACME_HELLO_REFUSE:
+		c->sni_refused = 1;
+		return ssl_select_cert_success;
+	case ACME_HELLO_NONE:
+		break;
+	}
 	/* The table belongs to the generation the connection was accepted
 	 * under, so a reload never changes a handshake in flight. */
 	t = sni_lookup(c->lc->sni, c->sni);
@@ -1108,6 +1127,10 @@ conn_select_cert(const SSL_CLIENT_HELLO *hello)
 	c->tls = t;
 	if (tls_ctx_apply(t, c->lc->context, hello) != 0)
 		return ssl_select_cert_error;
+	/* Until its first certificate is issued, an ACME context refuses
+	 * its names rather than serve a placeholder. */
+	if (t->acme != NULL && acme_slot_apply(t->acme, hello->ssl) != 0)
+		c->sni_refused = 1;
 	return ssl_select_cert_success;
 }
 

@@ -16,6 +16,7 @@
 #include <event2/event.h>
 #include <systemd/sd-daemon.h>
 
+#include "acme.h"
 #include "admin.h"
 #include "config.h"
 #include "confval.h"
@@ -399,6 +400,7 @@ daemon_reload(struct daemon *d)
 	generation_activate(g);
 	generation_publish(g);
 	ocsp_fetcher_sync(d->ocsp, g);
+	acme_sync(d->acme, g);
 	d->old_socks = d->socks;
 	d->socks = next;
 	d->swapping = 1;
@@ -602,6 +604,8 @@ daemon_free(struct daemon *d)
 	if (d->staple_ev != NULL)
 		event_free(d->staple_ev);
 	ticket_sync_free(d->ticket_sync);
+	/* Before the slots and answer tables it writes can go. */
+	acme_free(d->acme);
 	ocsp_fetcher_free(d->ocsp);
 	if (d->notify_fd >= 0)
 		close(d->notify_fd);
@@ -767,6 +771,11 @@ daemon_run(const char *config_path, struct generation *gen)
 	}
 	d.ocsp = ocsp_fetcher_new(d.base);
 	ocsp_fetcher_sync(d.ocsp, generation_peek());
+	if ((d.acme = acme_new()) == NULL) {
+		log_msg(LOGL_ERROR, "cannot start the ACME thread");
+		goto out;
+	}
+	acme_sync(d.acme, generation_peek());
 	if (daemon_watchdog_start(&d) != 0)
 		log_msg(LOGL_WARNING, "cannot arm the systemd watchdog");
 	log_msg(LOGL_INFO, "tlsproxy %s ready: %zu listeners, %zu sockets, "

@@ -312,6 +312,12 @@ generation_build_listeners(struct generation *g, struct config *cfg)
 
 		l->name = cl->h.name;
 		l->stat_slot = stats_slot(STATS_LISTENER, l->name);
+		l->max_connections = cl->max_connections;
+		if (cl->acme_http) {
+			/* Plain HTTP for http-01: no TLS, no backend. */
+			l->acme_http = 1;
+			continue;
+		}
 		if (config_listener_has_tls(cl)) {
 			if ((l->own = calloc(1, sizeof(*l->own))) == NULL ||
 			    ctx_set_build(l->own, g, cfg, cl) != 0)

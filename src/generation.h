@@ -44,6 +44,7 @@ struct listener_conf {
 	int stat_slot; /* stats_slot() of the name */
 	int proxy_protocol; /* 0 off, 1 v1, 2 v2 */
 	int proxy_cert;     /* v2: send the client certificate */
+	int acme_http;      /* plain HTTP for ACME http-01 (acme_http.h) */
 };
 
 struct generation {

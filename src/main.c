@@ -6,6 +6,7 @@
 
 #include <openssl/crypto.h>
 
+#include "acme.h"
 #include "config.h"
 #include "daemon.h"
 #include "ech.h"
@@ -143,6 +144,7 @@ main(int argc, char **argv)
 	if (g == NULL)
 		return 1;
 	if (test) {
+		acme_check_disk(g);
 		printf("tlsproxy: %s: configuration is valid (%zu listeners, "
 		    "%zu contexts, %zu backends)\n", path, g->num_listeners,
 		    g->shared.num_contexts, g->num_backends);

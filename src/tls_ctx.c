@@ -21,6 +21,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "acme_cert.h"
 #include "config.h"
 #include "log.h"
 #include "ocsp.h"
@@ -843,11 +844,15 @@ tls_ctx_build_one(struct tls_ctx *t, struct config *cfg,
 	if (SSL_CTX_set_min_proto_version(ctx, t->min_version) != 1 ||
 	    SSL_CTX_set_max_proto_version(ctx, t->max_version) != 1 ||
 	    SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid)) != 1 ||
-	    tls_ctx_set_ctx_groups(ctx, t->groups, t->num_groups) != 1 ||
-	    SSL_CTX_use_certificate(ctx, sk_X509_value(p->chain, 0)) != 1 ||
-	    SSL_CTX_use_PrivateKey(ctx, p->pkey) != 1)
+	    tls_ctx_set_ctx_groups(ctx, t->groups, t->num_groups) != 1)
 		goto fail_ssl;
-	for (size_t i = 1; i < sk_X509_num(p->chain); i++) {
+	/* Without a pair (acme), each handshake gets the current certificate
+	 * from the order's slot. */
+	if (p != NULL && (SSL_CTX_use_certificate(ctx,
+	    sk_X509_value(p->chain, 0)) != 1 ||
+	    SSL_CTX_use_PrivateKey(ctx, p->pkey) != 1))
+		goto fail_ssl;
+	for (size_t i = 1; p != NULL && i < sk_X509_num(p->chain); i++) {
 		if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(p->chain, i)) != 1)
 			goto fail_ssl;
 	}
@@ -884,8 +889,9 @@ tls_ctx_build_one(struct tls_ctx *t, struct config *cfg,
 		goto fail;
 	return ctx;
 fail_ssl:
-	config_error(cfg, p->line, NULL, "[context %s]: cannot set up TLS (%s)",
-	    cc->h.name, log_ssl_error(err, sizeof(err)));
+	config_error(cfg, p != NULL ? p->line : cc->h.line, NULL, "[context %s]: "
+	    "cannot set up TLS (%s)", cc->h.name, log_ssl_error(err,
+	    sizeof(err)));
 fail:
 	SSL_CTX_free(ctx);
 	return NULL;
@@ -1106,6 +1112,47 @@ tls_ctx_activate(struct tls_ctx *t)
 
 static void tls_ctx_describe(struct tls_ctx *t);
 
+/* tls_ctx_init_acme builds a context whose certificate an ACME account
+ * obtains: one SSL_CTX for the account's key type, without a certificate,
+ * and a reference to the order's slot, which holds the certificate once
+ * there is one (acme_cert.h). */
+static int
+tls_ctx_init_acme(struct tls_ctx *t, struct config *cfg,
+    const struct conf_context *cc, const struct conf_tls *tls)
+{
+	const struct conf_acme *a = config_find_acme(cfg, cc->acme);
+	enum tls_key_type kt = TLS_KEY_ECDSA;
+	const char *names[64];
+	char key[4096];
+	size_t n = 0;
+
+	if (a == NULL) /* reported by config.c */
+		goto fail;
+	if (strcmp(a->key_type, "rsa") == 0)
+		kt = TLS_KEY_RSA;
+	for (; n < cc->servername.num && n < 64; n++)
+		names[n] = cc->servername.v[n];
+	if (n < cc->servername.num ||
+	    acme_slot_key(a->h.name, names, n, key, sizeof(key)) == NULL) {
+		config_error(cfg, config_key_line(&cc->h, "acme"), "acme",
+		    "[context %s] lists too many names for one order",
+		    cc->h.name);
+		goto fail;
+	}
+	if ((t->ctx[kt] = tls_ctx_build_one(t, cfg, cc, tls, NULL, NULL,
+	    0)) == NULL || (t->acme = acme_slot_get(key)) == NULL)
+		goto fail;
+	/* The account's key: P-256 for ecdsa, 2048 bits for rsa. */
+	t->ecdsa_sigalg = SSL_SIGN_ECDSA_SECP256R1_SHA256;
+	t->ecdsa_group = SSL_CURVE_SECP256R1;
+	snprintf(t->key_alg[kt], sizeof(t->key_alg[kt]), "%s",
+	    kt == TLS_KEY_RSA ? "RSA2048" : "EC256");
+	return 0;
+fail:
+	tls_ctx_release(t);
+	return -1;
+}
+
 int
 tls_ctx_init(struct tls_ctx *t, struct config *cfg,
     const struct conf_listener *cl, const struct conf_context *cc)
@@ -1125,6 +1172,9 @@ tls_ctx_init(struct tls_ctx *t, struct config *cfg,
 	config_tls_effective(cfg, cl, cc, &tls);
 	if (tls_ctx_settings(t, cfg, cc, &tls) != 0)
 		rc = -1;
+	if (cc->acme != NULL)
+		return rc == 0 ? tls_ctx_init_acme(t, cfg, cc, &tls) :
+		    (tls_ctx_release(t), -1);
 	if (tls_ctx_load_pairs(cfg, cc, pairs) != 0)
 		rc = -1;
 	if (cc->sct != NULL && tls_ctx_read_file(cfg,
@@ -1167,6 +1217,7 @@ tls_ctx_release(struct tls_ctx *t)
 		SSL_CTX_free(t->ctx[k]);
 		t->ctx[k] = NULL;
 	}
+	acme_slot_unref(t->acme);
 	for (int k = 0; k < TLS_KEY_NUM; k++) {
 		staple_slot_unref(t->staple[k]);
 		free(t->ocsp_der[k]);
@@ -1199,6 +1250,11 @@ tls_ctx_set_callbacks(struct tls_ctx *t,
 int
 tls_ctx_covers_name(const struct tls_ctx *t, const char *name)
 {
+	/* An order's certificate holds exactly its names. */
+	for (size_t i = 0; t->acme != NULL && i < t->cc->servername.num; i++) {
+		if (strcasecmp(t->cc->servername.v[i], name) == 0)
+			return 1;
+	}
 	for (int k = 0; k < TLS_KEY_NUM; k++) {
 		X509 *x = t->ctx[k] != NULL ? SSL_CTX_get0_certificate(t->ctx[k]) :
 		    NULL;

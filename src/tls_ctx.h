@@ -19,6 +19,7 @@ struct backend;
 struct config;
 struct conf_context;
 struct conf_listener;
+struct acme_slot;
 struct staple_slot;
 
 enum tls_key_type {
@@ -70,6 +71,9 @@ struct tls_ctx {
 	/* Each certificate's algorithms, for PROXY protocol v2. */
 	char sig_alg[TLS_KEY_NUM][32];
 	char key_alg[TLS_KEY_NUM][16];
+	/* acme: the order whose certificate handshakes get (NULL: the
+	 * context has its own certificates). */
+	struct acme_slot *acme;
 	/* Routing: resolved by generation.c once backends exist. */
 	struct backend *backend;
 	struct tls_route *routes;

@@ -11,6 +11,7 @@
 
 #include <event2/event.h>
 
+#include "acme_http.h"
 #include "clock.h"
 #include "config.h"
 #include "conn.h"
@@ -176,6 +177,11 @@ worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 			if (wa->lc == NULL)
 				wa->lc = generation_listener_by_addr(g,
 				    &wa->ls->addr);
+		}
+		if (wa->lc != NULL && wa->lc->acme_http) {
+			acme_http_accept(w->acme_http, fd,
+			    (struct sockaddr *)&ss, len);
+			continue;
 		}
 		if (wa->lc == NULL || !worker_admit(w, g, wa->lc,
 		    wa->ls->listener, (struct sockaddr *)&ss, len, &ref)) {
@@ -349,7 +355,9 @@ worker_init(struct worker *w, struct daemon *d, int id)
 	    worker_wake_cb, w);
 	w->pause_ev = evtimer_new(w->base, worker_accept_resume, w);
 	w->linger = linger_set_new(w->base);
-	if (w->wake_ev == NULL || w->pause_ev == NULL || w->linger == NULL)
+	w->acme_http = acme_http_set_new(w->base);
+	if (w->wake_ev == NULL || w->pause_ev == NULL || w->linger == NULL ||
+	    w->acme_http == NULL)
 		return -1;
 	event_add(w->wake_ev, NULL);
 	atomic_store(&w->socks_version, atomic_load(&d->socks_version));
@@ -463,6 +471,8 @@ worker_join(struct worker *w)
 	conn_close_all(w, "shutdown");
 	linger_set_free(w->linger);
 	w->linger = NULL;
+	acme_http_set_free(w->acme_http);
+	w->acme_http = NULL;
 	for (size_t i = 0; i < w->num_accepts; i++)
 		event_free(w->accepts[i].ev);
 	free(w->accepts);

@@ -53,6 +53,7 @@ struct worker {
 
 	struct conn *conns; /* intrusive list, for drain and close-all */
 	struct linger_set *linger; /* closed sockets still read from */
+	struct acme_http_set *acme_http; /* acme_http listeners' requests */
 	size_t num_conns;
 
 	/* Bumped by every event handled; busy polling watches it. */

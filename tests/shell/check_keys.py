@@ -6,7 +6,7 @@ problem per line; exits 1 if there is any."""
 import re
 import sys
 
-SECTIONS = ("global", "listener", "backend", "context")
+SECTIONS = ("global", "listener", "backend", "context", "acme")
 
 
 def plain(lines):

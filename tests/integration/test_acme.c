@@ -1,0 +1,382 @@
+/* Automatic certificates against Pebble, Let's Encrypt's test CA, with
+ * real validation: Pebble's validation authority connects to the daemon's
+ * listener (tls-alpn-01), looking the names up in pebble-challtestsrv,
+ * which answers 127.0.0.1 for every name.
+ *  - The first certificate is obtained through tls-alpn-01 and served
+ *    within seconds; its chain verifies against Pebble's root. Before it
+ *    exists the names are refused with unrecognized_name.
+ *  - A restart takes the certificate from disk: no new order.
+ *  - acme-tls/1 for a name not being validated is refused.
+ *  - Pebble down: the order fails, is logged and counted, and retried. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../check_run.h"
+#include "harness.h"
+#include "pebble.h"
+
+#define NAME "www.acme.test"
+#define NAME2 "api.acme.test"
+
+struct acme_t {
+	struct h_pebble p;
+	struct h_daemon d;
+	int port;
+	int admin;
+	int http;     /* the acme_http listener, 0: none */
+	const char *challenge; /* acme_challenge, NULL: the default */
+	int bport;    /* an echo backend, 0: none */
+	pid_t bpid;
+	char state[600];
+	char root[600];
+};
+
+/* conf writes the daemon's configuration: a static context for
+ * localhost (the listener's default) and an ACME context for NAME and
+ * NAME2, at Pebble's |directory|. */
+static const char *
+conf(struct acme_t *t, const char *directory, const char *extra_acme)
+{
+	static char buf[4096];
+	char http[128] = "", challenge[64] = "";
+
+	if (t->http != 0)
+		snprintf(http, sizeof(http), "[listener h]\nbind = 127.0.0.1:%d\n"
+		    "acme_http = yes\n", t->http);
+	if (t->challenge != NULL)
+		snprintf(challenge, sizeof(challenge), "acme_challenge = %s\n",
+		    t->challenge);
+	snprintf(buf, sizeof(buf),
+	    "[global]\nworkers = 2\nlog_level = info\nadmin = 127.0.0.1:%d\n"
+	    "[listener l]\nbind = 127.0.0.1:%d\ncontext = main\nbackend = b\n"
+	    "%s"
+	    "[backend b]\naddress = 127.0.0.1:%d\n"
+	    "[context main]\ncert = %s/leaf.pem\nkey = %s/leaf.key\n"
+	    "[context auto]\nservername = " NAME ", " NAME2 "\n"
+	    "acme = pebble\n%s"
+	    "[acme pebble]\ndirectory = %s\n%s%s%sstate_dir = %s\n"
+	    "email = ops@acme.test\n%s",
+	    t->admin, t->port, http, t->bport != 0 ? t->bport : 9, h_dir(),
+	    h_dir(), challenge, directory, t->p.ca[0] != '\0' ? "ca = " : "",
+	    t->p.ca, t->p.ca[0] != '\0' ? "\n" : "", t->state,
+	    extra_acme != NULL ? extra_acme : "");
+	return buf;
+}
+
+/* pebble_requests counts the requests for |path| in Pebble's log. */
+static int
+pebble_requests(const struct h_pebble *p, const char *path)
+{
+	char *out = h_run(NULL, "grep -c 'POST %s' '%s'", path, p->log);
+	int n = atoi(out);
+
+	free(out);
+	return n;
+}
+
+static void
+start_pebble(struct acme_t *t, const char *env)
+{
+	char *root;
+
+	ck_assert_int_eq(h_pebble_start(&t->p, h_free_port(), t->port, env), 0);
+	root = h_pebble_root(&t->p);
+	ck_assert_ptr_nonnull(root);
+	snprintf(t->root, sizeof(t->root), "%s", h_write("pebble-root.pem",
+	    root));
+	free(root);
+}
+
+static void
+start_daemon(struct acme_t *t, const char *name, const char *directory,
+    const char *extra)
+{
+	ck_assert_int_eq(h_daemon_start(&t->d, name, conf(t, directory,
+	    extra)), 0);
+	t->d.port = t->port;
+}
+
+static void
+setup_ports(struct acme_t *t, const char *name)
+{
+	memset(t, 0, sizeof(*t));
+	t->port = h_free_port();
+	t->admin = h_free_port();
+	snprintf(t->state, sizeof(t->state), "%s/%s-state", h_dir(), name);
+}
+
+/* verify connects for |name| and returns s_client's verdict against
+ * Pebble's root, with the subject and issuer lines. */
+static char *
+verify(const struct acme_t *t, const char *name, const char *alpn)
+{
+	return h_run(NULL, "echo | timeout 10 openssl s_client -connect "
+	    "127.0.0.1:%d -servername %s -CAfile %s -verify_return_error "
+	    "-verify_hostname %s %s%s 2>&1 | grep -E 'Verify return code|"
+	    "alert|^subject=|^issuer='", t->port, name, t->root, name,
+	    alpn != NULL ? "-alpn " : "", alpn != NULL ? alpn : "");
+}
+
+START_TEST(first_certificate_through_tls_alpn_then_from_disk)
+{
+	struct acme_t t;
+	char *out;
+	int orders;
+
+	setup_ports(&t, "first");
+	start_pebble(&t, "PEBBLE_WFE_NONCEREJECT=0");
+	start_daemon(&t, "first", t.p.directory, NULL);
+	ck_assert_msg(h_log_contains(&t.d, "acme: " NAME "," NAME2 ": new "
+	    "certificate in service", 60000), "no certificate: see %s",
+	    t.d.log);
+	out = verify(&t, NAME, NULL);
+	ck_assert_msg(strstr(out, "Verify return code: 0 (ok)") != NULL,
+	    "%s", out);
+	free(out);
+	out = verify(&t, NAME2, "h2");
+	ck_assert_msg(strstr(out, "Verify return code: 0 (ok)") != NULL,
+	    "%s", out);
+	free(out);
+	/* The key and chain are kept, the key private. */
+	out = h_run(NULL, "stat -c '%%a %%n' %s/" NAME "-*/key.pem "
+	    "%s/account-pebble.key", t.state, t.state);
+	ck_assert_msg(strstr(out, "600 ") != NULL && strstr(out,
+	    "account-pebble.key") != NULL, "%s", out);
+	free(out);
+	out = h_run(NULL, "curl -sf http://127.0.0.1:%d/status", t.admin);
+	ck_assert_msg(strstr(out, "\"last_result\":\"ok\"") != NULL, "%s", out);
+	free(out);
+	out = h_run(NULL, "curl -sf http://127.0.0.1:%d/metrics | grep "
+	    "'^tlsproxy_acme_orders_ok_total'", t.admin);
+	ck_assert_msg(strstr(out, "tlsproxy_acme_orders_ok_total 1") != NULL,
+	    "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&t.d, 10000), 0);
+
+	/* Restart: the certificate comes from disk, Pebble sees no order. */
+	orders = pebble_requests(&t.p, "/order-plz");
+	start_daemon(&t, "first-again", t.p.directory, NULL);
+	ck_assert(h_log_contains(&t.d, "certificate from", 10000));
+	out = verify(&t, NAME, NULL);
+	ck_assert_msg(strstr(out, "Verify return code: 0 (ok)") != NULL,
+	    "%s", out);
+	free(out);
+	sleep(2);
+	ck_assert_int_eq(pebble_requests(&t.p, "/order-plz"), orders);
+	ck_assert(!h_log_contains(&t.d, "ordering", 0));
+	ck_assert_int_eq(h_daemon_stop(&t.d, 10000), 0);
+	h_pebble_stop(&t.p);
+}
+END_TEST
+
+START_TEST(names_refused_until_issued_and_foreign_challenges_refused)
+{
+	struct acme_t t;
+	char *out;
+
+	setup_ports(&t, "refused");
+	/* Pebble is not running yet: the order cannot start. */
+	start_daemon(&t, "refused", "https://127.0.0.1:1/dir", NULL);
+	ck_assert(h_log_contains(&t.d, "order failed (network)", 20000));
+	t.p.ca[0] = '\0';
+	out = h_run(NULL, "echo | timeout 10 openssl s_client -connect "
+	    "127.0.0.1:%d -servername " NAME " 2>&1 | grep -i alert", t.port);
+	ck_assert_msg(strstr(out, "unrecognized name") != NULL, "%s", out);
+	free(out);
+	out = h_run(NULL, "echo | timeout 10 openssl s_client -connect "
+	    "127.0.0.1:%d -servername other.acme.test -alpn acme-tls/1 2>&1 | "
+	    "grep -i alert", t.port);
+	ck_assert_msg(strstr(out, "alert") != NULL, "%s", out);
+	free(out);
+	out = h_run(NULL, "curl -sf http://127.0.0.1:%d/metrics | grep "
+	    "'^tlsproxy_acme_order_failures_total{reason=\"network\"}'", t.admin);
+	ck_assert_msg(strstr(out, "} 0") == NULL && out[0] != '\0', "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&t.d, 10000), 0);
+}
+END_TEST
+
+/* h_wait_log_count waits until |needle| appears |n| times in the log. */
+static int
+h_wait_log_count(const struct h_daemon *d, const char *needle, int n,
+    int wait_ms)
+{
+	for (int waited = 0; waited <= wait_ms; waited += 100) {
+		char *out = h_run(NULL, "grep -cF '%s' '%s'", needle, d->log);
+		int got = atoi(out);
+
+		free(out);
+		if (got >= n)
+			return 1;
+		usleep(100000);
+	}
+	return 0;
+}
+
+/* count_metric returns the value of the /metrics sample |series|. */
+static long
+count_metric(const struct acme_t *t, const char *series)
+{
+	char *out = h_run(NULL, "curl -sf http://127.0.0.1:%d/metrics | grep -F "
+	    "'%s ' | awk '{print $2}'", t->admin, series);
+	long n = atol(out);
+
+	free(out);
+	return n;
+}
+
+/* Through the shim: Pebble rejects half the nonces (every badNonce is
+ * retried), the first new order is refused as rate limited with a
+ * Retry-After (logged, counted, retried later), then the certificate is
+ * issued; renewal information whose window has passed renews it, new
+ * handshakes get the new certificate, and a connection opened before
+ * keeps running. */
+START_TEST(bad_nonces_rate_limits_and_renewal_by_ari)
+{
+	struct acme_t t;
+	struct h_acme_shim shim;
+	char *out, *serial1, *serial2, bg[600];
+	int status;
+
+	setup_ports(&t, "ari");
+	t.bport = h_backend("echo", NULL, &t.bpid);
+	start_pebble(&t, "PEBBLE_WFE_NONCEREJECT=50");
+	ck_assert_int_eq(h_acme_shim_start(&shim, &t.p), 0);
+	/* Renewal information: a window years ahead, asked about again
+	 * every second. */
+	ck_assert_int_eq(h_acme_shim_control(&shim, "{\"rateLimit\": [{"
+	    "\"match\": \"newOrder\", \"count\": 1, \"retryAfter\": 3}], "
+	    "\"renewalInfo\": {\"default\": {\"start\": "
+	    "\"2035-01-01T00:00:00Z\", \"end\": \"2035-01-02T00:00:00Z\", "
+	    "\"retryAfter\": 1}}}"), 0);
+	start_daemon(&t, "ari", shim.directory, NULL);
+	ck_assert(h_log_contains(&t.d, "order failed (rate_limited)", 30000));
+	ck_assert(h_log_contains(&t.d, "new certificate in service", 60000));
+	ck_assert_int_eq(count_metric(&t, "tlsproxy_acme_order_failures_total"
+	    "{reason=\"rate_limited\"}"), 1);
+	ck_assert_int_gt(h_acme_shim_count(&shim, NULL, 400), 0);
+	ck_assert_int_eq(h_acme_shim_count(&shim, "newOrder", 429), 1);
+	serial1 = h_run(NULL, "echo | openssl s_client -connect 127.0.0.1:%d "
+	    "-servername " NAME " 2>/dev/null | openssl x509 -noout -serial",
+	    t.port);
+	ck_assert_msg(strncmp(serial1, "serial=", 7) == 0, "%s", serial1);
+
+	/* A connection that stays open across the renewal. */
+	snprintf(bg, sizeof(bg), "%s/ari-open.out", h_dir());
+	out = h_run(NULL, "( ( (sleep 8; printf still-here; sleep 2) | timeout "
+	    "30 openssl s_client -quiet -no_ign_eof -connect 127.0.0.1:%d "
+	    "-servername " NAME " > %s 2>&1 ) < /dev/null > /dev/null 2>&1 & )",
+	    t.port, bg);
+	free(out);
+	sleep(1);
+	ck_assert_int_eq(h_acme_shim_control(&shim, "{\"renewalInfo\": "
+	    "{\"default\": {\"start\": \"2020-01-01T00:00:00Z\", "
+	    "\"end\": \"2020-01-02T00:00:00Z\", \"retryAfter\": 1}}}"), 0);
+	/* The next question sees the window has passed. */
+	ck_assert(h_log_contains(&t.d, "renewing", 30000));
+	ck_assert(h_wait_log_count(&t.d, "new certificate in service", 2,
+	    60000));
+	serial2 = h_run(NULL, "echo | openssl s_client -connect 127.0.0.1:%d "
+	    "-servername " NAME " 2>/dev/null | openssl x509 -noout -serial",
+	    t.port);
+	ck_assert_msg(strncmp(serial2, "serial=", 7) == 0 &&
+	    strcmp(serial1, serial2) != 0, "%s %s", serial1, serial2);
+	free(serial1);
+	free(serial2);
+	sleep(9);
+	out = h_run(&status, "cat %s", bg);
+	ck_assert_msg(strstr(out, "still-here") != NULL, "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&t.d, 10000), 0);
+	h_acme_shim_stop(&shim);
+	h_pebble_stop(&t.p);
+	kill(t.bpid, SIGTERM);
+}
+END_TEST
+
+/* The CA cannot reach the daemon for one name (its DNS points it at
+ * 127.0.0.2): the authorization fails, which is logged with Pebble's
+ * reason and counted, and the names stay refused. */
+START_TEST(failed_authorization_logged_counted_and_retried)
+{
+	struct acme_t t;
+	char *out;
+
+	setup_ports(&t, "authz");
+	start_pebble(&t, "PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0");
+	ck_assert_int_eq(h_pebble_dns(&t.p, "/add-a", "{\"host\": \"" NAME2
+	    ".\", \"addresses\": [\"127.0.0.2\"]}"), 0);
+	start_daemon(&t, "authz", t.p.directory, NULL);
+	ck_assert(h_log_contains(&t.d, "order failed (authorization)", 60000));
+	ck_assert(h_log_contains(&t.d, NAME2, 0));
+	ck_assert_int_eq(count_metric(&t, "tlsproxy_acme_order_failures_total"
+	    "{reason=\"authorization\"}"), 1);
+	out = h_run(NULL, "curl -sf http://127.0.0.1:%d/status", t.admin);
+	ck_assert_msg(strstr(out, "\"last_result\":\"failed\"") != NULL &&
+	    strstr(out, "tls-alpn-01 for " NAME2) != NULL, "%s", out);
+	free(out);
+	out = h_run(NULL, "echo | timeout 10 openssl s_client -connect "
+	    "127.0.0.1:%d -servername " NAME " 2>&1 | grep -i alert", t.port);
+	ck_assert_msg(strstr(out, "unrecognized name") != NULL, "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&t.d, 10000), 0);
+	h_pebble_stop(&t.p);
+}
+END_TEST
+
+/* http-01 through an acme_http listener, which redirects everything
+ * else to https. */
+START_TEST(certificate_through_http_01)
+{
+	struct acme_t t;
+	char *out;
+
+	setup_ports(&t, "http01");
+	t.http = h_free_port();
+	t.challenge = "http-01";
+	ck_assert_int_eq(h_pebble_start(&t.p, t.http, h_free_port(),
+	    "PEBBLE_WFE_NONCEREJECT=0"), 0);
+	out = h_pebble_root(&t.p);
+	ck_assert_ptr_nonnull(out);
+	snprintf(t.root, sizeof(t.root), "%s", h_write("pebble-root.pem",
+	    out));
+	free(out);
+	start_daemon(&t, "http01", t.p.directory, NULL);
+	ck_assert_msg(h_log_contains(&t.d, "new certificate in service",
+	    60000), "see %s", t.d.log);
+	ck_assert(h_log_contains(&t.d, "http-01 challenge answered", 0));
+	out = verify(&t, NAME2, NULL);
+	ck_assert_msg(strstr(out, "Verify return code: 0 (ok)") != NULL,
+	    "%s", out);
+	free(out);
+	out = h_run(NULL, "curl -si http://127.0.0.1:%d/shop?x=1 -H 'Host: "
+	    NAME ":80'", t.http);
+	ck_assert_msg(strstr(out, "301 Moved Permanently") != NULL &&
+	    strstr(out, "Location: https://" NAME "/shop?x=1\r\n") != NULL,
+	    "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&t.d, 10000), 0);
+	h_pebble_stop(&t.p);
+}
+END_TEST
+
+int
+main(void)
+{
+	Suite *s = suite_create("acme");
+	TCase *tc = tcase_create("pebble");
+
+	h_setup("acme");
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, first_certificate_through_tls_alpn_then_from_disk);
+	tcase_add_test(tc, names_refused_until_issued_and_foreign_challenges_refused);
+	tcase_add_test(tc, bad_nonces_rate_limits_and_renewal_by_ari);
+	tcase_add_test(tc, failed_authorization_logged_counted_and_retried);
+	tcase_add_test(tc, certificate_through_http_01);
+	suite_add_tcase(s, tc);
+	return check_run(s);
+}
