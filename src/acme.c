@@ -215,7 +215,7 @@ acme_chain_parse(const char *pem, size_t len, EVP_PKEY *key,
     const struct acme_order *o, struct acme_chain *ch, char *why,
     size_t why_len)
 {
-	BIO *bio = BIO_new_mem_buf(pem, (ossl_ssize_t)len);
+	BIO *bio = BIO_new_mem_buf(pem, (int)len);
 	X509 *x;
 
 	memset(ch, 0, sizeof(*ch));
