@@ -475,11 +475,20 @@ static void
 acme_renew_time(struct acme_order *o, int64_t not_before, int64_t not_after)
 {
 	int64_t life = not_after - not_before;
+	int64_t before = (int64_t)(o->acct->renew_before_ms / 1000);
 
-	if (o->acct->renew_before_ms != 0)
-		o->renew_at = not_after - (int64_t)(o->acct->renew_before_ms / 1000);
-	else
-		o->renew_at = not_after - (life > 0 ? life / 3 : 0);
+	if (before != 0 && before < life) {
+		o->renew_at = not_after - before;
+		return;
+	}
+	/* A renew_before as long as the lifetime (short-lived certificates)
+	 * would renew at once, again and again: halfway then. */
+	if (before != 0)
+		log_msg(LOGL_WARNING, "acme: %s: renew_before is not shorter than "
+		    "the certificate's lifetime (%llds): renewing halfway through "
+		    "it instead", o->names, (long long)life);
+	o->renew_at = not_after - (life > 0 ? (before != 0 ? life / 2 :
+	    life / 3) : 0);
 }
 
 /* acme_ari asks the CA when to renew, moving renew_at into its window. */

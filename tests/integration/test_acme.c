@@ -481,6 +481,73 @@ START_TEST(two_instances_one_order_and_takeover)
 }
 END_TEST
 
+/* Certificates that live 40 seconds, with renew_before = 1h: renewed
+ * halfway through, with a warning. Then the CA goes away: the renewal
+ * fails, is logged and counted, the certificate in service stays, and
+ * the retries back off. */
+START_TEST(short_lived_renewed_and_kept_when_the_ca_is_down)
+{
+	struct acme_t t;
+	struct h_pebble_opts o = { "PEBBLE_WFE_NONCEREJECT=0", NULL, NULL, 40 };
+	char *s1, *s2, *s3, *root;
+
+	setup_ports(&t, "short");
+	ck_assert_int_eq(h_pebble_start_opts(&t.p, h_free_port(), t.port, &o),
+	    0);
+	root = h_pebble_root(&t.p);
+	ck_assert_ptr_nonnull(root);
+	snprintf(t.root, sizeof(t.root), "%s", h_write("pebble-root.pem", root));
+	free(root);
+	start_daemon(&t, "short", t.p.directory, "renew_before = 1h\n");
+	ck_assert(h_log_contains(&t.d, "new certificate in service", 30000));
+	ck_assert(h_log_contains(&t.d, "renewing halfway", 0));
+	s1 = serial_of(t.port);
+	ck_assert(h_wait_log_count(&t.d, "new certificate in service", 2,
+	    40000));
+	s2 = serial_of(t.port);
+	ck_assert_msg(strncmp(s2, "serial=", 7) == 0 && strcmp(s1, s2) != 0,
+	    "%s %s", s1, s2);
+	h_pebble_stop(&t.p);
+	ck_assert(h_log_contains(&t.d, "renewal failed (network)", 30000));
+	ck_assert(h_log_contains(&t.d, "the current certificate stays in "
+	    "service, next attempt in 10s", 0));
+	s3 = serial_of(t.port);
+	ck_assert_str_eq(s2, s3);
+	ck_assert(h_log_contains(&t.d, "next attempt in 20s", 20000));
+	ck_assert_int_ge(count_metric(&t, "tlsproxy_acme_order_failures_total"
+	    "{reason=\"network\"}"), 2);
+	free(s1);
+	free(s2);
+	free(s3);
+	ck_assert_int_eq(h_daemon_stop(&t.d, 10000), 0);
+}
+END_TEST
+
+/* A session store that is down: the instance orders on its own. */
+START_TEST(store_down_orders_alone)
+{
+	struct acme_t t;
+	char global[128], extra[700], *key;
+	const char *keyfile;
+
+	setup_ports(&t, "alone");
+	key = h_run(NULL, "%s --new-ticket-key", getenv("TLSPROXY_BIN"));
+	keyfile = h_write("acme-alone.key", key);
+	free(key);
+	free(h_run(NULL, "chmod 600 %s", keyfile));
+	snprintf(global, sizeof(global), "session_store = redis://127.0.0.1:%d"
+	    "\n", h_free_port());
+	snprintf(extra, sizeof(extra), "shared_key_file = %s\n", keyfile);
+	t.global = global;
+	start_pebble(&t, "PEBBLE_WFE_NONCEREJECT=0");
+	start_daemon(&t, "alone", t.p.directory, extra);
+	ck_assert(h_log_contains(&t.d, "new certificate in service", 60000));
+	ck_assert(h_log_contains(&t.d, "session store unavailable", 0));
+	ck_assert_int_eq(h_daemon_stop(&t.d, 10000), 0);
+	h_pebble_stop(&t.p);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -495,6 +562,8 @@ main(void)
 	tcase_add_test(tc, failed_authorization_logged_counted_and_retried);
 	tcase_add_test(tc, certificate_through_http_01);
 	tcase_add_test(tc, two_instances_one_order_and_takeover);
+	tcase_add_test(tc, short_lived_renewed_and_kept_when_the_ca_is_down);
+	tcase_add_test(tc, store_down_orders_alone);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
