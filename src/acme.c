@@ -26,6 +26,7 @@
 #include "acme_cert.h"
 #include "acme_client.h"
 #include "acme_jose.h"
+#include "acme_share.h"
 #include "atomic_file.h"
 #include "clock.h"
 #include "config.h"
@@ -50,11 +51,13 @@ struct acme_account {
 	char *eab_key_file;
 	int rsa;
 	uint64_t renew_before_ms;
+	char *share_url, *share_prefix, *share_key_file; /* NULL: no sharing */
 	int refs; /* orders using it */
 	/* The ACME thread's. */
 	EVP_PKEY *key;
 	struct acme_client *client;
 	int registered;
+	struct acme_share *share;
 };
 
 struct acme_order {
@@ -73,6 +76,7 @@ struct acme_order {
 	struct acme_account *acct_next;
 	int dead;    /* no context uses it: freed by the thread */
 	int checked; /* the disk was looked at */
+	int waiting; /* another instance orders it */
 	unsigned failures;
 	int64_t next_at;
 	int64_t renew_at;
@@ -99,6 +103,10 @@ struct acme {
 static void
 acme_account_free(struct acme_account *ac)
 {
+	acme_share_free(ac->share);
+	free(ac->share_url);
+	free(ac->share_prefix);
+	free(ac->share_key_file);
 	acme_client_free(ac->client);
 	EVP_PKEY_free(ac->key);
 	free(ac->name);
@@ -215,7 +223,7 @@ acme_chain_parse(const char *pem, size_t len, EVP_PKEY *key,
     const struct acme_order *o, struct acme_chain *ch, char *why,
     size_t why_len)
 {
-	BIO *bio = BIO_new_mem_buf(pem, (ossl_ssize_t)len);
+	BIO *bio = BIO_new_mem_buf(pem, (int)len);
 	X509 *x;
 
 	memset(ch, 0, sizeof(*ch));
@@ -353,12 +361,51 @@ acme_save_disk(const struct acme_order *o, const struct acme_issued *is,
 
 /* ---- Accounts. */
 
+/* What an order's hooks need. */
+struct acme_run {
+	struct acme *a;
+	struct acme_order *o;
+	int locked; /* the store's lock of the order is ours */
+};
+
 static void
 acme_log_step(void *arg, const char *line)
 {
-	const struct acme_order *o = arg;
+	const struct acme_run *run = arg;
 
-	log_msg(LOGL_INFO, "acme: %s: %s", o->names, line);
+	log_msg(LOGL_INFO, "acme: %s: %s", run->o->names, line);
+}
+
+/* The lock lives this long unless refreshed: an instance that dies in
+ * the middle of an order holds the names back no longer than that. */
+#define ACME_LOCK_MS 30000
+
+static void
+acme_tick_step(void *arg)
+{
+	const struct acme_run *run = arg;
+
+	if (run->locked)
+		acme_share_lock(run->o->acct->share, run->o->key, ACME_LOCK_MS);
+}
+
+static void
+acme_answer_step(void *arg, const char *kind, const char *id,
+    const char *key_authorization)
+{
+	const struct acme_run *run = arg;
+	struct acme_share *sh = run->o->acct->share;
+
+	if (sh == NULL)
+		return;
+	if (key_authorization == NULL) {
+		acme_share_clear_answer(sh, kind, id);
+		return;
+	}
+	if (acme_share_set_answer(sh, kind, id, key_authorization) == 0)
+		/* The other instances take it within a second (they poll
+		 * while an order of theirs waits on the lock). */
+		poll(&(struct pollfd){ run->a->cancel[0], POLLIN, 0 }, 1, 1500);
 }
 
 /* acme_account_ready loads or makes the account key and registers the
@@ -428,11 +475,20 @@ static void
 acme_renew_time(struct acme_order *o, int64_t not_before, int64_t not_after)
 {
 	int64_t life = not_after - not_before;
+	int64_t before = (int64_t)(o->acct->renew_before_ms / 1000);
 
-	if (o->acct->renew_before_ms != 0)
-		o->renew_at = not_after - (int64_t)(o->acct->renew_before_ms / 1000);
-	else
-		o->renew_at = not_after - (life > 0 ? life / 3 : 0);
+	if (before != 0 && before < life) {
+		o->renew_at = not_after - before;
+		return;
+	}
+	/* A renew_before as long as the lifetime (short-lived certificates)
+	 * would renew at once, again and again: halfway then. */
+	if (before != 0)
+		log_msg(LOGL_WARNING, "acme: %s: renew_before is not shorter than "
+		    "the certificate's lifetime (%llds): renewing halfway through "
+		    "it instead", o->names, (long long)life);
+	o->renew_at = not_after - (life > 0 ? (before != 0 ? life / 2 :
+	    life / 3) : 0);
 }
 
 /* acme_ari asks the CA when to renew, moving renew_at into its window. */
@@ -485,8 +541,11 @@ out:
 
 /* acme_run_order orders a certificate for |o| and publishes it. */
 static void
-acme_run_order(struct acme *a, struct acme_order *o)
+acme_run_order(struct acme *a, struct acme_order *o, int locked)
 {
+	struct acme_run run = { a, o, locked };
+	const struct acme_hooks hooks = { &run, acme_log_step, acme_tick_step,
+		acme_answer_step };
 	struct acme_error err;
 	struct acme_issued is;
 	struct acme_chain ch;
@@ -513,7 +572,7 @@ acme_run_order(struct acme *a, struct acme_order *o)
 		CRYPTO_BUFFER_free(leaf);
 		if (acme_client_order(o->acct->client, (const char *const *)o->name,
 		    o->num_names, o->type, o->acct->rsa, replaces, deadline, &is,
-		    acme_log_step, o, &err) == 0) {
+		    &hooks, &err) == 0) {
 			if (acme_chain_parse(is.chain_pem, is.chain_len, is.key, o,
 			    &ch, why, sizeof(why)) != 0) {
 				err.kind = ACME_FAIL_CERTIFICATE;
@@ -524,6 +583,12 @@ acme_run_order(struct acme *a, struct acme_order *o)
 				    sizeof(saveerr)) != 0)
 					log_msg(LOGL_WARNING, "acme: %s: cannot keep "
 					    "the certificate: %s", o->names, saveerr);
+				if (o->acct->share != NULL &&
+				    acme_share_put(o->acct->share, o->key,
+				    is.chain_pem, is.chain_len, is.key) != 0)
+					log_msg(LOGL_WARNING, "acme: %s: cannot "
+					    "share the certificate through the "
+					    "session store", o->names);
 				if (acme_slot_set(o->slot, ch.buf, ch.num, is.key,
 				    ch.not_after) == 0) {
 					ok = 1;
@@ -539,6 +604,8 @@ acme_run_order(struct acme *a, struct acme_order *o)
 	free(replaces);
 	acme_issued_free(&is);
 	ERR_clear_error();
+	if (locked)
+		acme_share_unlock(o->acct->share, o->key);
 	pthread_mutex_lock(&a->lock);
 	o->last_attempt = now;
 	if (ok) {
@@ -576,6 +643,95 @@ acme_run_order(struct acme *a, struct acme_order *o)
 		    acme_slot_not_after(o->slot) ? "the current certificate "
 		    "stays in service" : "its names are refused until then",
 		    (long long)backoff);
+}
+
+/* acme_take_shared publishes the certificate another instance put in the
+ * store for |o|, when it is newer than the one in service and not due
+ * itself. Returns 1 when it did. */
+static int
+acme_take_shared(struct acme *a, struct acme_order *o, int64_t now)
+{
+	char *pem = NULL, why[256], err[1400];
+	size_t len = 0;
+	EVP_PKEY *key = NULL;
+	struct acme_chain ch;
+	struct acme_issued is;
+	int done = 0;
+
+	if (acme_share_get(o->acct->share, o->key, &pem, &len, &key) != 1)
+		return 0;
+	if (acme_chain_parse(pem, len, key, o, &ch, why, sizeof(why)) != 0) {
+		log_msg(LOGL_WARNING, "acme: %s: ignoring the certificate in the "
+		    "session store: %s", o->names, why);
+	} else if (ch.not_after > acme_slot_not_after(o->slot) &&
+	    ch.not_after > now) {
+		pthread_mutex_lock(&a->lock);
+		acme_renew_time(o, ch.not_before, ch.not_after);
+		pthread_mutex_unlock(&a->lock);
+		if (o->renew_at > now && acme_slot_set(o->slot, ch.buf, ch.num,
+		    key, ch.not_after) == 0) {
+			is.chain_pem = pem;
+			is.chain_len = len;
+			is.key = key;
+			if (acme_save_disk(o, &is, err, sizeof(err)) != 0)
+				log_msg(LOGL_WARNING, "acme: %s: cannot keep the "
+				    "certificate: %s", o->names, err);
+			log_msg(LOGL_INFO, "acme: %s: certificate from the "
+			    "session store in service, valid until %lld",
+			    o->names, (long long)ch.not_after);
+			done = 1;
+		}
+	}
+	if (done || ch.leaf != NULL)
+		acme_chain_free(&ch);
+	free(pem);
+	EVP_PKEY_free(key);
+	if (!done)
+		return 0;
+	pthread_mutex_lock(&a->lock);
+	o->waiting = 0;
+	o->failures = 0;
+	o->next_at = o->renew_at;
+	pthread_mutex_unlock(&a->lock);
+	return 1;
+}
+
+/* acme_step_shared orders |o| unless another instance does: the first to
+ * take the store's lock orders and shares the result, the others answer
+ * the challenges it publishes and take the certificate from the store.
+ * A store that is down makes each instance order alone. */
+static void
+acme_step_shared(struct acme *a, struct acme_order *o, int64_t now)
+{
+	struct acme_share *sh = o->acct->share;
+
+	if (acme_take_shared(a, o, now)) {
+		acme_share_forget_answers(sh);
+		return;
+	}
+	switch (acme_share_lock(sh, o->key, ACME_LOCK_MS)) {
+	case ACME_LOCK_TAKEN:
+		o->waiting = 0;
+		acme_share_forget_answers(sh);
+		acme_run_order(a, o, 1);
+		return;
+	case ACME_LOCK_DOWN:
+		o->waiting = 0;
+		acme_share_forget_answers(sh);
+		acme_run_order(a, o, 0);
+		return;
+	case ACME_LOCK_BUSY:
+		break;
+	}
+	if (!o->waiting)
+		log_msg(LOGL_INFO, "acme: %s: another instance is ordering; "
+		    "answering its challenges and waiting for its certificate",
+		    o->names);
+	acme_share_sync_answers(sh);
+	pthread_mutex_lock(&a->lock);
+	o->waiting = 1;
+	o->next_at = now + 1;
+	pthread_mutex_unlock(&a->lock);
 }
 
 /* acme_step looks at one due order. */
@@ -649,7 +805,11 @@ acme_step(struct acme *a, struct acme_order *o)
 		if (o->renew_at > now)
 			return;
 	}
-	acme_run_order(a, o);
+	if (o->acct->share == NULL) {
+		acme_run_order(a, o, 0);
+		return;
+	}
+	acme_step_shared(a, o, now);
 }
 
 /* acme_reap frees dead orders and unused accounts; with the lock. */
@@ -801,8 +961,13 @@ acme_same_str(const char *x, const char *y)
 /* acme_account_for returns the account for |ca|, reusing one whose
  * settings are the same; with the lock. */
 static struct acme_account *
-acme_account_for(struct acme *a, const struct conf_acme *ca)
+acme_account_for(struct acme *a, const struct conf_global *gl,
+    const struct conf_acme *ca)
 {
+	const char *share_url = ca->shared_key_file != NULL ?
+	    gl->session_store : NULL;
+	const char *share_prefix = share_url != NULL ?
+	    gl->session_store_prefix : NULL;
 	struct acme_account *ac;
 	uint64_t rb = ca->renew_before_ms;
 	int rsa = strcmp(ca->key_type, "rsa") == 0;
@@ -815,7 +980,10 @@ acme_account_for(struct acme *a, const struct conf_acme *ca)
 		    acme_same_str(ac->eab_kid, ca->eab_kid) &&
 		    acme_same_str(ac->eab_key_file, ca->eab_hmac_key_file) &&
 		    strcmp(ac->state_dir, ca->state_dir) == 0 &&
-		    ac->rsa == rsa && ac->renew_before_ms == rb)
+		    ac->rsa == rsa && ac->renew_before_ms == rb &&
+		    acme_same_str(ac->share_url, share_url) &&
+		    acme_same_str(ac->share_prefix, share_prefix) &&
+		    acme_same_str(ac->share_key_file, ca->shared_key_file))
 			return ac;
 	}
 	if ((ac = calloc(1, sizeof(*ac))) == NULL)
@@ -830,6 +998,19 @@ acme_account_for(struct acme *a, const struct conf_acme *ca)
 	ac->state_dir = strdup(ca->state_dir);
 	ac->rsa = rsa;
 	ac->renew_before_ms = rb;
+	if (share_url != NULL) {
+		char err[256];
+
+		ac->share_url = strdup(share_url);
+		ac->share_prefix = strdup(share_prefix != NULL ? share_prefix :
+		    "");
+		ac->share_key_file = strdup(ca->shared_key_file);
+		ac->share = acme_share_new(share_url, share_prefix,
+		    ca->shared_key_file, err, sizeof(err));
+		if (ac->share == NULL)
+			log_msg(LOGL_ERROR, "acme: [acme %s]: not sharing through "
+			    "the session store: %s", ca->h.name, err);
+	}
 	if (ac->name == NULL || ac->directory == NULL || ac->state_dir == NULL ||
 	    (ca->eab_hmac_key_file != NULL && acme_eab_key(ac,
 	    ca->eab_hmac_key_file) != 0)) {
@@ -856,7 +1037,7 @@ acme_add_order(struct acme *a, const struct config *cfg,
 	struct acme_order *o;
 	size_t len = 1;
 
-	if (ca == NULL || (ac = acme_account_for(a, ca)) == NULL)
+	if (ca == NULL || (ac = acme_account_for(a, &cfg->global, ca)) == NULL)
 		goto oom;
 	for (o = a->orders; o != NULL; o = o->next) {
 		if (o->dead != 1 && strcmp(o->key, key) == 0) {

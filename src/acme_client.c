@@ -43,7 +43,22 @@ struct acme_client {
 	char *renewal_info;
 	int eab_required;
 	char *nonce; /* the next request's; NULL: ask new_nonce */
+	const struct acme_hooks *hooks; /* during acme_client_order */
 };
+
+static void
+acme_log(const struct acme_client *c, const char *line)
+{
+	if (c->hooks != NULL && c->hooks->log != NULL)
+		c->hooks->log(c->hooks->arg, line);
+}
+
+static void
+acme_tick(const struct acme_client *c)
+{
+	if (c->hooks != NULL && c->hooks->tick != NULL)
+		c->hooks->tick(c->hooks->arg);
+}
 
 static void
 acme_fail(struct acme_error *err, enum acme_fail kind, const char *fmt, ...)
@@ -154,6 +169,7 @@ acme_http(struct acme_client *c, const char *method, const char *url,
 		acme_fail(err, ACME_FAIL_CANCELLED, "cancelled");
 		return -1;
 	}
+	acme_tick(c);
 	if (https_request(c->https, method, url, body != NULL ?
 	    "application/jose+json" : NULL, body, body != NULL ? strlen(body) :
 	    0, deadline_ms, c->cancel_fd, resp, msg, sizeof(msg)) != 0) {
@@ -505,12 +521,20 @@ struct acme_answer {
 };
 
 static void
-acme_answer_clear(struct acme_answer *a)
+acme_answer_clear(const struct acme_client *c, struct acme_answer *a)
 {
-	if (a->name != NULL)
+	const struct acme_hooks *h = c->hooks;
+
+	if (a->name != NULL) {
 		acme_challenge_clear_tls(a->name);
-	if (a->token != NULL)
+		if (h != NULL && h->answer != NULL)
+			h->answer(h->arg, "tls", a->name, NULL);
+	}
+	if (a->token != NULL) {
 		acme_challenge_clear_http(a->token);
+		if (h != NULL && h->answer != NULL)
+			h->answer(h->arg, "http", a->token, NULL);
+	}
 	free(a->name);
 	free(a->token);
 	memset(a, 0, sizeof(*a));
@@ -549,6 +573,10 @@ acme_answer_set(struct acme_client *c, enum acme_challenge_type type,
 	    acme_challenge_set_http(token, ka) == 0) {
 		rc = 0;
 	}
+	if (rc == 0 && c->hooks != NULL && c->hooks->answer != NULL)
+		c->hooks->answer(c->hooks->arg, type == ACME_CHALLENGE_TLS_ALPN ?
+		    "tls" : "http", type == ACME_CHALLENGE_TLS_ALPN ? name : token,
+		    ka);
 	free(ka);
 	if (rc == 0)
 		return 0;
@@ -562,7 +590,6 @@ oom:
 static int
 acme_authorize(struct acme_client *c, const char *url,
     enum acme_challenge_type type, uint64_t deadline_ms,
-    void (*log)(void *, const char *), void *log_arg,
     struct acme_error *err)
 {
 	const char *type_name = type == ACME_CHALLENGE_TLS_ALPN ?
@@ -602,8 +629,7 @@ acme_authorize(struct acme_client *c, const char *url,
 	if (acme_answer_set(c, type, name, ch, &answer, err) != 0)
 		goto out;
 	snprintf(line, sizeof(line), "%s: answering %s", name, type_name);
-	if (log != NULL)
-		log(log_arg, line);
+	acme_log(c, line);
 	/* The answer is in place for every worker: tell the CA to look. */
 	if ((resp_ch = acme_post_json(c, curl, "{}", 0, deadline_ms, NULL,
 	    err)) == NULL)
@@ -626,7 +652,7 @@ acme_authorize(struct acme_client *c, const char *url,
 		    detail != NULL ? detail : etype != NULL ? etype : "");
 	}
 out:
-	acme_answer_clear(&answer);
+	acme_answer_clear(c, &answer);
 	json_decref(done);
 	json_decref(authz);
 	return rc;
@@ -694,11 +720,30 @@ out:
 	return rc;
 }
 
+static int acme_order_run(struct acme_client *c, const char *const *names,
+    size_t num_names, enum acme_challenge_type type, int rsa,
+    const char *replaces, uint64_t deadline_ms, struct acme_issued *out,
+    struct acme_error *err);
+
 int
 acme_client_order(struct acme_client *c, const char *const *names,
     size_t num_names, enum acme_challenge_type type, int rsa,
     const char *replaces, uint64_t deadline_ms, struct acme_issued *out,
-    void (*log)(void *arg, const char *line), void *log_arg,
+    const struct acme_hooks *hooks, struct acme_error *err)
+{
+	int rc;
+
+	c->hooks = hooks;
+	rc = acme_order_run(c, names, num_names, type, rsa, replaces,
+	    deadline_ms, out, err);
+	c->hooks = NULL;
+	return rc;
+}
+
+static int
+acme_order_run(struct acme_client *c, const char *const *names,
+    size_t num_names, enum acme_challenge_type type, int rsa,
+    const char *replaces, uint64_t deadline_ms, struct acme_issued *out,
     struct acme_error *err)
 {
 	json_t *req = json_object(), *ids = json_array(), *order = NULL;
@@ -723,8 +768,7 @@ acme_client_order(struct acme_client *c, const char *const *names,
 		goto out;
 	snprintf(line, sizeof(line), "order %s for %s%s", order_url, names[0],
 	    num_names > 1 ? " and more" : "");
-	if (log != NULL)
-		log(log_arg, line);
+	acme_log(c, line);
 	authzs = json_object_get(order, "authorizations");
 	finalize = acme_str(order, "finalize");
 	if (!json_is_array(authzs) || finalize == NULL) {
@@ -747,12 +791,10 @@ acme_client_order(struct acme_client *c, const char *const *names,
 			    "authorization list", order_url);
 			goto out;
 		}
-		if (acme_authorize(c, url, type, deadline_ms, log, log_arg,
-		    err) != 0)
+		if (acme_authorize(c, url, type, deadline_ms, err) != 0)
 			goto out;
 	}
-	if (log != NULL)
-		log(log_arg, "names validated: finalizing");
+	acme_log(c, "names validated: finalizing");
 	rc = acme_finalize(c, order_url, finalize, names, num_names, rsa,
 	    deadline_ms, out, err);
 	goto out;

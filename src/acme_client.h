@@ -78,18 +78,30 @@ enum acme_challenge_type {
 	ACME_CHALLENGE_HTTP,
 };
 
+/* What the caller follows of an order; any member may be NULL. */
+struct acme_hooks {
+	void *arg;
+	/* One line per step. */
+	void (*log)(void *arg, const char *line);
+	/* Called between requests and while waiting: e.g. to keep a lock. */
+	void (*tick)(void *arg);
+	/* An answer was set (|key_authorization|) or cleared (NULL) in the
+	 * local tables: "tls" with a name, or "http" with a token. Called
+	 * before the CA is told to validate. */
+	void (*answer)(void *arg, const char *kind, const char *id,
+	    const char *key_authorization);
+};
+
 /* acme_client_order orders a certificate for |names| (the first is the
  * subject), answering the challenges of type |type| through
  * acme_challenge.h until the CA has validated them, with a new key of
  * type |rsa| (0: ECDSA P-256); |replaces| (NULL: none) is the ARI
- * identifier of the certificate it renews. |log| (may be NULL) is called
- * with one line per step. Returns 0 with |out| filled, or -1 with
- * |err|. */
+ * identifier of the certificate it renews. Returns 0 with |out| filled,
+ * or -1 with |err|. */
 int acme_client_order(struct acme_client *c, const char *const *names,
     size_t num_names, enum acme_challenge_type type, int rsa,
     const char *replaces, uint64_t deadline_ms, struct acme_issued *out,
-    void (*log)(void *arg, const char *line), void *log_arg,
-    struct acme_error *err);
+    const struct acme_hooks *hooks, struct acme_error *err);
 
 /* acme_client_renewal_info asks the CA when the certificate with ARI
  * identifier |cert_id| should be renewed: a window [*start, *end]

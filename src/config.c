@@ -346,6 +346,10 @@ static const struct conf_key keys[] = {
 	  "lifetime" },
 	{ SEC_ACME, "state_dir", T_STRING, A(state_dir), "/var/lib/tlsproxy/acme",
 	  0, 0, 0, "where the account key, certificates and keys are kept" },
+	{ SEC_ACME, "shared_key_file", T_STRING, A(shared_key_file), NULL, 0, 0,
+	  0, "with session_store: share orders, certificates and challenge "
+	  "answers with the other instances, keys encrypted under this key "
+	  "file (made like ticket keys)" },
 };
 
 #define NUM_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -1243,6 +1247,10 @@ config_check_acme(struct config *cfg, struct conf_acme *a)
 		    "eab_hmac_key_file" : "eab_kid"), a->eab_kid == NULL ?
 		    "eab_hmac_key_file" : "eab_kid", "external account binding "
 		    "needs both eab_kid and eab_hmac_key_file");
+	if (a->shared_key_file != NULL && cfg->global.session_store == NULL)
+		config_error(cfg, config_key_line(h, "shared_key_file"),
+		    "shared_key_file", "has no effect without [global] "
+		    "session_store, through which instances share certificates");
 	if (a->state_dir[0] != '/')
 		config_error(cfg, config_key_line(h, "state_dir"), "state_dir",
 		    "expected an absolute path, got '%s'", a->state_dir);

@@ -162,6 +162,7 @@ struct conf_acme {
 	char *key_type; /* "ecdsa" (P-256) or "rsa" (2048 bits) */
 	uint64_t renew_before_ms; /* 0: ARI where offered, else 1/3 of lifetime */
 	char *state_dir;
+	char *shared_key_file; /* encrypts what instances share through Redis */
 };
 
 struct config {

@@ -200,6 +200,43 @@ session_store_parse(const char *url, char *err, size_t err_len)
 	return store_parse_into(NULL, url, err, err_len);
 }
 
+int
+session_store_endpoint(const char *url, struct store_endpoint *out,
+    char *err, size_t err_len)
+{
+	struct session_store *s = calloc(1, sizeof(*s));
+	int rc = -1;
+
+	memset(out, 0, sizeof(*out));
+	if (s == NULL) {
+		snprintf(err, err_len, "out of memory");
+		return -1;
+	}
+	if (store_parse_into(s, url, err, err_len) == 0) {
+		snprintf(out->host, sizeof(out->host), "%s", s->host);
+		out->port = (int)s->port;
+		out->db = s->db;
+		out->unix_path = s->unix_path;
+		out->password = s->password;
+		rc = 0;
+	} else {
+		free(s->unix_path);
+		free(s->password);
+	}
+	free(s);
+	return rc;
+}
+
+void
+session_store_endpoint_free(struct store_endpoint *e)
+{
+	free(e->unix_path);
+	if (e->password != NULL)
+		OPENSSL_cleanse(e->password, strlen(e->password));
+	free(e->password);
+	memset(e, 0, sizeof(*e));
+}
+
 static void
 store_set_state(struct session_store *s, int up, const char *why)
 {

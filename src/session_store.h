@@ -22,6 +22,21 @@ struct strlist;
  * "unix:/PATH" URL; returns 0, or -1 with the reason in |err|. */
 int session_store_parse(const char *url, char *err, size_t err_len);
 
+/* Where a store URL points, for clients of their own (acme_share.c). */
+struct store_endpoint {
+	char host[256];
+	int port;
+	int db;
+	char *unix_path; /* NULL: TCP to host:port */
+	char *password;  /* NULL: none */
+};
+
+/* session_store_endpoint parses |url| into |out| (release it with
+ * session_store_endpoint_free). Returns 0, or -1 with |err|. */
+int session_store_endpoint(const char *url, struct store_endpoint *out,
+    char *err, size_t err_len);
+void session_store_endpoint_free(struct store_endpoint *e);
+
 /* session_store_new connects to |url| from |base|, reconnecting with
  * backoff when the link goes away or stops answering. A host name is
  * looked up before every connection, asynchronously on |base|, by the

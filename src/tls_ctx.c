@@ -1130,6 +1130,20 @@ tls_ctx_init_acme(struct tls_ctx *t, struct config *cfg,
 		goto fail;
 	if (strcmp(a->key_type, "rsa") == 0)
 		kt = TLS_KEY_RSA;
+	if (a->shared_key_file != NULL) {
+		struct ticket_ring ring = { NULL, 0 };
+		char err[512];
+
+		/* Read here so that -t and a reload catch what the ACME
+		 * thread would only find later. */
+		if (tickets_load_file(a->shared_key_file, &ring, err,
+		    sizeof(err)) != 0) {
+			config_error(cfg, config_key_line(&a->h,
+			    "shared_key_file"), "shared_key_file", "%s", err);
+			goto fail;
+		}
+		tickets_ring_free(&ring);
+	}
 	for (; n < cc->servername.num && n < 64; n++)
 		names[n] = cc->servername.v[n];
 	if (n < cc->servername.num ||

@@ -9,6 +9,8 @@
  *  - acme-tls/1 for a name not being validated is refused.
  *  - Pebble down: the order fails, is logged and counted, and retried. */
 #include <check.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,7 @@ struct acme_t {
 	int admin;
 	int http;     /* the acme_http listener, 0: none */
 	const char *challenge; /* acme_challenge, NULL: the default */
+	const char *global;    /* more [global] lines, NULL: none */
 	int bport;    /* an echo backend, 0: none */
 	pid_t bpid;
 	char state[600];
@@ -51,7 +54,7 @@ conf(struct acme_t *t, const char *directory, const char *extra_acme)
 		snprintf(challenge, sizeof(challenge), "acme_challenge = %s\n",
 		    t->challenge);
 	snprintf(buf, sizeof(buf),
-	    "[global]\nworkers = 2\nlog_level = info\nadmin = 127.0.0.1:%d\n"
+	    "[global]\nworkers = 2\nlog_level = info\nadmin = 127.0.0.1:%d\n%s"
 	    "[listener l]\nbind = 127.0.0.1:%d\ncontext = main\nbackend = b\n"
 	    "%s"
 	    "[backend b]\naddress = 127.0.0.1:%d\n"
@@ -60,7 +63,8 @@ conf(struct acme_t *t, const char *directory, const char *extra_acme)
 	    "acme = pebble\n%s"
 	    "[acme pebble]\ndirectory = %s\n%s%s%sstate_dir = %s\n"
 	    "email = ops@acme.test\n%s",
-	    t->admin, t->port, http, t->bport != 0 ? t->bport : 9, h_dir(),
+	    t->admin, t->global != NULL ? t->global : "", t->port, http,
+	    t->bport != 0 ? t->bport : 9, h_dir(),
 	    h_dir(), challenge, directory, t->p.ca[0] != '\0' ? "ca = " : "",
 	    t->p.ca, t->p.ca[0] != '\0' ? "\n" : "", t->state,
 	    extra_acme != NULL ? extra_acme : "");
@@ -364,6 +368,186 @@ START_TEST(certificate_through_http_01)
 }
 END_TEST
 
+/* start_redis runs a throwaway redis-server on |port|, dying with the
+ * test. */
+static pid_t
+start_redis(int port)
+{
+	char portstr[16];
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (freopen("/dev/null", "w", stdout) == NULL)
+			_exit(126);
+		execlp("redis-server", "redis-server", "--port", portstr,
+		    "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		    (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 100; i++) {
+		char *out = h_run(NULL, "redis-cli -p %d ping 2>/dev/null", port);
+		int up = strncmp(out, "PONG", 4) == 0;
+
+		free(out);
+		if (up)
+			return pid;
+		usleep(50000);
+	}
+	ck_abort_msg("redis-server did not start");
+	return -1;
+}
+
+static char *
+serial_of(int port)
+{
+	return h_run(NULL, "echo | openssl s_client -connect 127.0.0.1:%d "
+	    "-servername " NAME " 2>/dev/null | openssl x509 -noout -serial",
+	    port);
+}
+
+/* Two instances, one Redis, one Pebble that reaches only instance A.
+ * Instance B starts first and orders: A answers the challenges B
+ * publishes in the store, and takes B's certificate from the store; the
+ * CA sees one order. Then B is killed in the middle of another order
+ * (other names): A takes over once B's lock expires. */
+START_TEST(two_instances_one_order_and_takeover)
+{
+	struct acme_t a, b;
+	struct h_pebble pebble;
+	char global[256], extra[600], *sa, *sb;
+	const char *keyfile;
+	int redis = h_free_port(), orders;
+	pid_t rpid = start_redis(redis);
+
+	setup_ports(&a, "share-a");
+	setup_ports(&b, "share-b");
+	sa = h_run(NULL, "%s --new-ticket-key", getenv("TLSPROXY_BIN"));
+	keyfile = h_write("acme-shared.key", sa);
+	free(sa);
+	free(h_run(NULL, "chmod 600 %s", keyfile));
+	snprintf(extra, sizeof(extra), "shared_key_file = %s\n", keyfile);
+	snprintf(global, sizeof(global), "session_store = redis://127.0.0.1:%d"
+	    "\n", redis);
+	a.global = b.global = global;
+	start_pebble(&a, "PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0");
+	b.p = a.p;
+
+	start_daemon(&b, "share-b", a.p.directory, extra);
+	ck_assert(h_log_contains(&b.d, ": ordering", 20000));
+	start_daemon(&a, "share-a", a.p.directory, extra);
+	ck_assert_msg(h_log_contains(&b.d, "new certificate in service",
+	    60000), "see %s and %s", b.d.log, a.d.log);
+	ck_assert_msg(h_log_contains(&a.d, "certificate from the session "
+	    "store in service", 20000), "see %s", a.d.log);
+	ck_assert(h_log_contains(&a.d, "another instance is ordering", 0));
+	ck_assert(!h_log_contains(&a.d, "names validated", 0));
+	sa = serial_of(a.port);
+	sb = serial_of(b.port);
+	ck_assert_msg(strncmp(sa, "serial=", 7) == 0 && strcmp(sa, sb) == 0,
+	    "%s %s", sa, sb);
+	free(sa);
+	free(sb);
+	orders = pebble_requests(&a.p, "/order-plz");
+	ck_assert_int_eq(orders, 1);
+	ck_assert_int_eq(h_daemon_stop(&a.d, 10000), 0);
+	ck_assert_int_eq(h_daemon_stop(&b.d, 10000), 0);
+
+	/* Takeover: B dies while it orders for new state. */
+	pebble = a.p;
+	setup_ports(&a, "take-a");
+	setup_ports(&b, "take-b");
+	a.global = b.global = global;
+	a.p = b.p = pebble;
+	a.port = pebble.tls_port; /* where the CA validates */
+	snprintf(a.root, sizeof(a.root), "%s/pebble-root.pem", h_dir());
+	/* Nothing in the store: the next start orders anew. */
+	free(h_run(NULL, "redis-cli -p %d flushall", redis));
+	start_daemon(&b, "take-b", a.p.directory, extra);
+	ck_assert(h_log_contains(&b.d, ": ordering", 20000));
+	kill(b.d.pid, SIGKILL);
+	waitpid(b.d.pid, NULL, 0);
+	b.d.pid = 0;
+	start_daemon(&a, "take-a", a.p.directory, extra);
+	ck_assert(h_log_contains(&a.d, "another instance is ordering", 10000));
+	ck_assert_msg(h_log_contains(&a.d, "new certificate in service",
+	    90000), "see %s", a.d.log);
+	ck_assert_int_eq(h_daemon_stop(&a.d, 10000), 0);
+	h_pebble_stop(&a.p);
+	kill(rpid, SIGTERM);
+	waitpid(rpid, NULL, 0);
+}
+END_TEST
+
+/* Certificates that live 40 seconds, with renew_before = 1h: renewed
+ * halfway through, with a warning. Then the CA goes away: the renewal
+ * fails, is logged and counted, the certificate in service stays, and
+ * the retries back off. */
+START_TEST(short_lived_renewed_and_kept_when_the_ca_is_down)
+{
+	struct acme_t t;
+	struct h_pebble_opts o = { "PEBBLE_WFE_NONCEREJECT=0", NULL, NULL, 40 };
+	char *s1, *s2, *s3, *root;
+
+	setup_ports(&t, "short");
+	ck_assert_int_eq(h_pebble_start_opts(&t.p, h_free_port(), t.port, &o),
+	    0);
+	root = h_pebble_root(&t.p);
+	ck_assert_ptr_nonnull(root);
+	snprintf(t.root, sizeof(t.root), "%s", h_write("pebble-root.pem", root));
+	free(root);
+	start_daemon(&t, "short", t.p.directory, "renew_before = 1h\n");
+	ck_assert(h_log_contains(&t.d, "new certificate in service", 30000));
+	ck_assert(h_log_contains(&t.d, "renewing halfway", 0));
+	s1 = serial_of(t.port);
+	ck_assert(h_wait_log_count(&t.d, "new certificate in service", 2,
+	    40000));
+	s2 = serial_of(t.port);
+	ck_assert_msg(strncmp(s2, "serial=", 7) == 0 && strcmp(s1, s2) != 0,
+	    "%s %s", s1, s2);
+	h_pebble_stop(&t.p);
+	ck_assert(h_log_contains(&t.d, "renewal failed (network)", 30000));
+	ck_assert(h_log_contains(&t.d, "the current certificate stays in "
+	    "service, next attempt in 10s", 0));
+	s3 = serial_of(t.port);
+	ck_assert_str_eq(s2, s3);
+	ck_assert(h_log_contains(&t.d, "next attempt in 20s", 20000));
+	ck_assert_int_ge(count_metric(&t, "tlsproxy_acme_order_failures_total"
+	    "{reason=\"network\"}"), 2);
+	free(s1);
+	free(s2);
+	free(s3);
+	ck_assert_int_eq(h_daemon_stop(&t.d, 10000), 0);
+}
+END_TEST
+
+/* A session store that is down: the instance orders on its own. */
+START_TEST(store_down_orders_alone)
+{
+	struct acme_t t;
+	char global[128], extra[700], *key;
+	const char *keyfile;
+
+	setup_ports(&t, "alone");
+	key = h_run(NULL, "%s --new-ticket-key", getenv("TLSPROXY_BIN"));
+	keyfile = h_write("acme-alone.key", key);
+	free(key);
+	free(h_run(NULL, "chmod 600 %s", keyfile));
+	snprintf(global, sizeof(global), "session_store = redis://127.0.0.1:%d"
+	    "\n", h_free_port());
+	snprintf(extra, sizeof(extra), "shared_key_file = %s\n", keyfile);
+	t.global = global;
+	start_pebble(&t, "PEBBLE_WFE_NONCEREJECT=0");
+	start_daemon(&t, "alone", t.p.directory, extra);
+	ck_assert(h_log_contains(&t.d, "new certificate in service", 60000));
+	ck_assert(h_log_contains(&t.d, "session store unavailable", 0));
+	ck_assert_int_eq(h_daemon_stop(&t.d, 10000), 0);
+	h_pebble_stop(&t.p);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -377,6 +561,9 @@ main(void)
 	tcase_add_test(tc, bad_nonces_rate_limits_and_renewal_by_ari);
 	tcase_add_test(tc, failed_authorization_logged_counted_and_retried);
 	tcase_add_test(tc, certificate_through_http_01);
+	tcase_add_test(tc, two_instances_one_order_and_takeover);
+	tcase_add_test(tc, short_lived_renewed_and_kept_when_the_ca_is_down);
+	tcase_add_test(tc, store_down_orders_alone);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

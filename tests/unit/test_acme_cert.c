@@ -136,7 +136,8 @@ handshake(const char *sni, const char *alpn, char *alpn_out,
 		CRYPTO_BUFFER_up_ref(leaf);
 		SSL_get0_alpn_selected(cli, &p, &n);
 		if (n < alpn_out_len) {
-			memcpy(alpn_out, p, n);
+			if (n > 0)
+				memcpy(alpn_out, p, n);
 			alpn_out[n] = '\0';
 		}
 	}
