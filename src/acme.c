@@ -785,16 +785,17 @@ acme_step(struct acme *a, struct acme_order *o)
 	if (acme_slot_not_after(o->slot) != 0 && o->renew_at > now) {
 		/* Woken for renewal information. */
 		struct acme_error err;
+		int due = o->ari_at != 0 && o->ari_at <= now;
+		int ready = due && acme_account_ready(a, o->acct,
+		    clock_mono_ms() + 60000, &err) == 0;
 
-		int ari = o->ari_at != 0 && o->ari_at <= now &&
-		    acme_account_ready(a, o->acct, clock_mono_ms() + 60000,
-		    &err) == 0 && acme_client_has_ari(o->acct->client);
-
-		if (ari) {
+		if (ready && acme_client_has_ari(o->acct->client)) {
 			acme_ari(a, o);
 		} else {
 			pthread_mutex_lock(&a->lock);
-			o->ari_at = 0;
+			/* The CA unreachable: ask again in an hour; no renewal
+			 * information offered: renew_at stands. */
+			o->ari_at = due && !ready ? now + 3600 : 0;
 			pthread_mutex_unlock(&a->lock);
 		}
 		pthread_mutex_lock(&a->lock);
