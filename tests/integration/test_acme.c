@@ -548,6 +548,48 @@ START_TEST(store_down_orders_alone)
 }
 END_TEST
 
+/* A CA that requires external account binding: without it the account
+ * is refused with a message saying what to set; with eab_kid and
+ * eab_hmac_key_file an RSA certificate is issued (key_type = rsa). */
+START_TEST(external_account_binding_and_rsa)
+{
+	struct acme_t t;
+	const char *hmac = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3"
+	    "MUAsUDkMTQ12W";
+	struct h_pebble_opts o = { .env = "PEBBLE_WFE_NONCEREJECT=0",
+		.eab_kid = "kid-1", .eab_hmac_b64url = hmac };
+	char extra[700], *out;
+	const char *keyfile;
+
+	setup_ports(&t, "eab");
+	ck_assert_int_eq(h_pebble_start_opts(&t.p, h_free_port(), t.port, &o),
+	    0);
+	out = h_pebble_root(&t.p);
+	ck_assert_ptr_nonnull(out);
+	snprintf(t.root, sizeof(t.root), "%s", h_write("pebble-root.pem", out));
+	free(out);
+	start_daemon(&t, "eab-none", t.p.directory, "key_type = rsa\n");
+	ck_assert_msg(h_log_contains(&t.d, "set eab_kid and eab_hmac_key_file",
+	    20000), "see %s", t.d.log);
+	ck_assert_int_eq(h_daemon_stop(&t.d, 10000), 0);
+
+	keyfile = h_write("eab-hmac.key", hmac);
+	snprintf(extra, sizeof(extra), "key_type = rsa\neab_kid = kid-1\n"
+	    "eab_hmac_key_file = %s\n", keyfile);
+	snprintf(t.state, sizeof(t.state), "%s/eab-state2", h_dir());
+	start_daemon(&t, "eab", t.p.directory, extra);
+	ck_assert_msg(h_log_contains(&t.d, "new certificate in service", 60000),
+	    "see %s", t.d.log);
+	out = h_run(NULL, "echo | openssl s_client -connect 127.0.0.1:%d "
+	    "-servername " NAME " 2>/dev/null | openssl x509 -noout -text | "
+	    "grep 'Public Key Algorithm'", t.port);
+	ck_assert_msg(strstr(out, "rsaEncryption") != NULL, "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&t.d, 10000), 0);
+	h_pebble_stop(&t.p);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -564,6 +606,7 @@ main(void)
 	tcase_add_test(tc, two_instances_one_order_and_takeover);
 	tcase_add_test(tc, short_lived_renewed_and_kept_when_the_ca_is_down);
 	tcase_add_test(tc, store_down_orders_alone);
+	tcase_add_test(tc, external_account_binding_and_rsa);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
