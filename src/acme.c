@@ -98,7 +98,17 @@ struct acme {
 	int cancel[2];
 	uint64_t ok;
 	uint64_t failed[ACME_FAIL_COUNT];
+	void (*changed)(void *);
+	void *changed_arg;
 };
+
+/* acme_changed tells the control side a certificate went into service. */
+static void
+acme_changed(const struct acme *a)
+{
+	if (a->changed != NULL)
+		a->changed(a->changed_arg);
+}
 
 static void
 acme_account_free(struct acme_account *ac)
@@ -621,6 +631,7 @@ acme_run_order(struct acme *a, struct acme_order *o, int locked)
 		pthread_mutex_unlock(&a->lock);
 		log_msg(LOGL_INFO, "acme: %s: new certificate in service, valid "
 		    "until %lld", o->names, (long long)acme_slot_not_after(o->slot));
+		acme_changed(a);
 		return;
 	}
 	if (err.kind != ACME_FAIL_CANCELLED)
@@ -693,6 +704,7 @@ acme_take_shared(struct acme *a, struct acme_order *o, int64_t now)
 	o->failures = 0;
 	o->next_at = o->renew_at;
 	pthread_mutex_unlock(&a->lock);
+	acme_changed(a);
 	return 1;
 }
 
@@ -755,7 +767,9 @@ acme_step(struct acme *a, struct acme_order *o)
 	pthread_mutex_unlock(&a->lock);
 	if (!o->checked) {
 		o->checked = 1;
-		if (acme_slot_not_after(o->slot) != 0 || acme_load_disk(o) == 0) {
+		if (acme_slot_not_after(o->slot) == 0 && acme_load_disk(o) == 0)
+			acme_changed(a);
+		if (acme_slot_not_after(o->slot) != 0) {
 			CRYPTO_BUFFER *leaf = acme_slot_leaf(o->slot);
 			const uint8_t *der = leaf != NULL ?
 			    CRYPTO_BUFFER_data(leaf) : NULL;
@@ -883,12 +897,14 @@ acme_main(void *arg)
 }
 
 struct acme *
-acme_new(void)
+acme_new(void (*changed)(void *arg), void *arg)
 {
 	struct acme *a = calloc(1, sizeof(*a));
 
 	if (a == NULL)
 		return NULL;
+	a->changed = changed;
+	a->changed_arg = arg;
 	a->wake[0] = a->wake[1] = a->cancel[0] = a->cancel[1] = -1;
 	pthread_mutex_init(&a->lock, NULL);
 	if (pipe2(a->wake, O_CLOEXEC | O_NONBLOCK) != 0 ||

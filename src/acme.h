@@ -19,8 +19,10 @@ struct generation;
 struct acme;
 
 /* acme_new starts the ACME thread (idle until acme_sync gives it orders).
- * Returns NULL on failure. */
-struct acme *acme_new(void);
+ * |changed| (may be NULL) is called from that thread, with |arg|, after a
+ * certificate was put in service, so that the control side can follow it
+ * (OCSP); it must only signal, never block. Returns NULL on failure. */
+struct acme *acme_new(void (*changed)(void *arg), void *arg);
 
 /* acme_sync makes the thread follow the ACME contexts of |g|: new orders
  * are added, orders no context uses any more are dropped (one in progress

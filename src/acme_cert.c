@@ -8,15 +8,24 @@
 #include <string.h>
 
 #include <openssl/evp.h>
+#include <openssl/err.h>
 #include <openssl/pool.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
 
+#include "ocsp.h"
 #include "retire.h"
+#include "staple.h"
 
-/* A certificate with its key, immutable once published. */
+/* A certificate with its key, immutable once published; with what OCSP
+ * stapling needs when the certificate names a responder. */
 struct acme_snap {
 	struct retire_node retire;
 	EVP_PKEY *key;
 	int64_t not_after;
+	struct staple_slot *staple;
+	X509 *leaf, *issuer; /* NULL without a responder */
+	char *ocsp_url;
 	size_t num;
 	CRYPTO_BUFFER *chain[];
 };
@@ -42,6 +51,10 @@ acme_snap_free(void *arg)
 	for (size_t i = 0; i < snap->num; i++)
 		CRYPTO_BUFFER_free(snap->chain[i]);
 	EVP_PKEY_free(snap->key);
+	staple_slot_unref(snap->staple);
+	X509_free(snap->leaf);
+	X509_free(snap->issuer);
+	free(snap->ocsp_url);
 	free(snap);
 }
 
@@ -151,6 +164,37 @@ acme_slot_unref(struct acme_slot *s)
 	free(s);
 }
 
+static X509 *
+acme_x509(const CRYPTO_BUFFER *b)
+{
+	const uint8_t *der = CRYPTO_BUFFER_data(b);
+
+	return d2i_X509(NULL, &der, (long)CRYPTO_BUFFER_len(b));
+}
+
+/* acme_snap_ocsp fills what stapling needs: the staple slot of the leaf
+ * (by the SHA-256 of its DER, as for certificates from files, so both
+ * kinds share one fetcher) and, when the leaf names an OCSP responder and
+ * its issuer follows it, the leaf, the issuer and the URL. */
+static void
+acme_snap_ocsp(struct acme_snap *snap)
+{
+	uint8_t hash[32];
+
+	SHA256(CRYPTO_BUFFER_data(snap->chain[0]),
+	    CRYPTO_BUFFER_len(snap->chain[0]), hash);
+	snap->staple = staple_slot_get(hash);
+	if (snap->num < 2 || (snap->leaf = acme_x509(snap->chain[0])) == NULL ||
+	    (snap->ocsp_url = ocsp_responder_url(snap->leaf)) == NULL ||
+	    (snap->issuer = acme_x509(snap->chain[1])) == NULL) {
+		X509_free(snap->leaf);
+		free(snap->ocsp_url);
+		snap->leaf = NULL;
+		snap->ocsp_url = NULL;
+	}
+	ERR_clear_error();
+}
+
 int
 acme_slot_set(struct acme_slot *s, CRYPTO_BUFFER *const *chain,
     size_t num, EVP_PKEY *key, int64_t not_after)
@@ -170,12 +214,13 @@ acme_slot_set(struct acme_slot *s, CRYPTO_BUFFER *const *chain,
 	EVP_PKEY_up_ref(key);
 	snap->key = key;
 	snap->not_after = not_after;
+	acme_snap_ocsp(snap);
 	acme_slot_swap(s, snap);
 	return 0;
 }
 
 int
-acme_slot_apply(struct acme_slot *s, SSL *ssl)
+acme_slot_apply(struct acme_slot *s, SSL *ssl, int staple)
 {
 	const struct acme_snap *snap;
 
@@ -184,8 +229,37 @@ acme_slot_apply(struct acme_slot *s, SSL *ssl)
 	snap = atomic_load_explicit(&s->snap, memory_order_acquire);
 	if (snap == NULL)
 		return -1;
-	return SSL_set_chain_and_key(ssl, snap->chain, snap->num, snap->key,
-	    NULL) == 1 ? 0 : -1;
+	if (SSL_set_chain_and_key(ssl, snap->chain, snap->num, snap->key,
+	    NULL) != 1)
+		return -1;
+	if (staple)
+		staple_apply(snap->staple, ssl);
+	return 0;
+}
+
+int
+acme_slot_ocsp(struct acme_slot *s, struct staple_slot **staple, X509 **leaf,
+    X509 **issuer, char **url)
+{
+	const struct acme_snap *snap;
+	int rc = -1;
+
+	*staple = NULL;
+	*leaf = *issuer = NULL;
+	*url = NULL;
+	pthread_mutex_lock(&slots_lock);
+	snap = atomic_load_explicit(&s->snap, memory_order_acquire);
+	if (snap != NULL && snap->ocsp_url != NULL &&
+	    (*url = strdup(snap->ocsp_url)) != NULL) {
+		*staple = staple_slot_ref(snap->staple);
+		X509_up_ref(snap->leaf);
+		*leaf = snap->leaf;
+		X509_up_ref(snap->issuer);
+		*issuer = snap->issuer;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&slots_lock);
+	return rc;
 }
 
 int64_t

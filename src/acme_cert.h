@@ -43,11 +43,21 @@ void acme_slot_unref(struct acme_slot *s);
 int acme_slot_set(struct acme_slot *s, CRYPTO_BUFFER *const *chain,
     size_t num, EVP_PKEY *key, int64_t not_after);
 
-/* acme_slot_apply gives |ssl| the slot's certificate and key. Returns 0,
- * or -1 when the slot has none yet (the handshake must be refused: an
- * order's names are never served a placeholder) or it cannot be set.
- * Takes no lock: for worker threads registered with retire_reader_add. */
-int acme_slot_apply(struct acme_slot *s, SSL *ssl);
+/* acme_slot_apply gives |ssl| the slot's certificate and key, and with
+ * |staple| (the client asked for it) the certificate's OCSP staple if
+ * there is a valid one. Returns 0, or -1 when the slot has none yet (the
+ * handshake must be refused: an order's names are never served a
+ * placeholder) or it cannot be set. Takes no lock: for worker threads
+ * registered with retire_reader_add. */
+int acme_slot_apply(struct acme_slot *s, SSL *ssl, int staple);
+
+/* acme_slot_ocsp gives what fetching the current certificate's OCSP
+ * response needs: new references to its staple slot, leaf and issuer, and
+ * a copy of the responder URL. Returns 0, or -1 when there is no
+ * certificate or it names no responder. Any thread. */
+struct staple_slot;
+int acme_slot_ocsp(struct acme_slot *s, struct staple_slot **staple,
+    X509 **leaf, X509 **issuer, char **url);
 
 /* acme_slot_not_after returns when the slot's certificate expires, or 0
  * when it has none. Any thread. */

@@ -1193,7 +1193,8 @@ config_check_context_acme(struct config *cfg, const struct conf_context *cc)
 {
 	const struct conf_head *h = &cc->h;
 	static const char *const cert_keys[] = { "cert", "key", "pfx",
-		"passphrase", "passphrase_file", "sct", "ocsp_issuer" };
+		"passphrase", "passphrase_file", "sct", "ocsp_issuer",
+		"ocsp_responder" };
 	const char *why;
 	int http = 0;
 
@@ -1207,6 +1208,10 @@ config_check_context_acme(struct config *cfg, const struct conf_context *cc)
 			    "from acme: remove this line or the acme line",
 			    h->name);
 	}
+	if (strcmp(cc->ocsp, "auto") != 0 && strcmp(cc->ocsp, "off") != 0)
+		config_error(cfg, config_key_line(h, "ocsp"), "ocsp", "with acme, "
+		    "auto (the responder the issued certificate names) or off: a "
+		    "response file cannot follow certificates that change");
 	if (cc->servername.num == 0)
 		config_error(cfg, config_key_line(h, "acme"), "acme", "needs a "
 		    "servername list: the names the certificate is ordered for");

@@ -1091,6 +1091,8 @@ conn_select_cert(const SSL_CLIENT_HELLO *hello)
 {
 	struct conn *c = SSL_get_app_data(hello->ssl);
 	const struct tls_ctx *t;
+	const uint8_t *ext;
+	size_t ext_len;
 
 	if (c == NULL)
 		return ssl_select_cert_success;
@@ -1129,7 +1131,9 @@ conn_select_cert(const SSL_CLIENT_HELLO *hello)
 		return ssl_select_cert_error;
 	/* Until its first certificate is issued, an ACME context refuses
 	 * its names rather than serve a placeholder. */
-	if (t->acme != NULL && acme_slot_apply(t->acme, hello->ssl) != 0)
+	if (t->acme != NULL && acme_slot_apply(t->acme, hello->ssl,
+	    SSL_early_callback_ctx_extension_get(hello,
+	    TLSEXT_TYPE_status_request, &ext, &ext_len)) != 0)
 		c->sni_refused = 1;
 	return ssl_select_cert_success;
 }

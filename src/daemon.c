@@ -198,6 +198,17 @@ daemon_wake(void *arg)
 
 static void daemon_reload(struct daemon *d);
 
+/* daemon_acme_changed: a certificate went into service on the ACME
+ * thread; the control loop re-syncs the OCSP fetcher. */
+static void
+daemon_acme_changed(void *arg)
+{
+	struct daemon *d = arg;
+
+	atomic_store(&d->acme_changed, 1);
+	daemon_wake(d);
+}
+
 /* daemon_swap_done finishes a reload once every worker accepts on the new
  * socket set: only now may the sockets that went away be closed. */
 static void
@@ -260,6 +271,8 @@ daemon_notify_cb(evutil_socket_t fd, short what, void *arg)
 	generation_reap();
 	/* Snapshots the workers have all passed since they were replaced. */
 	retire_collect();
+	if (atomic_exchange(&d->acme_changed, 0) && generation_peek() != NULL)
+		ocsp_fetcher_sync(d->ocsp, generation_peek());
 	if (d->swapping)
 		daemon_swap_done(d);
 	for (int i = 0; i < d->num_workers; i++) {
@@ -771,7 +784,7 @@ daemon_run(const char *config_path, struct generation *gen)
 	}
 	d.ocsp = ocsp_fetcher_new(d.base);
 	ocsp_fetcher_sync(d.ocsp, generation_peek());
-	if ((d.acme = acme_new()) == NULL) {
+	if ((d.acme = acme_new(daemon_acme_changed, &d)) == NULL) {
 		log_msg(LOGL_ERROR, "cannot start the ACME thread");
 		goto out;
 	}

@@ -47,7 +47,8 @@ struct daemon {
 	struct stat tickets_st;
 	struct ticket_sync *ticket_sync; /* ticket_keys = redis */
 	struct ocsp_fetcher *ocsp;
-	struct acme *acme; /* automatic certificates; NULL without */
+	struct acme *acme; /* automatic certificates */
+	atomic_int acme_changed; /* a certificate went into service */
 	struct event *staple_ev; /* drops expired staples */
 	struct admin *admin; /* NULL while off */
 	struct peer_table *peers; /* client addresses, shared by the workers */

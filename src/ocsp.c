@@ -536,3 +536,27 @@ ocsp_must_staple(X509 *cert)
 	}
 	return 0;
 }
+
+char *
+ocsp_responder_url(X509 *leaf)
+{
+	AUTHORITY_INFO_ACCESS *aia = X509_get_ext_d2i(leaf, NID_info_access,
+	    NULL, NULL);
+	char *url = NULL;
+
+	for (size_t i = 0; aia != NULL && i < sk_ACCESS_DESCRIPTION_num(aia);
+	    i++) {
+		ACCESS_DESCRIPTION *ad = sk_ACCESS_DESCRIPTION_value(aia, i);
+
+		if (OBJ_obj2nid(ad->method) == NID_ad_OCSP &&
+		    ad->location->type == GEN_URI) {
+			const ASN1_STRING *u = ad->location->d.uniformResourceIdentifier;
+
+			url = strndup((const char *)ASN1_STRING_get0_data(u),
+			    (size_t)ASN1_STRING_length(u));
+			break;
+		}
+	}
+	AUTHORITY_INFO_ACCESS_free(aia);
+	return url;
+}

@@ -36,6 +36,10 @@ int ocsp_request(X509 *leaf, X509 *issuer, uint8_t **out, size_t *out_len);
  * extension asking for status_request (RFC 7633, "must-staple"). */
 int ocsp_must_staple(X509 *cert);
 
+/* ocsp_responder_url returns the OCSP responder URL of |leaf|'s Authority
+ * Information Access extension (malloc'd), or NULL. */
+char *ocsp_responder_url(X509 *leaf);
+
 /* ocsp_check parses a DER OCSPResponse and accepts it for |leaf| only if
  * it is successful and basic, signed by |issuer| or by a responder
  * certificate |issuer| signed that names the OCSP-signing purpose in its

@@ -25,6 +25,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 
+#include "acme_cert.h"
 #include "config.h"
 #include "generation.h"
 #include "log.h"
@@ -616,11 +617,21 @@ fetcher_watch(struct ocsp_fetcher *f, const struct tls_ctx *tc, int k,
 	task_schedule(t, FILE_POLL_S);
 }
 
+/* What one certificate to fetch for needs: borrowed, the task takes its
+ * own references. */
+struct want {
+	struct staple_slot *slot;
+	const char *url;
+	X509 *leaf, *issuer;
+	const struct tls_ctx *tc;
+	int k;
+};
+
 static void
-fetcher_want(struct ocsp_fetcher *f, const struct tls_ctx *tc, int k,
+fetcher_want(struct ocsp_fetcher *f, const struct want *w,
     const struct conf_global *gl)
 {
-	struct task *t = fetcher_find(f, tc->staple[k], tc->ocsp_url[k], NULL);
+	struct task *t = fetcher_find(f, w->slot, w->url, NULL);
 	char hex[65];
 	uint8_t hash[32];
 	unsigned hlen;
@@ -638,21 +649,21 @@ fetcher_want(struct ocsp_fetcher *f, const struct tls_ctx *tc, int k,
 		return;
 	}
 	if ((t = calloc(1, sizeof(*t))) == NULL ||
-	    (t->url = strdup(tc->ocsp_url[k])) == NULL) {
+	    (t->url = strdup(w->url)) == NULL) {
 		free(t);
 		return;
 	}
 	t->f = f;
 	/* The slot must outlive the generation that named it. */
-	t->slot = staple_slot_ref(tc->staple[k]);
-	t->leaf = X509_up_ref(tc->leaf[k]) ? tc->leaf[k] : NULL;
-	t->issuer = X509_up_ref(tc->issuer[k]) ? tc->issuer[k] : NULL;
+	t->slot = staple_slot_ref(w->slot);
+	t->leaf = X509_up_ref(w->leaf) ? w->leaf : NULL;
+	t->issuer = X509_up_ref(w->issuer) ? w->issuer : NULL;
 	t->staple_revoked = (int)gl->ocsp_staple_revoked;
 	t->timeout_ms = gl->ocsp_timeout_ms;
 	t->must_staple = t->leaf != NULL && ocsp_must_staple(t->leaf);
 	t->must_staple_strict = (int)gl->ocsp_must_staple_strict;
 	t->seen = 1;
-	task_names(t, tc, k);
+	task_names(t, w->tc, w->k);
 	if (gl->ocsp_cache_dir != NULL &&
 	    X509_digest(t->leaf, EVP_sha256(), hash, &hlen) == 1) {
 		for (int i = 0; i < 32; i++)
@@ -785,10 +796,32 @@ ocsp_fetcher_sync(struct ocsp_fetcher *f, const struct generation *g)
 		const struct tls_ctx *tc = &g->shared.contexts[i];
 
 		for (int k = 0; k < TLS_KEY_NUM; k++) {
+			struct want w = { tc->staple[k], tc->ocsp_url[k],
+				tc->leaf[k], tc->issuer[k], tc, k };
+
 			if (tc->ocsp_url[k] != NULL && tc->issuer[k] != NULL)
-				fetcher_want(f, tc, k, gl);
+				fetcher_want(f, &w, gl);
 			else if (tc->ocsp_der[k] != NULL && tc->issuer[k] != NULL)
 				fetcher_watch(f, tc, k, gl);
+		}
+		/* An ACME context: its certificate in service, which the
+		 * ACME side replaces (it asks for a sync when it does). */
+		if (tc->acme != NULL && (tc->cc->ocsp == NULL ||
+		    strcmp(tc->cc->ocsp, "off") != 0)) {
+			struct want w = { NULL, NULL, NULL, NULL, tc,
+				tc->ctx[TLS_KEY_RSA] != NULL ? TLS_KEY_RSA :
+				TLS_KEY_ECDSA };
+			char *url;
+
+			if (acme_slot_ocsp(tc->acme, &w.slot, &w.leaf, &w.issuer,
+			    &url) == 0) {
+				w.url = url;
+				fetcher_want(f, &w, gl);
+				staple_slot_unref(w.slot);
+				X509_free(w.leaf);
+				X509_free(w.issuer);
+				free(url);
+			}
 		}
 	}
 	for (p = &f->tasks; *p != NULL;) {

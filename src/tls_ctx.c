@@ -1025,32 +1025,6 @@ tls_ctx_ocsp_file(struct tls_ctx *t, struct config *cfg,
 	return -1;
 }
 
-/* tls_ctx_aia_ocsp returns the OCSP responder URL of |leaf|'s Authority
- * Information Access extension (malloc'd), or NULL. */
-static char *
-tls_ctx_aia_ocsp(X509 *leaf)
-{
-	AUTHORITY_INFO_ACCESS *aia = X509_get_ext_d2i(leaf, NID_info_access,
-	    NULL, NULL);
-	char *url = NULL;
-
-	for (size_t i = 0; aia != NULL && i < sk_ACCESS_DESCRIPTION_num(aia);
-	    i++) {
-		ACCESS_DESCRIPTION *ad = sk_ACCESS_DESCRIPTION_value(aia, i);
-
-		if (OBJ_obj2nid(ad->method) == NID_ad_OCSP &&
-		    ad->location->type == GEN_URI) {
-			const ASN1_STRING *u = ad->location->d.uniformResourceIdentifier;
-
-			url = strndup((const char *)ASN1_STRING_get0_data(u),
-			    (size_t)ASN1_STRING_length(u));
-			break;
-		}
-	}
-	AUTHORITY_INFO_ACCESS_free(aia);
-	return url;
-}
-
 /* tls_ctx_ocsp_auto prepares what the fetcher needs for each certificate:
  * the leaf, its issuer and the responder URL. A certificate without a URL
  * simply has nothing to staple. */
@@ -1072,7 +1046,7 @@ tls_ctx_ocsp_auto(struct tls_ctx *t, struct config *cfg,
 		    sk_X509_num(pairs[k].chain) > 1 ?
 		    sk_X509_value(pairs[k].chain, 1) : NULL;
 		t->ocsp_url[k] = cc->ocsp_responder != NULL ?
-		    strdup(cc->ocsp_responder) : tls_ctx_aia_ocsp(leaf);
+		    strdup(cc->ocsp_responder) : ocsp_responder_url(leaf);
 		if (t->ocsp_url[k] == NULL) {
 			log_msg(LOGL_INFO, "context '%s': the certificate names no "
 			    "OCSP responder: nothing to staple", cc->h.name);

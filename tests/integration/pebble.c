@@ -359,11 +359,11 @@ pb_conf(struct h_pebble *p, const struct h_pebble_opts *o)
 	    "    \"privateKey\": \"%s\",\n"
 	    "    \"httpPort\": %d,\n"
 	    "    \"tlsPort\": %d,\n"
-	    "    \"ocspResponderURL\": \"\",\n%s"
+	    "    \"ocspResponderURL\": \"%s\",\n%s"
 	    "    \"externalAccountBindingRequired\": %s%s\n"
 	    "  }\n}\n",
 	    p->port, p->mgmt_port, p->cert, p->key, p->http_port, p->tls_port,
-	    validity, kid != NULL ? "true" : "false", eab);
+	    o->ocsp_url != NULL ? o->ocsp_url : "", validity, kid != NULL ? "true" : "false", eab);
 	snprintf(p->conf, sizeof(p->conf), "%s/pebble-config.json", p->dir);
 	return pb_write_file(p->conf, text);
 }

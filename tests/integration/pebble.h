@@ -78,6 +78,9 @@ struct h_pebble_opts {
 	/* Lifetime of issued certificates, in seconds; Pebble 2.4's
 	 * default is 5 years (157766400 s). */
 	long validity_s;
+	/* The OCSP responder URL Pebble writes into issued certificates
+	 * (Pebble serves none itself); NULL: none. */
+	const char *ocsp_url;
 };
 
 /* h_pebble_start_opts is h_pebble_start with |o|'s settings (NULL:

@@ -488,7 +488,8 @@ END_TEST
 START_TEST(short_lived_renewed_and_kept_when_the_ca_is_down)
 {
 	struct acme_t t;
-	struct h_pebble_opts o = { "PEBBLE_WFE_NONCEREJECT=0", NULL, NULL, 40 };
+	struct h_pebble_opts o = { .env = "PEBBLE_WFE_NONCEREJECT=0",
+		.validity_s = 40 };
 	char *s1, *s2, *s3, *root;
 
 	setup_ports(&t, "short");
@@ -590,6 +591,79 @@ START_TEST(external_account_binding_and_rsa)
 }
 END_TEST
 
+/* OCSP stapling follows ACME certificates: Pebble writes a responder URL
+ * into what it issues, and ocsp_responder.py answers for its
+ * intermediate. The first fetch gets "unknown" (the serial is not in the
+ * responder's index yet); once it is, a reload retries at once and the
+ * response is stapled. */
+START_TEST(ocsp_stapling_follows_the_acme_certificate)
+{
+	struct acme_t t;
+	char url[64], dir[600], *out, *serial;
+	int rport = h_free_port();
+	struct h_pebble_opts o = { .env = "PEBBLE_WFE_NONCEREJECT=0",
+		.ocsp_url = url };
+	pid_t rpid;
+
+	setup_ports(&t, "ocsp");
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", rport);
+	ck_assert_int_eq(h_pebble_start_opts(&t.p, h_free_port(), t.port, &o),
+	    0);
+	snprintf(dir, sizeof(dir), "%s/ocsp-pebble", h_dir());
+	out = h_run(NULL, "mkdir -p %s && cd %s && : > index.txt && "
+	    "curl -sf --cacert %s %s/intermediates/0 > int.pem && "
+	    "curl -sf --cacert %s %s/intermediate-keys/0 > int.key && "
+	    "curl -sf --cacert %s %s/roots/0 > root.pem && echo ok", dir, dir,
+	    t.p.ca, t.p.mgmt, t.p.ca, t.p.mgmt, t.p.ca, t.p.mgmt);
+	ck_assert_msg(strncmp(out, "ok", 2) == 0, "%s", out);
+	free(out);
+	snprintf(t.root, sizeof(t.root), "%.500s/root.pem", dir);
+	rpid = fork();
+	ck_assert_int_ge(rpid, 0);
+	if (rpid == 0) {
+		char port[16], idx[700], ca[700], key[700], cmd[700];
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		snprintf(port, sizeof(port), "%d", rport);
+		snprintf(idx, sizeof(idx), "%s/index.txt", dir);
+		snprintf(ca, sizeof(ca), "%s/int.pem", dir);
+		snprintf(key, sizeof(key), "%s/int.key", dir);
+		snprintf(cmd, sizeof(cmd), "%s/ocsp_responder.py",
+		    getenv("TLSPROXY_TEST_SRC"));
+		if (freopen("/dev/null", "w", stdout) == NULL ||
+		    freopen("/dev/null", "w", stderr) == NULL)
+			_exit(126);
+		execlp("python3", "python3", cmd, port, idx, ca, ca, key,
+		    (char *)NULL);
+		_exit(127);
+	}
+	start_daemon(&t, "ocsp", t.p.directory, NULL);
+	ck_assert(h_log_contains(&t.d, "new certificate in service", 60000));
+	ck_assert_msg(h_log_contains(&t.d, "ocsp context 'auto'", 20000),
+	    "see %s", t.d.log);
+	serial = h_run(NULL, "echo | openssl s_client -connect 127.0.0.1:%d "
+	    "-servername " NAME " 2>/dev/null | openssl x509 -noout -serial | "
+	    "cut -d= -f2", t.port);
+	serial[strcspn(serial, "\n")] = '\0';
+	free(h_run(NULL, "printf 'V\\t301231235959Z\\t\\t%s\\tunknown\\t"
+	    "/CN=" NAME "\\n' > %s/index.txt", serial, dir));
+	free(serial);
+	ck_assert_int_eq(kill(t.d.pid, SIGHUP), 0);
+	ck_assert_msg(h_log_contains(&t.d, "good response from", 20000),
+	    "see %s", t.d.log);
+	out = h_run(NULL, "echo | openssl s_client -connect 127.0.0.1:%d "
+	    "-servername " NAME " -status 2>&1 | grep -E 'OCSP Response Status|"
+	    "Cert Status'", t.port);
+	ck_assert_msg(strstr(out, "successful") != NULL &&
+	    strstr(out, "Cert Status: good") != NULL, "%s", out);
+	free(out);
+	ck_assert_int_eq(h_daemon_stop(&t.d, 10000), 0);
+	h_pebble_stop(&t.p);
+	kill(rpid, SIGTERM);
+	waitpid(rpid, NULL, 0);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -607,6 +681,7 @@ main(void)
 	tcase_add_test(tc, short_lived_renewed_and_kept_when_the_ca_is_down);
 	tcase_add_test(tc, store_down_orders_alone);
 	tcase_add_test(tc, external_account_binding_and_rsa);
+	tcase_add_test(tc, ocsp_stapling_follows_the_acme_certificate);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

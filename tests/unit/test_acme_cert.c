@@ -72,7 +72,7 @@ select_cert(const SSL_CLIENT_HELLO *hello)
 	ERR_clear_error();
 	server_refused = server_hello == ACME_HELLO_REFUSE ||
 	    (server_hello == ACME_HELLO_NONE &&
-	    acme_slot_apply(server_slot, hello->ssl) != 0);
+	    acme_slot_apply(server_slot, hello->ssl, 0) != 0);
 	return server_refused ? ssl_select_cert_error :
 	    ssl_select_cert_success;
 }
