@@ -664,6 +664,50 @@ START_TEST(ocsp_stapling_follows_the_acme_certificate)
 }
 END_TEST
 
+/* http-01 with two instances: Pebble asks only instance A's acme_http
+ * listener, instance B orders and publishes the token, A serves it. */
+START_TEST(two_instances_http_01)
+{
+	struct acme_t a, b;
+	char global[256], extra[600], *key;
+	const char *keyfile;
+	int redis = h_free_port();
+	pid_t rpid = start_redis(redis);
+
+	setup_ports(&a, "http-a");
+	setup_ports(&b, "http-b");
+	a.http = h_free_port();
+	b.http = h_free_port();
+	a.challenge = b.challenge = "http-01";
+	key = h_run(NULL, "%s --new-ticket-key", getenv("TLSPROXY_BIN"));
+	keyfile = h_write("acme-http.key", key);
+	free(key);
+	free(h_run(NULL, "chmod 600 %s", keyfile));
+	snprintf(extra, sizeof(extra), "shared_key_file = %s\n", keyfile);
+	snprintf(global, sizeof(global), "session_store = redis://127.0.0.1:%d"
+	    "\n", redis);
+	a.global = b.global = global;
+	ck_assert_int_eq(h_pebble_start(&a.p, a.http, h_free_port(),
+	    "PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0"), 0);
+	b.p = a.p;
+	start_daemon(&b, "http-b", a.p.directory, extra);
+	ck_assert(h_log_contains(&b.d, ": ordering", 20000));
+	start_daemon(&a, "http-a", a.p.directory, extra);
+	ck_assert_msg(h_log_contains(&b.d, "new certificate in service",
+	    60000), "see %s and %s", b.d.log, a.d.log);
+	ck_assert(h_log_contains(&a.d, "http-01 challenge answered", 0));
+	ck_assert(!h_log_contains(&b.d, "http-01 challenge answered", 0));
+	ck_assert(h_log_contains(&a.d, "certificate from the session store in "
+	    "service", 20000));
+	ck_assert_int_eq(pebble_requests(&a.p, "/order-plz"), 1);
+	ck_assert_int_eq(h_daemon_stop(&a.d, 10000), 0);
+	ck_assert_int_eq(h_daemon_stop(&b.d, 10000), 0);
+	h_pebble_stop(&a.p);
+	kill(rpid, SIGTERM);
+	waitpid(rpid, NULL, 0);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -682,6 +726,7 @@ main(void)
 	tcase_add_test(tc, store_down_orders_alone);
 	tcase_add_test(tc, external_account_binding_and_rsa);
 	tcase_add_test(tc, ocsp_stapling_follows_the_acme_certificate);
+	tcase_add_test(tc, two_instances_http_01);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
