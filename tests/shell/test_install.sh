@@ -20,7 +20,7 @@ prefix=$(meson introspect "$build" --buildoptions |
 for f in sbin/tlsproxy bin/tlsproxy-backend share/man/man8/tlsproxy.8 \
     share/man/man5/tlsproxy.conf.5 share/doc/tlsproxy/tlsproxy.conf \
     lib/systemd/system/tlsproxy.service lib/systemd/system/tlsproxy.socket \
-    lib/sysusers.d/tlsproxy.conf; do
+    lib/sysusers.d/tlsproxy.conf lib/tmpfiles.d/tlsproxy.conf; do
 	if [ -f "$dest$prefix/$f" ]; then
 		ok "installs $f"
 	else
@@ -34,7 +34,8 @@ else
 fi
 extra=$(cd "$dest$prefix" && find . -type f | sort | grep -v -e '^./sbin/tlsproxy$' \
 	-e '^./bin/tlsproxy-backend$' -e '^./share/man/' -e '^./share/doc/tlsproxy/' \
-	-e '^./lib/systemd/system/tlsproxy\.' -e '^./lib/sysusers.d/tlsproxy\.conf$')
+	-e '^./lib/systemd/system/tlsproxy\.' -e '^./lib/sysusers.d/tlsproxy\.conf$' \
+	-e '^./lib/tmpfiles.d/tlsproxy\.conf$')
 if [ -z "$extra" ]; then
 	ok "no unexpected files"
 else
