@@ -162,6 +162,50 @@ check "purge: state, cache and logs are removed" sh -c "
     [ ! -e '$tmp/var/lib/tlsproxy' ] && [ ! -e '$tmp/var/cache/tlsproxy' ] &&
     [ ! -e '$tmp/var/log/tlsproxy' ]"
 
+# --- install, upgrade, remove, purge with dpkg -------------------------------
+# dpkg itself, into an empty root of ours: --force-script-chrootless runs
+# the real maintainer scripts here with DPKG_ROOT set, which they and the
+# tools they call (systemd-sysusers, systemd-tmpfiles, deb-systemd-helper)
+# honour; the steps that talk to a running systemd skip themselves under
+# DPKG_ROOT and were checked above. Dependencies are not installed there.
+dr=$tmp/dpkgroot
+dpkg_root() {
+	dpkg --root="$dr" --force-script-chrootless --force-depends \
+	    --force-confdef --force-confold "$@" < /dev/null
+}
+if [ "$(id -u)" -eq 0 ]; then
+	mkdir -p "$dr/var/lib/dpkg/info" "$dr/var/lib/dpkg/updates" \
+	    "$dr/var/lib/dpkg/triggers"
+	: > "$dr/var/lib/dpkg/status"
+	: > "$dr/var/lib/dpkg/available"
+	check "dpkg installs the package" dpkg_root -i "$deb"
+	check "install: the user exists and /etc/tlsproxy is 0750 root:tlsproxy" sh -c "
+	    g=\$(sed -n 's/^tlsproxy:[^:]*:\\([0-9]*\\):.*/\\1/p' '$dr/etc/group');
+	    grep -q '^tlsproxy:' '$dr/etc/passwd' && [ -n \"\$g\" ] &&
+	    stat -c '%a %u %g' '$dr/etc/tlsproxy' | grep -q -x \"750 0 \$g\""
+	check "install: no unit is enabled" sh -c "
+	    find '$dr/etc' -name '*.wants' -o -type l | grep . && exit 1; exit 0"
+	# An operator's edit, then a newer version of the same package.
+	echo "; local edit" >> "$dr/etc/tlsproxy/tlsproxy.conf"
+	mkdir -p "$tmp/next"
+	dpkg-deb -R "$deb" "$tmp/next/tree"
+	sed -i "s/^Version: .*/Version: $version+1/" "$tmp/next/tree/DEBIAN/control"
+	dpkg-deb --root-owner-group -b "$tmp/next/tree" "$tmp/next/next.deb" > /dev/null
+	check "dpkg upgrades the package" dpkg_root -i "$tmp/next/next.deb"
+	check "upgrade: the edited conffile is kept" \
+	    grep -q -x '; local edit' "$dr/etc/tlsproxy/tlsproxy.conf"
+	mkdir -p "$dr/var/lib/tlsproxy/acme" "$dr/var/log/tlsproxy"
+	check "dpkg removes the package" dpkg_root -r tlsproxy
+	check "remove: the daemon goes, the configuration stays" sh -c "
+	    [ ! -e '$dr/usr/sbin/tlsproxy' ] && [ -f '$dr/etc/tlsproxy/tlsproxy.conf' ]"
+	check "dpkg purges the package" dpkg_root -P tlsproxy
+	check "purge: configuration, state and logs go" sh -c "
+	    [ ! -e '$dr/etc/tlsproxy/tlsproxy.conf' ] &&
+	    [ ! -e '$dr/var/lib/tlsproxy' ] && [ ! -e '$dr/var/log/tlsproxy' ]"
+else
+	ok "dpkg install, upgrade, remove and purge # SKIP needs root"
+fi
+
 # --- sysusers and tmpfiles ---------------------------------------------------
 # What the postinst does, applied to the unpacked tree: the user and group
 # go into its own /etc/passwd and /etc/group.
