@@ -95,6 +95,7 @@ version=$(dpkg-deb -f "$deb" Version | sed -e 's/^[0-9]*://' -e 's/-[^-]*$//')
 "$bin" -V > "$tmp/V" 2>&1
 check "tlsproxy -V prints the package's version $version" \
     grep -q -x "tlsproxy $version" "$tmp/V"
+# shellcheck source=../../scripts/boringssl.pin
 . "$src/scripts/boringssl.pin"
 check "tlsproxy -V names the pinned BoringSSL, static" \
     grep -q "BoringSSL $BORINGSSL_VERSION .*; static\$" "$tmp/V"
@@ -308,10 +309,10 @@ except OSError:
     pass
 EOF
 	}
-	# logged FILE: FILE gets a line within two seconds.
+	# logged FILE: FILE gets a line within five seconds.
 	logged() {
 		i=0
-		while [ $i -lt 20 ]; do
+		while [ $i -lt 50 ]; do
 			[ -s "$1" ] && return 0
 			sleep 0.1
 			i=$((i + 1))
@@ -331,7 +332,7 @@ EOF
 	    env PATH="$stubs:$PATH" logrotate -f -s "$tmp/lr.state" "$tmp/lr.conf"
 	poke after
 	check "after rotation the daemon writes to a new access.log" sh -c "
-	    i=0; while [ \$i -lt 20 ] && ! [ -s '$logs/access.log' ]; do sleep 0.1; i=\$((i + 1)); done;
+	    i=0; while [ \$i -lt 50 ] && ! [ -s '$logs/access.log' ]; do sleep 0.1; i=\$((i + 1)); done;
 	    [ -s '$logs/access.log' ] && [ -s '$logs/access.log.1' ] &&
 	    grep -q 'SIGUSR1: reopening the access log' '$tmp/daemon.log'"
 	kill "$pid"
