@@ -740,6 +740,13 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 		evhttp_send_error(req, HTTP_INTERNAL, NULL);
 		return;
 	}
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_POST &&
+	    (path == NULL || strcmp(path, "/ocsp/refetch") != 0)) {
+		evbuffer_free(b);
+		evhttp_add_header(h, "Allow", "GET, HEAD");
+		evhttp_send_error(req, 405, NULL);
+		return;
+	}
 	if (path != NULL && strcmp(path, "/metrics") == 0) {
 		admin_metrics(b, a->d);
 		evhttp_add_header(h, "Content-Type",
@@ -747,9 +754,27 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 	} else if (path != NULL && strcmp(path, "/status") == 0) {
 		admin_status(b, a->d);
 		evhttp_add_header(h, "Content-Type", "application/json");
+	} else if (path != NULL && strcmp(path, "/ocsp/refetch") == 0) {
+		/* A change, so not on a GET that a crawler or a cache might
+		 * repeat. */
+		if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+			evbuffer_free(b);
+			evhttp_add_header(h, "Allow", "POST");
+			evhttp_send_error(req, 405, "POST /ocsp/refetch");
+			return;
+		}
+		log_msg(LOGL_INFO, "admin: fetching every OCSP response now");
+		evbuffer_add_printf(b, "fetching %zu OCSP responses\n",
+		    ocsp_fetcher_refresh(a->d->ocsp));
+		evhttp_add_header(h, "Content-Type", "text/plain");
+		evhttp_add_header(h, "Cache-Control", "no-store");
+		evhttp_send_reply(req, 202, "Accepted", b);
+		evbuffer_free(b);
+		return;
 	} else {
 		evbuffer_free(b);
-		evhttp_send_error(req, HTTP_NOTFOUND, "try /metrics or /status");
+		evhttp_send_error(req, HTTP_NOTFOUND, "try /metrics, /status or "
+		    "POST /ocsp/refetch");
 		return;
 	}
 	evhttp_add_header(h, "Cache-Control", "no-store");
@@ -819,12 +844,14 @@ admin_start(struct daemon *d, const struct conf_global *g)
 	if (g->admin_addr.ss.ss_family == AF_UNIX)
 		a->unix_path = strdup(((const struct sockaddr_un *)
 		    &g->admin_addr.ss)->sun_path);
-	evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
+	    EVHTTP_REQ_POST);
 	evhttp_set_max_headers_size(a->http, ADMIN_MAX_HEADERS);
 	evhttp_set_max_body_size(a->http, 0);
 	evhttp_set_timeout(a->http, ADMIN_TIMEOUT_S);
 	evhttp_set_gencb(a->http, admin_request_cb, a);
-	log_msg(LOGL_INFO, "admin endpoint on %s (/metrics, /status)",
+	log_msg(LOGL_INFO, "admin endpoint on %s (/metrics, /status, "
+	    "POST /ocsp/refetch)",
 	    g->admin);
 	return a;
 fail:

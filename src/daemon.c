@@ -413,6 +413,9 @@ daemon_reload(struct daemon *d)
 	generation_activate(g);
 	generation_publish(g);
 	ocsp_fetcher_sync(d->ocsp, g);
+	/* A reload is when an operator who fixed something expects fresh
+	 * responses, as after a responder outage or a revocation. */
+	ocsp_fetcher_refresh(d->ocsp);
 	acme_sync(d->acme, g);
 	d->old_socks = d->socks;
 	d->socks = next;

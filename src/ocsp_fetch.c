@@ -836,15 +836,20 @@ ocsp_fetcher_sync(struct ocsp_fetcher *f, const struct generation *g)
 	}
 }
 
-void
+size_t
 ocsp_fetcher_refresh(struct ocsp_fetcher *f)
 {
+	size_t n = 0;
+
 	if (f == NULL)
-		return;
+		return 0;
 	for (struct task *t = f->tasks; t != NULL; t = t->next) {
-		if (t->url != NULL && !t->busy)
+		if (t->url != NULL && !t->busy) {
 			task_schedule(t, 0);
+			n++;
+		}
 	}
+	return n;
 }
 
 void

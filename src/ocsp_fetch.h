@@ -22,9 +22,10 @@ struct ocsp_fetcher *ocsp_fetcher_new(struct event_base *base);
  * fetches under way start again with the new setting. */
 void ocsp_fetcher_sync(struct ocsp_fetcher *f, const struct generation *g);
 
-/* ocsp_fetcher_refresh fetches every response again now (SIGUSR2),
- * except those whose fetch is already under way. */
-void ocsp_fetcher_refresh(struct ocsp_fetcher *f);
+/* ocsp_fetcher_refresh fetches every response again now (SIGUSR2, a
+ * reload, POST /ocsp/refetch), except those whose fetch is already under
+ * way; returns how many fetches it started. */
+size_t ocsp_fetcher_refresh(struct ocsp_fetcher *f);
 
 /* What the metrics show of one stapled certificate. Times are Unix
  * seconds, 0 when unknown. */

@@ -673,6 +673,60 @@ count_lines(const struct h_daemon *d, const char *needle)
 	return n;
 }
 
+/* wait_count waits until |needle| is in the log more than |than|
+ * times. */
+static int
+wait_count(const struct h_daemon *d, const char *needle, int than)
+{
+	for (int i = 0; i < 100; i++) {
+		if (count_lines(d, needle) > than)
+			return 1;
+		usleep(50000);
+	}
+	return 0;
+}
+
+/* A good response for the ECDSA certificate of context good (count_lines
+ * quotes its needle in single quotes). */
+#define GOOD_LINE "(ECDSA certificate): good response from http:"
+
+/* Every response is fetched again on POST /ocsp/refetch (GET is refused:
+ * it is a change) and on a reload. */
+START_TEST(refetch_on_admin_request_and_reload)
+{
+	struct h_daemon d;
+	pid_t bpid, rpid;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+	int admin = h_free_port(), n;
+	char extra[64], *out;
+
+	make_pki();
+	rpid = start_responder();
+	snprintf(extra, sizeof(extra), "admin = 127.0.0.1:%d\n", admin);
+	ck_assert_int_eq(h_daemon_start(&d, "refetch", conf_with(port, bport,
+	    extra)), 0);
+	ck_assert(h_log_contains(&d, ECDSA_GOOD, 5000));
+	n = count_lines(&d, GOOD_LINE);
+	out = h_run(NULL, "curl -s -X POST -w ' %%{http_code}' "
+	    "http://127.0.0.1:%d/ocsp/refetch", admin);
+	ck_assert_msg(strcmp(out, "fetching 3 OCSP responses\n 202") == 0,
+	    "%s", out);
+	free(out);
+	ck_assert(wait_count(&d, GOOD_LINE, n));
+	out = h_run(NULL, "curl -s -o /dev/null -w '%%{http_code}' "
+	    "http://127.0.0.1:%d/ocsp/refetch", admin);
+	ck_assert_str_eq(out, "405");
+	free(out);
+	n = count_lines(&d, GOOD_LINE);
+	ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+	ck_assert(h_log_contains(&d, "generation 2 published", 5000));
+	ck_assert(wait_count(&d, GOOD_LINE, n));
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	stop_responder(rpid);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
 START_TEST(refreshes_keep_memory_flat)
 {
 	struct h_daemon d;
@@ -729,6 +783,7 @@ main(void)
 	tcase_add_test(tc, wrong_or_stale_responses_rejected);
 	tcase_add_test(tc, file_checked_with_ocsp_issuer);
 	tcase_add_test(tc, refreshes_keep_memory_flat);
+	tcase_add_test(tc, refetch_on_admin_request_and_reload);
 	tcase_add_test(tc, responder_name_lookup_never_blocks);
 	tcase_add_test(tc, endless_responses_cut_while_read);
 	suite_add_tcase(s, tc);
