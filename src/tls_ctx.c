@@ -1130,7 +1130,7 @@ tls_ctx_init_acme(struct tls_ctx *t, struct config *cfg,
 	if ((t->ctx[kt] = tls_ctx_build_one(t, cfg, cc, tls, NULL, NULL,
 	    0)) == NULL || (t->acme = acme_slot_get(key)) == NULL)
 		goto fail;
-	/* The account's key: P-256 for ecdsa, 2048 bits for rsa. */
+	/* The certificates' key: P-256 for ecdsa, 2048 bits for rsa. */
 	t->ecdsa_sigalg = SSL_SIGN_ECDSA_SECP256R1_SHA256;
 	t->ecdsa_group = SSL_CURVE_SECP256R1;
 	snprintf(t->key_alg[kt], sizeof(t->key_alg[kt]), "%s",
