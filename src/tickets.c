@@ -306,6 +306,26 @@ tickets_rotate(size_t keep)
 	return rc != 0 ? -1 : 0;
 }
 
+int
+tickets_export(struct ticket_ring *out)
+{
+	const struct tickets_snap *s;
+	int rc = 0;
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&tickets_write_lock);
+	s = atomic_load_explicit(&tickets_current, memory_order_relaxed);
+	if (s != NULL && (out->keys = malloc(s->ring.num *
+	    sizeof(*out->keys))) != NULL) {
+		memcpy(out->keys, s->ring.keys, s->ring.num * sizeof(*out->keys));
+		out->num = s->ring.num;
+	} else if (s != NULL) {
+		rc = -1;
+	}
+	pthread_mutex_unlock(&tickets_write_lock);
+	return rc;
+}
+
 int64_t
 tickets_key_since(void)
 {

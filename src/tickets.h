@@ -52,6 +52,13 @@ int tickets_new_key_line(char *out, size_t out_len);
  * is wiped and the ring in use stays. Control side only. */
 void tickets_install(struct ticket_ring *r, int from_file);
 
+/* tickets_export copies the ring in use into |out|, the key that
+ * encrypts new tickets first, for a process taking over from this one:
+ * tickets_install there keeps every ticket issued here valid. Free |out|
+ * with tickets_ring_free. Returns 0 (with |out| empty when no ring is in
+ * use), or -1 out of memory with |out| empty. Control side only. */
+int tickets_export(struct ticket_ring *out);
+
 /* tickets_clear retires the ring in use, leaving none (at exit). */
 void tickets_clear(void);
 

@@ -1,5 +1,7 @@
 /* The ticket-key file: raw and base64 layouts, bad input, permissions,
- * and the ring's encrypt/decrypt/renew behaviour. */
+ * the ring's encrypt/decrypt/renew behaviour, and the ring handed to a
+ * new process: exported and installed again, same keys in the same
+ * order. */
 #include <check.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -153,6 +155,62 @@ START_TEST(ring_encrypts_with_first_and_renews_older)
 }
 END_TEST
 
+/* ring_copy returns a copy of |r|'s keys, to compare with later. */
+static struct ticket_ring
+ring_copy(const struct ticket_ring *r)
+{
+	struct ticket_ring c = { malloc(r->num * sizeof(*r->keys)), r->num };
+
+	ck_assert_ptr_nonnull(c.keys);
+	memcpy(c.keys, r->keys, r->num * sizeof(*r->keys));
+	return c;
+}
+
+START_TEST(export_and_install_again)
+{
+	struct ticket_ring r, installed, exported, again;
+	uint8_t name[16], iv[16];
+
+	/* Nothing in use: nothing to hand over. */
+	ck_assert_int_eq(tickets_export(&exported), 0);
+	ck_assert_uint_eq(exported.num, 0);
+	ck_assert_ptr_null(exported.keys);
+
+	ck_assert_int_eq(tickets_generate(&r, 3), 0);
+	installed = ring_copy(&r);
+	tickets_install(&r, 0);
+	/* A rotation puts a key of its own first: the export must follow
+	 * the ring in use, not what was installed. */
+	ck_assert_int_eq(tickets_rotate(3), 0);
+	ck_assert_int_eq(ring_cb(name, iv, 1), 1);
+	ck_assert_int_eq(tickets_export(&exported), 0);
+	ck_assert_uint_eq(exported.num, 3);
+	ck_assert_mem_eq(exported.keys[0].name, name, 16);
+	ck_assert_mem_eq(&exported.keys[1], &installed.keys[0],
+	    2 * TICKET_KEY_LEN);
+
+	/* The new process: no keys, then the exported ones. */
+	tickets_clear();
+	ck_assert_uint_eq(tickets_num(), 0);
+	ck_assert_int_eq(ring_cb(name, iv, 0), 0);
+	r = ring_copy(&exported);
+	tickets_install(&r, 0);
+	ck_assert_int_eq(tickets_export(&again), 0);
+	ck_assert_uint_eq(again.num, exported.num);
+	ck_assert_mem_eq(again.keys, exported.keys, again.num * TICKET_KEY_LEN);
+	/* Tickets issued before the handover still decrypt under the same
+	 * keys, and new ones are encrypted with the same first key. */
+	ck_assert_int_eq(ring_cb(name, iv, 0), 1);
+	memcpy(name, installed.keys[1].name, 16);
+	ck_assert_int_eq(ring_cb(name, iv, 0), 2);
+	ck_assert_int_eq(ring_cb(name, iv, 1), 1);
+	ck_assert_mem_eq(name, exported.keys[0].name, 16);
+	tickets_ring_free(&installed);
+	tickets_ring_free(&exported);
+	tickets_ring_free(&again);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -163,6 +221,7 @@ main(void)
 	tcase_add_test(tc, base64_lines);
 	tcase_add_test(tc, file_permissions);
 	tcase_add_test(tc, ring_encrypts_with_first_and_renews_older);
+	tcase_add_test(tc, export_and_install_again);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
