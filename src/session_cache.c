@@ -27,6 +27,9 @@
 /* Sessions this small are copied out to the stack; larger ones (client
  * certificate chains) to the heap. */
 #define CACHE_STACK_COPY 4096
+/* The largest session session_cache_import takes: a session with a long
+ * client certificate chain stays well below it. */
+#define CACHE_IMPORT_MAX 65536
 
 struct entry {
 	struct entry *hnext;           /* hash chain */
@@ -274,6 +277,42 @@ session_cache_configure(size_t cap, uint64_t timeout)
 		pthread_mutex_unlock(&shards[i - 1].lock);
 }
 
+/* cache_entry_new makes an entry for a session stored at |now_ns| that
+ * expires |ttl_ms| later. */
+static struct entry *
+cache_entry_new(const uint8_t *id, size_t id_len, const uint8_t *der,
+    size_t der_len, uint64_t now_ns, uint64_t ttl_ms)
+{
+	struct entry *e = malloc(sizeof(*e) + der_len);
+
+	if (e == NULL)
+		return NULL;
+	memset(e, 0, sizeof(*e));
+	memcpy(e->id, id, id_len);
+	e->id_len = (uint8_t)id_len;
+	e->der_len = der_len;
+	memcpy(e->der, der, der_len);
+	e->used_ns = now_ns;
+	e->expires_ms = now_ns / 1000000 + ttl_ms;
+	return e;
+}
+
+/* cache_insert links |e| into its shard, or frees it without a cache.
+ * Returns 0 or -1. */
+static int
+cache_insert(struct entry *e)
+{
+	struct shard *s = cache_lock_shard(cache_hash(e->id, e->id_len));
+
+	if (s == NULL) {
+		cache_entry_free(e);
+		return -1;
+	}
+	cache_link(s, e);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
 static int
 cache_new_cb(SSL *ssl, SSL_SESSION *session)
 {
@@ -281,9 +320,7 @@ cache_new_cb(SSL *ssl, SSL_SESSION *session)
 	const uint8_t *id = SSL_SESSION_get_id(session, &id_len);
 	uint8_t *der = NULL;
 	size_t der_len;
-	struct shard *s;
 	struct entry *e;
-	uint64_t now;
 
 	/* TLS 1.3 resumes with tickets only: nothing to look up by ID. */
 	if (id_len == 0 || id_len > SSL_MAX_SSL_SESSION_ID_LENGTH ||
@@ -296,27 +333,12 @@ cache_new_cb(SSL *ssl, SSL_SESSION *session)
 	if (atomic_load_explicit(&num_shards, memory_order_relaxed) == 0 ||
 	    SSL_SESSION_to_bytes(session, &der, &der_len) != 1)
 		return 0;
-	e = malloc(sizeof(*e) + der_len);
-	if (e == NULL) {
-		OPENSSL_free(der);
-		return 0;
-	}
-	memset(e, 0, sizeof(*e));
-	memcpy(e->id, id, id_len);
-	e->id_len = (uint8_t)id_len;
-	e->der_len = der_len;
-	memcpy(e->der, der, der_len);
+	e = cache_entry_new(id, id_len, der, der_len, clock_mono_ns(),
+	    atomic_load(&timeout_ms));
 	OPENSSL_cleanse(der, der_len);
 	OPENSSL_free(der);
-	now = clock_mono_ns();
-	e->used_ns = now;
-	e->expires_ms = now / 1000000 + atomic_load(&timeout_ms);
-	if ((s = cache_lock_shard(cache_hash(id, id_len))) == NULL) {
-		cache_entry_free(e);
-		return 0;
-	}
-	cache_link(s, e);
-	pthread_mutex_unlock(&s->lock);
+	if (e != NULL)
+		cache_insert(e);
 	return 0;
 }
 
@@ -392,6 +414,48 @@ session_cache_count(void)
 		pthread_mutex_unlock(&shards[i].lock);
 	}
 	return n;
+}
+
+void
+session_cache_foreach(int (*fn)(void *arg, const uint8_t *id, size_t id_len,
+    const uint8_t *der, size_t der_len, uint64_t ttl_ms), void *arg)
+{
+	uint64_t now_ms = clock_mono_ms();
+	int stop = 0;
+
+	pthread_once(&shards_once, cache_init_locks);
+	for (size_t i = 0; i < CACHE_SHARDS && !stop; i++) {
+		struct shard *s = &shards[i];
+
+		pthread_mutex_lock(&s->lock);
+		for (struct entry *e = s->lru_tail; e != NULL && !stop;
+		    e = e->lru_prev) {
+			if (e->expires_ms > now_ms)
+				stop = fn(arg, e->id, e->id_len, e->der,
+				    e->der_len, e->expires_ms - now_ms);
+		}
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
+int
+session_cache_import(const uint8_t *id, size_t id_len, const uint8_t *der,
+    size_t der_len, uint64_t ttl_ms)
+{
+	uint64_t timeout = atomic_load(&timeout_ms);
+	struct entry *e;
+
+	if (atomic_load(&num_shards) == 0 || id == NULL || id_len == 0 ||
+	    id_len > SSL_MAX_SSL_SESSION_ID_LENGTH || der == NULL ||
+	    der_len == 0 || der_len > CACHE_IMPORT_MAX)
+		return -1;
+	if (ttl_ms == 0)
+		return 0;
+	e = cache_entry_new(id, id_len, der, der_len, clock_mono_ns(),
+	    ttl_ms < timeout ? ttl_ms : timeout);
+	if (e == NULL)
+		return -1;
+	return cache_insert(e);
 }
 
 void

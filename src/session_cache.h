@@ -28,6 +28,27 @@ void session_cache_set_external(void (*put)(SSL *ssl, SSL_SESSION *session),
 /* session_cache_count returns the number of cached sessions. */
 size_t session_cache_count(void);
 
+/* session_cache_foreach calls |fn| with every session that has not
+ * expired: its ID, its serialized bytes as kept here, and the
+ * milliseconds it has left; it stops when |fn| returns nonzero. Shard by
+ * shard, least recently used first, so that importing them in that order
+ * keeps the order. |fn| runs with a shard's lock held: it must not call
+ * the cache, and should be quick, as handshakes of that shard wait. */
+void session_cache_foreach(int (*fn)(void *arg, const uint8_t *id,
+    size_t id_len, const uint8_t *der, size_t der_len, uint64_t ttl_ms),
+    void *arg);
+
+/* session_cache_import stores a session that session_cache_foreach gave
+ * another process, as if it had just been stored here: most recently
+ * used, expiring in |ttl_ms| or the configured lifetime if shorter (0:
+ * it has expired, nothing is stored), evicting as usual. The bytes are
+ * parsed only when a handshake finds them, like every cached session.
+ * Returns 0, or -1 without a cache, for an empty ID or one longer than
+ * SSL_MAX_SSL_SESSION_ID_LENGTH, for bytes empty or over 64 KiB, or out
+ * of memory. */
+int session_cache_import(const uint8_t *id, size_t id_len,
+    const uint8_t *der, size_t der_len, uint64_t ttl_ms);
+
 /* session_cache_clear drops every session. */
 void session_cache_clear(void);
 

@@ -2,13 +2,16 @@
  * are stored and resumed, the capacity bounds them (also below the number
  * of shards, and when it shrinks, keeping the most recently used), 0 turns
  * the cache off, and threads resuming while the capacity keeps changing
- * stay correct (run under ASan). */
+ * stay correct (run under ASan). Sessions handed to a new process
+ * (session_cache_foreach, then session_cache_import) resume there, with
+ * their time left and their LRU order, and bad input is refused. */
 #include <check.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/bio.h>
 #include <openssl/ssl.h>
@@ -187,6 +190,275 @@ START_TEST(threads_while_capacity_changes)
 }
 END_TEST
 
+/* What session_cache_foreach gave, as another process would receive
+ * it. */
+struct exported {
+	uint8_t id[SSL_MAX_SSL_SESSION_ID_LENGTH];
+	size_t id_len;
+	uint8_t *der;
+	size_t der_len;
+	uint64_t ttl_ms;
+};
+
+struct export_list {
+	struct exported v[256];
+	size_t num;
+	size_t stop_after; /* 0: never stop */
+};
+
+static int
+export_one(void *arg, const uint8_t *id, size_t id_len, const uint8_t *der,
+    size_t der_len, uint64_t ttl_ms)
+{
+	struct export_list *l = arg;
+	struct exported *x = &l->v[l->num++];
+
+	ck_assert_uint_le(l->num, sizeof(l->v) / sizeof(l->v[0]));
+	ck_assert_uint_le(id_len, sizeof(x->id));
+	memcpy(x->id, id, id_len);
+	x->id_len = id_len;
+	x->der = malloc(der_len);
+	ck_assert_ptr_nonnull(x->der);
+	memcpy(x->der, der, der_len);
+	x->der_len = der_len;
+	x->ttl_ms = ttl_ms;
+	return l->stop_after != 0 && l->num == l->stop_after;
+}
+
+static void
+export_all(struct export_list *l)
+{
+	l->num = 0;
+	session_cache_foreach(export_one, l);
+}
+
+static void
+export_free(struct export_list *l)
+{
+	for (size_t i = 0; i < l->num; i++)
+		free(l->v[i].der);
+	l->num = 0;
+}
+
+static void
+import_all(const struct export_list *l)
+{
+	for (size_t i = 0; i < l->num; i++)
+		ck_assert_int_eq(session_cache_import(l->v[i].id, l->v[i].id_len,
+		    l->v[i].der, l->v[i].der_len, l->v[i].ttl_ms), 0);
+}
+
+static void
+sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+START_TEST(handed_over_sessions_resume)
+{
+	SSL_CTX *sctx = cache_server_ctx(), *cctx = SSL_CTX_new(TLS_method());
+	static struct export_list l;
+	SSL_SESSION *sess[10];
+
+	session_cache_configure(1600, 300000);
+	for (int i = 0; i < 10; i++)
+		ck_assert(!handshake(sctx, cctx, NULL, &sess[i]));
+	export_all(&l);
+	ck_assert_uint_eq(l.num, 10);
+	for (size_t i = 0; i < l.num; i++) {
+		ck_assert_uint_le(l.v[i].ttl_ms, 300000);
+		ck_assert_uint_gt(l.v[i].ttl_ms, 240000);
+	}
+	/* The new process starts empty. */
+	session_cache_clear();
+	ck_assert_uint_eq(session_cache_count(), 0);
+	import_all(&l);
+	ck_assert_uint_eq(session_cache_count(), 10);
+	for (int i = 0; i < 10; i++)
+		ck_assert_msg(handshake(sctx, cctx, sess[i], NULL),
+		    "session %d not resumed", i);
+	export_free(&l);
+	/* A callback that has had enough stops the walk. */
+	l.stop_after = 3;
+	export_all(&l);
+	ck_assert_uint_eq(l.num, 3);
+	export_free(&l);
+	for (int i = 0; i < 10; i++)
+		SSL_SESSION_free(sess[i]);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+}
+END_TEST
+
+START_TEST(import_ttl_honoured_and_capped)
+{
+	SSL_CTX *sctx = cache_server_ctx(), *cctx = SSL_CTX_new(TLS_method());
+	static struct export_list l;
+	SSL_SESSION *a, *b;
+	const uint8_t *a_id;
+	unsigned a_id_len;
+	size_t ia, ib;
+
+	session_cache_configure(1600, 2000);
+	ck_assert(!handshake(sctx, cctx, NULL, &a));
+	ck_assert(!handshake(sctx, cctx, NULL, &b));
+	a_id = SSL_SESSION_get_id(a, &a_id_len);
+	export_all(&l);
+	ck_assert_uint_eq(l.num, 2);
+	/* The walk goes by shard: which one is a's? */
+	ia = l.v[1].id_len == a_id_len && memcmp(l.v[1].id, a_id,
+	    a_id_len) == 0;
+	ib = 1 - ia;
+	session_cache_clear();
+	/* Longer than this process keeps sessions: its lifetime wins. */
+	ck_assert_int_eq(session_cache_import(l.v[ia].id, l.v[ia].id_len,
+	    l.v[ia].der, l.v[ia].der_len, 86400000), 0);
+	/* Nearly expired over there: nearly expired here. */
+	ck_assert_int_eq(session_cache_import(l.v[ib].id, l.v[ib].id_len,
+	    l.v[ib].der, l.v[ib].der_len, 500), 0);
+	export_free(&l);
+	export_all(&l);
+	ck_assert_uint_eq(l.num, 2);
+	ia = l.v[1].id_len == a_id_len && memcmp(l.v[1].id, a_id,
+	    a_id_len) == 0;
+	ib = 1 - ia;
+	ck_assert_uint_le(l.v[ia].ttl_ms, 2000);
+	ck_assert_uint_gt(l.v[ia].ttl_ms, 1000);
+	ck_assert_uint_le(l.v[ib].ttl_ms, 500);
+	ck_assert(handshake(sctx, cctx, a, NULL));
+	ck_assert(handshake(sctx, cctx, b, NULL));
+	sleep_ms(600);
+	export_free(&l);
+	export_all(&l);
+	ck_assert_uint_eq(l.num, 1);
+	ck_assert_mem_eq(l.v[0].id, a_id, a_id_len);
+	ck_assert(handshake(sctx, cctx, a, NULL));
+	ck_assert(!handshake(sctx, cctx, b, NULL));
+	/* Expired already: stored nowhere. */
+	session_cache_clear();
+	ck_assert_int_eq(session_cache_import(l.v[0].id, l.v[0].id_len,
+	    l.v[0].der, l.v[0].der_len, 0), 0);
+	ck_assert_uint_eq(session_cache_count(), 0);
+	export_free(&l);
+	SSL_SESSION_free(a);
+	SSL_SESSION_free(b);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+}
+END_TEST
+
+/* id_n makes the session ID of number |n|. */
+static void
+id_n(unsigned n, uint8_t id[32])
+{
+	memset(id, 0, 32);
+	memcpy(id, &n, sizeof(n));
+}
+
+static unsigned
+n_of(const struct exported *x)
+{
+	unsigned n;
+
+	memcpy(&n, x->id, sizeof(n));
+	return n;
+}
+
+START_TEST(import_keeps_lru_order)
+{
+	static struct export_list l, again;
+	uint8_t id[32];
+	unsigned fresh = 1000, mate = 0, gone = 0;
+	int found = 0;
+
+	/* 16 shards of 2: after 200 imports each holds the last 2 of its
+	 * own, and the walk gives them shard by shard, in pairs. */
+	session_cache_configure(32, 300000);
+	for (unsigned n = 0; n < 200; n++) {
+		id_n(n, id);
+		ck_assert_int_eq(session_cache_import(id, 32,
+		    (const uint8_t *)"session", 7, 300000), 0);
+	}
+	ck_assert_uint_eq(session_cache_count(), 32);
+	export_all(&l);
+	ck_assert_uint_eq(l.num, 32);
+	/* Least recently used first. */
+	for (size_t i = 0; i < l.num; i += 2)
+		ck_assert_uint_lt(n_of(&l.v[i]), n_of(&l.v[i + 1]));
+	/* Imported in that order, the order is the same. */
+	session_cache_clear();
+	import_all(&l);
+	export_all(&again);
+	ck_assert_uint_eq(again.num, l.num);
+	for (size_t i = 0; i < l.num; i++)
+		ck_assert_uint_eq(n_of(&again.v[i]), n_of(&l.v[i]));
+	export_free(&again);
+	/* One more session evicts the least recently used of its shard. */
+	id_n(fresh, id);
+	ck_assert_int_eq(session_cache_import(id, 32,
+	    (const uint8_t *)"session", 7, 300000), 0);
+	export_all(&again);
+	ck_assert_uint_eq(again.num, 32);
+	for (size_t i = 0; i < again.num; i += 2) {
+		if (n_of(&again.v[i + 1]) == fresh) {
+			mate = n_of(&again.v[i]);
+			found = 1;
+		}
+	}
+	ck_assert(found);
+	for (size_t i = 0; i < l.num; i += 2) {
+		if (n_of(&l.v[i + 1]) == mate)
+			gone = n_of(&l.v[i]);
+	}
+	for (size_t i = 0; i < again.num; i++)
+		ck_assert_uint_ne(n_of(&again.v[i]), gone);
+	export_free(&again);
+	export_free(&l);
+}
+END_TEST
+
+START_TEST(import_refuses_bad_input)
+{
+	SSL_CTX *sctx = cache_server_ctx(), *cctx = SSL_CTX_new(TLS_method());
+	static uint8_t big[65537];
+	static struct export_list l;
+	uint8_t id[SSL_MAX_SSL_SESSION_ID_LENGTH + 1];
+	SSL_SESSION *a;
+
+	memset(id, 7, sizeof(id));
+	session_cache_configure(0, 300000);
+	ck_assert_int_eq(session_cache_import(id, 32, big, 100, 1000), -1);
+	session_cache_configure(100, 300000);
+	ck_assert_int_eq(session_cache_import(id, 0, big, 100, 1000), -1);
+	ck_assert_int_eq(session_cache_import(id, 33, big, 100, 1000), -1);
+	ck_assert_int_eq(session_cache_import(NULL, 32, big, 100, 1000), -1);
+	ck_assert_int_eq(session_cache_import(id, 32, big, 0, 1000), -1);
+	ck_assert_int_eq(session_cache_import(id, 32, NULL, 100, 1000), -1);
+	ck_assert_int_eq(session_cache_import(id, 32, big, sizeof(big), 1000),
+	    -1);
+	ck_assert_uint_eq(session_cache_count(), 0);
+	ck_assert_int_eq(session_cache_import(id, 32, big, sizeof(big) - 1,
+	    1000), 0);
+	ck_assert_int_eq(session_cache_import(id, 1, big, 1, 1000), 0);
+	ck_assert_uint_eq(session_cache_count(), 2);
+	/* Bytes that are no session, under a real session's ID: the
+	 * handshake that finds them does a full handshake. */
+	ck_assert(!handshake(sctx, cctx, NULL, &a));
+	export_all(&l);
+	session_cache_clear();
+	ck_assert_int_eq(session_cache_import(l.v[0].id, l.v[0].id_len,
+	    (const uint8_t *)"\x30\x03garbage", 9, 1000), 0);
+	ck_assert(!handshake(sctx, cctx, a, NULL));
+	export_free(&l);
+	SSL_SESSION_free(a);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -197,6 +469,10 @@ main(void)
 	tcase_add_test(tc, stores_resumes_and_shrinks);
 	tcase_add_test(tc, capacity_of_one);
 	tcase_add_test(tc, threads_while_capacity_changes);
+	tcase_add_test(tc, handed_over_sessions_resume);
+	tcase_add_test(tc, import_ttl_honoured_and_capped);
+	tcase_add_test(tc, import_keeps_lru_order);
+	tcase_add_test(tc, import_refuses_bad_input);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
