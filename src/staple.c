@@ -9,6 +9,10 @@
 
 #include "retire.h"
 
+/* The largest response staple_restore takes; a responder's answer is a
+ * few kilobytes. */
+#define STAPLE_RESTORE_MAX 65536
+
 /* A response, immutable once published. */
 struct staple_resp {
 	struct retire_node retire;
@@ -106,20 +110,28 @@ staple_slot_unref(struct staple_slot *s)
 	free(s);
 }
 
+static struct staple_resp *
+staple_resp_new(const uint8_t *der, size_t len, int64_t expires)
+{
+	struct staple_resp *r = malloc(sizeof(*r) + len);
+
+	if (r == NULL)
+		return NULL;
+	memset(r, 0, sizeof(*r));
+	memcpy(r->der, der, len);
+	r->len = len;
+	r->expires = expires;
+	return r;
+}
+
 int
 staple_set(struct staple_slot *s, const uint8_t *der, size_t len,
     int64_t expires)
 {
 	struct staple_resp *r = NULL;
 
-	if (der != NULL) {
-		if ((r = malloc(sizeof(*r) + len)) == NULL)
-			return -1;
-		memset(r, 0, sizeof(*r));
-		memcpy(r->der, der, len);
-		r->len = len;
-		r->expires = expires;
-	}
+	if (der != NULL && (r = staple_resp_new(der, len, expires)) == NULL)
+		return -1;
 	staple_swap(s, r);
 	return 0;
 }
@@ -162,6 +174,64 @@ staple_prune(int64_t now)
 			retire_defer(&r->retire, staple_resp_free, r);
 	}
 	pthread_mutex_unlock(&slots_lock);
+}
+
+void
+staple_foreach(void (*fn)(void *arg, const uint8_t hash[32],
+    const uint8_t *der, size_t len, int64_t expires), void *arg)
+{
+	int64_t now = (int64_t)time(NULL);
+
+	pthread_mutex_lock(&slots_lock);
+	for (struct staple_slot *s = slots; s != NULL; s = s->next) {
+		const struct staple_resp *r = atomic_load_explicit(&s->resp,
+		    memory_order_acquire);
+
+		if (r != NULL && now < r->expires)
+			fn(arg, s->hash, r->der, r->len, r->expires);
+	}
+	pthread_mutex_unlock(&slots_lock);
+}
+
+int
+staple_restore(const uint8_t hash[32], const uint8_t *der, size_t len,
+    int64_t expires)
+{
+	struct staple_resp *r, *none = NULL;
+	struct staple_slot *s;
+	int set = 0;
+
+	if (der == NULL || len == 0 || len > STAPLE_RESTORE_MAX ||
+	    expires <= (int64_t)time(NULL))
+		return 0;
+	if ((r = staple_resp_new(der, len, expires)) == NULL)
+		return -1;
+	pthread_mutex_lock(&slots_lock);
+	for (s = slots; s != NULL; s = s->next) {
+		if (memcmp(s->hash, hash, 32) == 0)
+			break;
+	}
+	/* Only into an empty slot: what the configuration or the fetcher
+	 * put there meanwhile is at least as fresh. The lock keeps the slot
+	 * from being freed. */
+	if (s != NULL)
+		set = atomic_compare_exchange_strong(&s->resp, &none, r);
+	pthread_mutex_unlock(&slots_lock);
+	if (!set)
+		free(r);
+	return set;
+}
+
+size_t
+staple_copy(struct staple_slot *s, uint8_t *buf, size_t buf_len)
+{
+	const struct staple_resp *r = atomic_load_explicit(&s->resp,
+	    memory_order_acquire);
+
+	if (r == NULL || r->len > buf_len)
+		return 0;
+	memcpy(buf, r->der, r->len);
+	return r->len;
 }
 
 size_t

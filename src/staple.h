@@ -48,6 +48,30 @@ int staple_has(struct staple_slot *s);
  * the epoch) from every slot. Control side. */
 void staple_prune(int64_t now);
 
+/* staple_foreach calls |fn| with every slot's response that has not
+ * expired: the certificate's hash, the response and when it expires, for
+ * a process taking over from this one. Control side: the responses are
+ * read in place, so nothing may replace them meanwhile. |fn| runs with
+ * the slots' lock held and must not call the other staple functions. */
+void staple_foreach(void (*fn)(void *arg, const uint8_t hash[32],
+    const uint8_t *der, size_t len, int64_t expires), void *arg);
+
+/* staple_restore gives the slot of |hash|, if there is one, a copy of
+ * |der|, valid until |expires| (seconds since the epoch); a response the
+ * slot holds already (from an ocsp file, say) is kept, and no slot is
+ * made. Returns 1 when the response was set; 0 when there is no such
+ * slot, it holds a response, |expires| has passed, or |der| is empty or
+ * over 64 KiB; -1 out of memory. Call it before ocsp_fetcher_sync, which
+ * then plans its refresh from this response instead of fetching at
+ * once. */
+int staple_restore(const uint8_t hash[32], const uint8_t *der, size_t len,
+    int64_t expires);
+
+/* staple_copy copies the slot's response to |buf| and returns its
+ * length, or 0 when it holds none or the response is longer than
+ * |buf_len|. Control side, as staple_foreach. */
+size_t staple_copy(struct staple_slot *s, uint8_t *buf, size_t buf_len);
+
 /* staple_slots_live returns how many slots exist, for tests and
  * metrics. */
 size_t staple_slots_live(void);

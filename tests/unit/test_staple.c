@@ -1,7 +1,9 @@
 /* Staple slots: shared by certificate hash, freed with their last
- * reference; responses served until they expire and never after; and
+ * reference; responses served until they expire and never after;
  * handshakes on other threads reading a slot while its response keeps
- * being replaced never touch freed memory (run under ASan). */
+ * being replaced never touch freed memory (run under ASan); and responses
+ * handed to a new process fill only the slots there that exist and have
+ * none. */
 #include <check.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -147,6 +149,131 @@ START_TEST(served_until_expiry_never_after)
 }
 END_TEST
 
+/* The responses staple_foreach gave, as a new process receives them. */
+struct handed {
+	uint8_t hash[32];
+	uint8_t der[32];
+	size_t len;
+	int64_t expires;
+};
+
+struct handed_list {
+	struct handed v[8];
+	size_t num;
+};
+
+static void
+hand_one(void *arg, const uint8_t hash[32], const uint8_t *der, size_t len,
+    int64_t expires)
+{
+	struct handed_list *l = arg;
+	struct handed *h = &l->v[l->num++];
+
+	ck_assert_uint_le(l->num, sizeof(l->v) / sizeof(l->v[0]));
+	ck_assert_uint_le(len, sizeof(h->der));
+	memcpy(h->hash, hash, 32);
+	memcpy(h->der, der, len);
+	h->len = len;
+	h->expires = expires;
+}
+
+START_TEST(foreach_hands_over_fresh_responses)
+{
+	SSL_CTX *sctx = test_server_ctx(), *cctx = SSL_CTX_new(TLS_method());
+	size_t before = staple_slots_live();
+	struct handed_list l = { .num = 0 };
+	uint8_t h1[32], h2[32], h3[32], got[16];
+	struct staple_slot *a, *b, *c;
+	int64_t now = (int64_t)time(NULL);
+
+	hash_of(7, h1);
+	hash_of(8, h2);
+	hash_of(9, h3);
+	a = staple_slot_get(h1);
+	b = staple_slot_get(h2);
+	c = staple_slot_get(h3);
+	ck_assert_int_eq(staple_set(a, (const uint8_t *)"fresh", 5, now + 600),
+	    0);
+	ck_assert_int_eq(staple_set(b, (const uint8_t *)"stale", 5, now), 0);
+	staple_foreach(hand_one, &l);
+	ck_assert_uint_eq(l.num, 1);
+	ck_assert_mem_eq(l.v[0].hash, h1, 32);
+	ck_assert_uint_eq(l.v[0].len, 5);
+	ck_assert_mem_eq(l.v[0].der, "fresh", 5);
+	ck_assert_int_eq(l.v[0].expires, now + 600);
+
+	/* The new process: the same certificates, slots without
+	 * responses. */
+	staple_slot_unref(a);
+	staple_slot_unref(b);
+	staple_slot_unref(c);
+	ck_assert_uint_eq(staple_slots_live(), before);
+	a = staple_slot_get(h1);
+	ck_assert(!staple_has(a));
+	ck_assert_int_eq(staple_restore(l.v[0].hash, l.v[0].der, l.v[0].len,
+	    l.v[0].expires), 1);
+	ck_assert_uint_eq(handshake(sctx, cctx, a, got, sizeof(got)), 5);
+	ck_assert_mem_eq(got, "fresh", 5);
+	ck_assert_uint_eq(staple_copy(a, got, sizeof(got)), 5);
+	ck_assert_mem_eq(got, "fresh", 5);
+	ck_assert_uint_eq(staple_copy(a, got, 4), 0);
+	l.num = 0;
+	staple_foreach(hand_one, &l);
+	ck_assert_uint_eq(l.num, 1);
+	ck_assert_int_eq(l.v[0].expires, now + 600);
+	staple_slot_unref(a);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+}
+END_TEST
+
+START_TEST(restore_neither_overrides_nor_creates)
+{
+	SSL_CTX *sctx = test_server_ctx(), *cctx = SSL_CTX_new(TLS_method());
+	static uint8_t big[65537];
+	uint8_t h1[32], h2[32], h3[32], got[16];
+	struct staple_slot *a, *b;
+	size_t before = staple_slots_live();
+	int64_t now = (int64_t)time(NULL);
+
+	hash_of(10, h1);
+	hash_of(11, h2);
+	hash_of(12, h3);
+	a = staple_slot_get(h1);
+	b = staple_slot_get(h2);
+	/* What the configuration gave wins over what is handed over. */
+	ck_assert_int_eq(staple_set(a, (const uint8_t *)"config", 6, now + 60),
+	    0);
+	ck_assert_int_eq(staple_restore(h1, (const uint8_t *)"handed", 6,
+	    now + 600), 0);
+	ck_assert_uint_eq(handshake(sctx, cctx, a, got, sizeof(got)), 6);
+	ck_assert_mem_eq(got, "config", 6);
+	/* A certificate no context uses any more: no slot for it. */
+	ck_assert_int_eq(staple_restore(h3, (const uint8_t *)"handed", 6,
+	    now + 600), 0);
+	ck_assert_uint_eq(staple_slots_live(), before + 2);
+	/* Expired, empty or oversized: nothing. */
+	ck_assert_int_eq(staple_restore(h2, (const uint8_t *)"handed", 6, now),
+	    0);
+	ck_assert_int_eq(staple_restore(h2, (const uint8_t *)"handed", 0,
+	    now + 600), 0);
+	ck_assert_int_eq(staple_restore(h2, big, sizeof(big), now + 600), 0);
+	ck_assert(!staple_has(b));
+	ck_assert_int_eq(staple_restore(h2, big, sizeof(big) - 1, now + 600),
+	    1);
+	ck_assert(staple_has(b));
+	/* Only once: the slot holds one now. */
+	ck_assert_int_eq(staple_restore(h2, (const uint8_t *)"handed", 6,
+	    now + 600), 0);
+	ck_assert_uint_eq(staple_copy(b, big, sizeof(big)), sizeof(big) - 1);
+	staple_slot_unref(a);
+	staple_slot_unref(b);
+	ck_assert_uint_eq(staple_slots_live(), before);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+}
+END_TEST
+
 /* Worker-like threads handshake against a slot while the main thread
  * keeps replacing its response and a context's reference comes and
  * goes. */
@@ -261,6 +388,8 @@ main(void)
 	tcase_add_test(tc, prune_drops_only_expired);
 	tcase_add_test(tc, served_until_expiry_never_after);
 	tcase_add_test(tc, readers_never_see_freed_responses);
+	tcase_add_test(tc, foreach_hands_over_fresh_responses);
+	tcase_add_test(tc, restore_neither_overrides_nor_creates);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
