@@ -538,6 +538,27 @@ task_load_cache(struct task *t)
 	return 0;
 }
 
+/* task_load_staple plans the refresh from the response the slot holds
+ * already, one handed over by the process this one took over from: it is
+ * as good as a cached one, and fetching at once would ask the responder
+ * for every certificate at each upgrade. */
+static int
+task_load_staple(struct task *t)
+{
+	uint8_t buf[FETCH_MAX_RESPONSE];
+	struct ocsp_result r;
+	char err[256];
+	size_t n;
+
+	/* task_accept plans nothing for an unknown status: fetch then. */
+	if ((n = staple_copy(t->slot, buf, sizeof(buf))) == 0 ||
+	    ocsp_check(buf, n, t->leaf, t->issuer, (int64_t)time(NULL), &r,
+	    err, sizeof(err)) != 0 || r.status == OCSP_UNKNOWN)
+		return -1;
+	task_accept(t, buf, n, &r, "the staple in place");
+	return 0;
+}
+
 static void
 task_free(struct task *t)
 {
@@ -676,7 +697,7 @@ fetcher_want(struct ocsp_fetcher *f, const struct want *w,
 	t->http_error = -1;
 	t->next = f->tasks;
 	f->tasks = t;
-	if (task_load_cache(t) != 0)
+	if (task_load_cache(t) != 0 && task_load_staple(t) != 0)
 		task_schedule(t, 0);
 }
 

@@ -15,9 +15,10 @@ struct ocsp_fetcher;
 struct ocsp_fetcher *ocsp_fetcher_new(struct event_base *base);
 
 /* ocsp_fetcher_sync makes the fetcher follow the certificates of the
- * generation |g| that use ocsp = auto: new ones are loaded from the cache
- * or fetched at once, known ones keep their schedule, others are
- * dropped. Responders' names are looked up with |g|'s [global] resolver
+ * generation |g| that use ocsp = auto: new ones are loaded from the
+ * cache, else refreshed on the schedule of the response their slot holds
+ * already (staple_restore), else fetched at once; known ones keep their
+ * schedule, others are dropped. Responders' names are looked up with |g|'s [global] resolver
  * and resolver_timeout, never by blocking the loop; when they change,
  * fetches under way start again with the new setting. */
 void ocsp_fetcher_sync(struct ocsp_fetcher *f, const struct generation *g);

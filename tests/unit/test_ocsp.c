@@ -1,5 +1,6 @@
 /* OCSP encoding and verification against responses made by `openssl ocsp`
- * at test time. */
+ * at test time, and the fetcher's plan for a certificate whose slot holds
+ * a response handed over by a previous process. */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -11,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <event2/event.h>
 #include <openssl/bytestring.h>
 #include <openssl/digest.h>
 #include <openssl/evp.h>
@@ -19,8 +21,11 @@
 #include <openssl/x509.h>
 
 #include "../check_run.h"
+#include "config.h"
+#include "generation.h"
 #include "ocsp.h"
 #include "ocsp_fetch.h"
+#include "staple.h"
 
 static char dir[512];
 
@@ -555,6 +560,95 @@ START_TEST(cache_write_failure_closes_once)
 }
 END_TEST
 
+/* ocsp_generation builds a generation whose one context staples with
+ * ocsp = auto for leaf.pem, from a responder that never answers. */
+static struct generation *
+ocsp_generation(void)
+{
+	struct config *cfg;
+	struct generation *g;
+	char text[2048];
+
+	sh("cat leaf.pem ca.pem > chain.pem");
+	snprintf(text, sizeof(text), "[global]\nresolver = 127.0.0.1\n"
+	    "[listener l]\nbind = 127.0.0.1:1\ncontext = c\nbackend = b\n"
+	    "[backend b]\naddress = 127.0.0.1:2\n"
+	    "[context c]\ncert = %s/chain.pem\nkey = %s/leaf.key\n"
+	    "ocsp = auto\nocsp_responder = http://127.0.0.1:1/\n", dir, dir);
+	cfg = config_load_string("test.conf", text);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_msg(cfg->num_errors == 0, "%s", cfg->errors[0]);
+	g = generation_build(cfg);
+	ck_assert_msg(g != NULL, "%s", cfg->num_errors ? cfg->errors[0] : "?");
+	return g;
+}
+
+static void
+status_of(const struct ocsp_task_status *st, void *arg)
+{
+	struct ocsp_task_status *out = arg;
+
+	ck_assert_int_eq(out->key_type, -1); /* one certificate only */
+	*out = *st;
+}
+
+/* fetcher_plan syncs a new fetcher with |g| and returns what it then
+ * shows of the certificate. */
+static struct ocsp_task_status
+fetcher_plan(struct event_base *base, const struct generation *g)
+{
+	struct ocsp_fetcher *f = ocsp_fetcher_new(base);
+	struct ocsp_task_status st = { .key_type = -1 };
+
+	ck_assert_ptr_nonnull(f);
+	ocsp_fetcher_sync(f, g);
+	ocsp_fetcher_foreach(f, status_of, &st);
+	ck_assert_int_ne(st.key_type, -1);
+	ocsp_fetcher_free(f);
+	return st;
+}
+
+START_TEST(handed_over_staple_planned_not_fetched)
+{
+	struct generation *g = ocsp_generation();
+	const struct tls_ctx *tc = &g->shared.contexts[0];
+	struct event_base *base = event_base_new();
+	struct ocsp_task_status st;
+	int64_t now = (int64_t)time(NULL);
+	uint8_t hash[32], *der;
+	unsigned hlen;
+	size_t len;
+	int k = tc->leaf[TLS_KEY_ECDSA] != NULL ? TLS_KEY_ECDSA : TLS_KEY_RSA;
+
+	ck_assert_ptr_nonnull(base);
+	ck_assert_ptr_nonnull(tc->leaf[k]);
+	ck_assert_int_eq(X509_digest(tc->leaf[k], EVP_sha256(), hash, &hlen),
+	    1);
+	/* Nothing stapled, nothing cached: a fetch at once. */
+	st = fetcher_plan(base, g);
+	ck_assert(!st.stapled);
+	ck_assert_int_le(st.next_refresh, now + 1);
+
+	/* The previous process stapled a response valid for a day. */
+	respond("leaf.pem", "ca", "handed.der");
+	der = load_file("handed.der", &len);
+	ck_assert_int_eq(staple_restore(hash, der, len, now + 86400), 1);
+	st = fetcher_plan(base, g);
+	ck_assert(st.stapled);
+	ck_assert(st.last_ok);
+	ck_assert_int_eq(st.status, OCSP_GOOD);
+	ck_assert_int_ge(st.this_update, now - OCSP_CLOCK_SKEW);
+	ck_assert_int_ge(st.valid_until, now + 86400 - 60);
+	/* Refreshed at about half the day, not now. */
+	ck_assert_int_ge(st.next_refresh, now + 10 * 3600);
+	ck_assert_int_le(st.next_refresh, now + 13 * 3600);
+	ck_assert_uint_eq(staple_copy(tc->staple[k], der, 65536), len);
+	free(der);
+	generation_unref(g);
+	event_base_free(base);
+}
+END_TEST
+
 static const char setup_script[] =
     "set -e\n"
     "ec() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
@@ -619,6 +713,7 @@ main(void)
 	tcase_add_test(tc, wrong_certificate_expired_and_garbage);
 	tcase_add_test(tc, must_staple_detected);
 	tcase_add_test(tc, cache_write_failure_closes_once);
+	tcase_add_test(tc, handed_over_staple_planned_not_fetched);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
