@@ -18,9 +18,10 @@ struct ocsp_fetcher *ocsp_fetcher_new(struct event_base *base);
  * generation |g| that use ocsp = auto: new ones are loaded from the
  * cache, else refreshed on the schedule of the response their slot holds
  * already (staple_restore), else fetched at once; known ones keep their
- * schedule, others are dropped. Responders' names are looked up with |g|'s [global] resolver
- * and resolver_timeout, never by blocking the loop; when they change,
- * fetches under way start again with the new setting. */
+ * schedule, others are dropped. Responders' names are looked up with
+ * |g|'s [global] resolver and resolver_timeout, never by blocking the
+ * loop; when they change, fetches under way start again with the new
+ * setting. */
 void ocsp_fetcher_sync(struct ocsp_fetcher *f, const struct generation *g);
 
 /* ocsp_fetcher_refresh fetches every response again now (SIGUSR2, a

@@ -551,13 +551,34 @@ peer_history_add(struct peer_entry *e, uint64_t key,
 	return over;
 }
 
+static pthread_mutex_t *
+peer_lock(struct peer_table *t, const struct peer_entry *e)
+{
+	return &t->locks[(size_t)(e - t->entries) % PEER_LOCKS];
+}
+
+/* peer_ban_extend bans the pinned entry |e| until |until| unless its ban
+ * runs longer, under the entry's lock, and returns when the ban ends.
+ * Bans are only written here, pinned and locked, and a ban already
+ * running may end later than this one. */
+static uint64_t
+peer_ban_extend(struct peer_entry *e, uint64_t until)
+{
+	uint64_t ban = atomic_load_explicit(&e->ban_until_ms,
+	    memory_order_relaxed);
+
+	if (until <= ban)
+		return ban;
+	atomic_store_explicit(&e->ban_until_ms, until, memory_order_release);
+	return until;
+}
+
 int
 peer_renegotiation(struct peer_table *t, uint64_t key,
     const struct peer_limits *lim, uint64_t now_ms, uint64_t *out_until_ms)
 {
 	struct peer_entry *e;
-	pthread_mutex_t *lock;
-	uint64_t until = 0, ban;
+	uint64_t until = 0;
 	int over;
 
 	if (!peer_key_valid(key))
@@ -565,22 +586,59 @@ peer_renegotiation(struct peer_table *t, uint64_t key,
 	e = peer_pin(t, key, now_ms);
 	if (e == NULL)
 		return 0;
-	lock = &t->locks[(size_t)(e - t->entries) % PEER_LOCKS];
-	pthread_mutex_lock(lock);
+	pthread_mutex_lock(peer_lock(t, e));
 	over = peer_history_add(e, key, lim, now_ms, &until);
-	/* Bans are only written here, pinned and locked, and a ban already
-	 * running may end later than this one. */
-	ban = atomic_load_explicit(&e->ban_until_ms, memory_order_relaxed);
-	if (over && until > ban)
-		atomic_store_explicit(&e->ban_until_ms, until,
-		    memory_order_release);
-	else if (over)
-		until = ban;
-	pthread_mutex_unlock(lock);
+	if (over)
+		until = peer_ban_extend(e, until);
+	pthread_mutex_unlock(peer_lock(t, e));
 	peer_unpin(e);
 	if (over)
 		*out_until_ms = until;
 	return over;
+}
+
+int
+peer_table_ban(struct peer_table *t, uint64_t key, uint64_t now_ms,
+    uint64_t left_ms)
+{
+	struct peer_entry *e;
+
+	if (!peer_key_valid(key))
+		return -1;
+	/* The bytes may come from another process: no ban longer than a
+	 * renegotiation window, and no overflow. */
+	if (left_ms > UINT32_MAX)
+		left_ms = UINT32_MAX;
+	e = peer_pin(t, key, now_ms);
+	if (e == NULL)
+		return -1;
+	pthread_mutex_lock(peer_lock(t, e));
+	peer_ban_extend(e, now_ms + left_ms);
+	pthread_mutex_unlock(peer_lock(t, e));
+	peer_unpin(e);
+	return 0;
+}
+
+void
+peer_table_foreach_ban(struct peer_table *t, uint64_t now_ms,
+    void (*fn)(void *arg, uint64_t key, uint64_t left_ms), void *arg)
+{
+	struct peer_entry *e;
+	uint64_t key, until;
+
+	for (size_t i = 0; i < t->num_entries; i++) {
+		e = &t->entries[i];
+		key = atomic_load_explicit(&e->key, memory_order_acquire);
+		if (!peer_key_valid(key))
+			continue;
+		until = atomic_load_explicit(&e->ban_until_ms,
+		    memory_order_acquire);
+		/* As in peer_banned: the entry may have changed hands, and
+		 * been banned for its new key, between the two loads. */
+		if (until > now_ms && atomic_load_explicit(&e->key,
+		    memory_order_relaxed) == key)
+			fn(arg, key, until - now_ms);
+	}
 }
 
 uint32_t

@@ -94,6 +94,22 @@ void peer_release(struct peer_table *t, struct peer_ref *ref);
 int peer_renegotiation(struct peer_table *t, uint64_t key,
     const struct peer_limits *lim, uint64_t now_ms, uint64_t *out_until_ms);
 
+/* peer_table_foreach_ban calls |fn| for each address banned beyond
+ * |now_ms|, with the milliseconds its ban has left, for a process taking
+ * over from this one. It scans the table without stopping the workers:
+ * a ban made meanwhile may be missed, and an address held twice for an
+ * instant (see peer_table.c) may come twice. */
+void peer_table_foreach_ban(struct peer_table *t, uint64_t now_ms,
+    void (*fn)(void *arg, uint64_t key, uint64_t left_ms), void *arg);
+
+/* peer_table_ban bans |key| until |now_ms| + |left_ms| (at most
+ * 2^32-1 ms, as a renegotiation ban), as peer_renegotiation does: a ban
+ * already running that ends later stays. peer_admit refuses the address
+ * until then. Returns 0, or -1 for PEER_KEY_NONE or when the table has no
+ * room for the address. */
+int peer_table_ban(struct peer_table *t, uint64_t key, uint64_t now_ms,
+    uint64_t left_ms);
+
 /* peer_conns returns the connections counted for |key|. */
 uint32_t peer_conns(struct peer_table *t, uint64_t key);
 

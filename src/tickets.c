@@ -317,8 +317,8 @@ tickets_export(struct ticket_ring *out)
 	s = atomic_load_explicit(&tickets_current, memory_order_relaxed);
 	if (s != NULL && (out->keys = malloc(s->ring.num *
 	    sizeof(*out->keys))) != NULL) {
-		memcpy(out->keys, s->ring.keys, s->ring.num * sizeof(*out->keys));
 		out->num = s->ring.num;
+		memcpy(out->keys, s->ring.keys, out->num * sizeof(*out->keys));
 	} else if (s != NULL) {
 		rc = -1;
 	}

@@ -1,5 +1,6 @@
 /* The table of client addresses: keys, connection limits, the handshake
- * rate, renegotiation bans, replacement, and many threads at once. */
+ * rate, renegotiation bans, bans handed to a new process, replacement,
+ * and many threads at once. */
 #include <arpa/inet.h>
 #include <check.h>
 #include <netinet/in.h>
@@ -309,6 +310,136 @@ START_TEST(reneg_ban_keeps_longest)
 	ck_assert_int_eq(peer_renegotiation(t, a, &lim, 2000, &until), 1);
 	ck_assert_uint_eq(until, 101000);
 	ck_assert_uint_eq(peer_table_banned(t, 100999), 1);
+	peer_table_free(t);
+}
+END_TEST
+
+/* The bans peer_table_foreach_ban gave, as a new process receives
+ * them. */
+struct bans {
+	uint64_t key[64];
+	uint64_t left_ms[64];
+	size_t num;
+};
+
+static void
+ban_one(void *arg, uint64_t key, uint64_t left_ms)
+{
+	struct bans *b = arg;
+
+	ck_assert_uint_lt(b->num, 64);
+	b->key[b->num] = key;
+	b->left_ms[b->num++] = left_ms;
+}
+
+/* ban_left returns what |b| says |key| has left, or 0. */
+static uint64_t
+ban_left(const struct bans *b, uint64_t key)
+{
+	for (size_t i = 0; i < b->num; i++) {
+		if (b->key[i] == key)
+			return b->left_ms[i];
+	}
+	return 0;
+}
+
+START_TEST(bans_handed_over)
+{
+	struct peer_table *t = peer_table_new(64), *next = peer_table_new(64);
+	struct peer_limits lim = { .reneg_limit = 0,
+	    .reneg_window_ms = 100000 };
+	struct peer_limits none = { 0 }, conns = { .max_conns = 5 };
+	uint64_t a = key_of("192.0.2.1"), b = key_of("2001:db8:1:2::1");
+	uint64_t c = key_of("192.0.2.3"), until;
+	struct bans got = { .num = 0 };
+	struct peer_ref ref;
+
+	ck_assert_int_eq(peer_renegotiation(t, a, &lim, 1000, &until), 1);
+	lim.reneg_window_ms = 5000;
+	ck_assert_int_eq(peer_renegotiation(t, b, &lim, 1000, &until), 1);
+	ck_assert_int_eq(peer_admit(t, c, &conns, 1000, &ref), PEER_OK);
+	peer_release(t, &ref);
+	peer_table_foreach_ban(t, 2000, ban_one, &got);
+	ck_assert_uint_eq(got.num, 2);
+	ck_assert_uint_eq(ban_left(&got, a), 99000);
+	ck_assert_uint_eq(ban_left(&got, b), 4000);
+	got.num = 0;
+	peer_table_foreach_ban(t, 6000, ban_one, &got);
+	ck_assert_uint_eq(got.num, 1);
+	ck_assert_uint_eq(got.key[0], a);
+	peer_table_free(t);
+
+	/* The new process, whose clock reads otherwise. */
+	ck_assert_int_eq(peer_table_ban(next, a, 50000, 99000), 0);
+	ck_assert_int_eq(peer_table_ban(next, b, 50000, 4000), 0);
+	ck_assert_uint_eq(peer_table_banned(next, 50000), 2);
+	ck_assert_int_eq(peer_admit(next, a, &none, 50000, &ref), PEER_BANNED);
+	ck_assert_int_eq(peer_admit(next, a, &conns, 50000, &ref),
+	    PEER_BANNED);
+	ck_assert_ptr_null(ref.e);
+	ck_assert_int_eq(peer_admit(next, key_of("2001:db8:1:2::99"), &none,
+	    53999, &ref), PEER_BANNED);
+	ck_assert_int_eq(peer_admit(next, c, &none, 50000, &ref), PEER_OK);
+	/* Each ban ends when it would have. */
+	ck_assert_int_eq(peer_admit(next, b, &conns, 54000, &ref), PEER_OK);
+	peer_release(next, &ref);
+	ck_assert_uint_eq(peer_table_banned(next, 54000), 1);
+	ck_assert_int_eq(peer_admit(next, a, &none, 148999, &ref),
+	    PEER_BANNED);
+	ck_assert_int_eq(peer_admit(next, a, &none, 149000, &ref), PEER_OK);
+	ck_assert_uint_eq(peer_table_banned(next, 149000), 0);
+	got.num = 0;
+	peer_table_foreach_ban(next, 149000, ban_one, &got);
+	ck_assert_uint_eq(got.num, 0);
+	peer_table_free(next);
+}
+END_TEST
+
+START_TEST(ban_keeps_longest_and_bounds)
+{
+	struct peer_table *t = peer_table_new(8);
+	struct peer_limits none = { 0 }, lim = { .reneg_limit = 0,
+	    .reneg_window_ms = 1000 };
+	uint64_t a = key_of("192.0.2.1"), until;
+	struct peer_ref ref;
+
+	ck_assert_int_eq(peer_table_ban(t, PEER_KEY_NONE, 1000, 1000), -1);
+	ck_assert_int_eq(peer_table_ban(t, a, 1000, 10000), 0);
+	/* Neither a shorter import nor a shorter renegotiation ban cuts
+	 * it. */
+	ck_assert_int_eq(peer_table_ban(t, a, 1000, 10), 0);
+	ck_assert_int_eq(peer_renegotiation(t, a, &lim, 2000, &until), 1);
+	ck_assert_uint_eq(until, 11000);
+	ck_assert_int_eq(peer_admit(t, a, &none, 10999, &ref), PEER_BANNED);
+	ck_assert_int_eq(peer_admit(t, a, &none, 11000, &ref), PEER_OK);
+	/* A longer one does extend it. */
+	ck_assert_int_eq(peer_table_ban(t, a, 11000, 500), 0);
+	ck_assert_int_eq(peer_admit(t, a, &none, 11499, &ref), PEER_BANNED);
+	/* However long it claims to be, no longer than a renegotiation
+	 * window can make it, and no overflow. */
+	ck_assert_int_eq(peer_table_ban(t, a, 20000, UINT64_MAX), 0);
+	until = 20000 + (uint64_t)UINT32_MAX;
+	ck_assert_int_eq(peer_admit(t, a, &none, until - 1, &ref), PEER_BANNED);
+	ck_assert_int_eq(peer_admit(t, a, &none, until, &ref), PEER_OK);
+	peer_table_free(t);
+}
+END_TEST
+
+/* With one set of 8, bans take every entry, and a ninth has no room. */
+START_TEST(ban_without_room)
+{
+	struct peer_table *t = peer_table_new(8);
+	struct peer_limits none = { 0 };
+	struct peer_ref ref;
+
+	for (unsigned i = 0; i < 8; i++)
+		ck_assert_int_eq(peer_table_ban(t, key_n(i), 1000, 5000), 0);
+	ck_assert_int_eq(peer_table_ban(t, key_n(8), 1000, 5000), -1);
+	ck_assert_int_eq(peer_admit(t, key_n(8), &none, 1000, &ref), PEER_OK);
+	ck_assert_uint_eq(peer_table_banned(t, 1000), 8);
+	/* Expired bans free their entries. */
+	ck_assert_int_eq(peer_table_ban(t, key_n(8), 6000, 5000), 0);
+	ck_assert_uint_eq(peer_table_banned(t, 6000), 1);
 	peer_table_free(t);
 }
 END_TEST
@@ -626,6 +757,83 @@ START_TEST(threads_hammer)
 }
 END_TEST
 
+/* Workers keep admitting addresses, in a table too small for them all,
+ * while the control thread imports bans and exports them. */
+enum {
+	EXPORT_THREADS = 2,
+	EXPORT_KEYS = 300,
+	EXPORT_BANS = 24,
+};
+
+struct export_run {
+	struct peer_table *t;
+	atomic_int stop;
+};
+
+static void *
+export_worker(void *arg)
+{
+	struct export_run *x = arg;
+	struct peer_limits lim = { .max_conns = 2 };
+	struct peer_ref held[4];
+	unsigned seed = (unsigned)(uintptr_t)&held, num = 0;
+
+	memset(held, 0, sizeof(held));
+	while (!atomic_load(&x->stop)) {
+		if (num == 4) {
+			while (num > 0)
+				peer_release(x->t, &held[--num]);
+		}
+		if (peer_admit(x->t, key_n((unsigned)rand_r(&seed) %
+		    EXPORT_KEYS), &lim, 1000, &held[num]) == PEER_OK)
+			num++;
+	}
+	while (num > 0)
+		peer_release(x->t, &held[--num]);
+	return NULL;
+}
+
+START_TEST(export_while_workers_run)
+{
+	static struct export_run x;
+	pthread_t threads[EXPORT_THREADS];
+	int taken[EXPORT_BANS];
+	struct bans got;
+	size_t num_taken = 0;
+
+	x.t = peer_table_new(64);
+	ck_assert_ptr_nonnull(x.t);
+	atomic_store(&x.stop, 0);
+	for (int i = 0; i < EXPORT_THREADS; i++)
+		ck_assert_int_eq(pthread_create(&threads[i], NULL,
+		    export_worker, &x), 0);
+	for (unsigned i = 0; i < EXPORT_BANS; i++) {
+		/* Room depends on the workers' connections of the moment. */
+		taken[i] = peer_table_ban(x.t, key_n(100000 + i), 1000,
+		    500000 + i) == 0;
+		num_taken += (size_t)taken[i];
+		for (int round = 0; round < 50; round++) {
+			got.num = 0;
+			peer_table_foreach_ban(x.t, 1000, ban_one, &got);
+			/* Every ban taken and nothing else, whatever changes
+			 * hands meanwhile. */
+			ck_assert_uint_eq(got.num, num_taken);
+			for (unsigned j = 0; j <= i; j++)
+				ck_assert_uint_eq(ban_left(&got,
+				    key_n(100000 + j)), taken[j] ?
+				    500000 + j : 0);
+		}
+	}
+	atomic_store(&x.stop, 1);
+	for (int i = 0; i < EXPORT_THREADS; i++)
+		pthread_join(threads[i], NULL);
+	ck_assert_uint_gt(num_taken, 0);
+	ck_assert_uint_eq(peer_table_banned(x.t, 1000), num_taken);
+	ck_assert_uint_eq(peer_table_conns(x.t), 0);
+	peer_table_free(x.t);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -647,11 +855,15 @@ main(void)
 	tcase_add_test(reneg, reneg_limit_zero_bans_at_once);
 	tcase_add_test(reneg, reneg_window_slides);
 	tcase_add_test(reneg, reneg_ban_keeps_longest);
+	tcase_add_test(reneg, bans_handed_over);
+	tcase_add_test(reneg, ban_keeps_longest_and_bounds);
+	tcase_add_test(reneg, ban_without_room);
 	tcase_add_test(replace, replaces_least_recently_seen);
 	tcase_add_test(replace, replacement_spares_conns_and_bans);
 	tcase_add_test(replace, replacement_forgets_renegotiations);
 	tcase_add_test(replace, full_table_admits_untracked);
 	tcase_add_test(threads, threads_hammer);
+	tcase_add_test(threads, export_while_workers_run);
 	tcase_set_timeout(threads, 120);
 	suite_add_tcase(s, keys);
 	suite_add_tcase(s, limits);

@@ -243,9 +243,12 @@ export_free(struct export_list *l)
 static void
 import_all(const struct export_list *l)
 {
-	for (size_t i = 0; i < l->num; i++)
-		ck_assert_int_eq(session_cache_import(l->v[i].id, l->v[i].id_len,
-		    l->v[i].der, l->v[i].der_len, l->v[i].ttl_ms), 0);
+	for (size_t i = 0; i < l->num; i++) {
+		const struct exported *x = &l->v[i];
+
+		ck_assert_int_eq(session_cache_import(x->id, x->id_len, x->der,
+		    x->der_len, x->ttl_ms), 0);
+	}
 }
 
 static void
