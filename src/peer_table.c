@@ -557,9 +557,9 @@ peer_lock(struct peer_table *t, const struct peer_entry *e)
 	return &t->locks[(size_t)(e - t->entries) % PEER_LOCKS];
 }
 
-/* peer_ban_extend bans the pinned entry |e| until |until| unless its ban
- * runs longer, under the entry's lock, and returns when the ban ends.
- * Bans are only written here, pinned and locked, and a ban already
+/* peer_ban_extend bans |e|, which the caller has pinned and locked,
+ * until |until| unless its ban runs longer, and returns when the ban
+ * ends. Bans are only written here, pinned and locked, and a ban already
  * running may end later than this one. */
 static uint64_t
 peer_ban_extend(struct peer_entry *e, uint64_t until)
