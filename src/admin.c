@@ -39,6 +39,7 @@
 #include "peer_table.h"
 #include "stats.h"
 #include "tickets.h"
+#include "upgrade.h"
 #include "worker.h"
 
 /* Requests are tiny; anything bigger is not a scrape. */
@@ -51,7 +52,40 @@ struct admin {
 	char *spec;      /* the admin value it serves */
 	struct addr addr;
 	char *unix_path; /* removed when the endpoint stops */
+	struct evhttp_bound_socket *bound;
 };
+
+/* A listening socket received from the process this one replaces. */
+static int admin_inherited = -1;
+
+void
+admin_inherit(int fd)
+{
+	if (admin_inherited >= 0)
+		close(admin_inherited);
+	admin_inherited = fd;
+}
+
+/* admin_take_inherited returns the inherited socket if it listens on
+ * |addr|, else -1 (and closes it: an endpoint that moved has no use for
+ * the old address). */
+static int
+admin_take_inherited(const struct addr *addr)
+{
+	struct addr got;
+	int fd = admin_inherited;
+
+	if (fd < 0)
+		return -1;
+	admin_inherited = -1;
+	memset(&got, 0, sizeof(got));
+	got.len = sizeof(got.ss);
+	if (getsockname(fd, (struct sockaddr *)&got.ss, &got.len) == 0 &&
+	    addr_equal(&got, addr))
+		return fd;
+	close(fd);
+	return -1;
+}
 
 /* ---- text helpers ---- */
 
@@ -688,14 +722,19 @@ admin_status(struct evbuffer *b, struct daemon *d)
 		evbuffer_add_printf(b, "{\"state\":\"stopping\"}\n");
 		return;
 	}
-	evbuffer_add_printf(b, "{\"version\":\"%s\",\"state\":\"%s\","
-	    "\"generation\":%lu,\"config\":", TLSPROXY_VERSION,
-	    d->stopping ? "stopping" : "serving", g->id);
+	evbuffer_add_printf(b, "{\"version\":\"%s\",\"pid\":%d,"
+	    "\"state\":\"%s\",\"generation\":%lu,\"config\":",
+	    TLSPROXY_VERSION, (int)getpid(), d->handed_over ? "handed over" :
+	    d->stopping ? "stopping" : d->upgrade != NULL ? "upgrading" :
+	    "serving", g->id);
 	admin_quoted(b, g->cfg->path);
 	evbuffer_add_printf(b, ",\"loaded_at\":%lld,\"reloads_ok\":%lu,"
 	    "\"reloads_failed\":%lu,\"last_reload\":", (long long)g->loaded_at,
 	    d->reloads_ok, d->reloads_failed);
 	admin_quoted(b, d->last_reload[0] != '\0' ? d->last_reload : "-");
+	evbuffer_add_printf(b, ",\"upgrades_ok\":%lu,\"upgrades_failed\":%lu,"
+	    "\"last_upgrade\":", d->upgrades_ok, d->upgrades_failed);
+	admin_quoted(b, d->last_upgrade[0] != '\0' ? d->last_upgrade : "-");
 	{
 		int unverified = 0;
 
@@ -727,6 +766,32 @@ admin_status(struct evbuffer *b, struct daemon *d)
 
 /* ---- HTTP ---- */
 
+/* admin_upgrade answers POST /upgrade: 202 once the new process is
+ * started (the outcome shows in /status), 409 when none can start. */
+static void
+admin_upgrade(struct evhttp_request *req, struct daemon *d,
+    struct evbuffer *b)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	char err[256];
+
+	evhttp_add_header(h, "Content-Type", "text/plain");
+	evhttp_add_header(h, "Cache-Control", "no-store");
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+		evhttp_add_header(h, "Allow", "POST");
+		evhttp_send_error(req, 405, "POST /upgrade");
+		return;
+	}
+	if (daemon_upgrade(d, "admin", err, sizeof(err)) != 0) {
+		evbuffer_add_printf(b, "%s\n", err);
+		evhttp_send_reply(req, 409, "Conflict", b);
+		return;
+	}
+	evbuffer_add_printf(b, "upgrading: process %d is starting\n",
+	    (int)upgrade_pid(d->upgrade));
+	evhttp_send_reply(req, 202, "Accepted", b);
+}
+
 static void
 admin_request_cb(struct evhttp_request *req, void *arg)
 {
@@ -741,7 +806,8 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 		return;
 	}
 	if (evhttp_request_get_command(req) == EVHTTP_REQ_POST &&
-	    (path == NULL || strcmp(path, "/ocsp/refetch") != 0)) {
+	    (path == NULL || (strcmp(path, "/ocsp/refetch") != 0 &&
+	    strcmp(path, "/upgrade") != 0))) {
 		evbuffer_free(b);
 		evhttp_add_header(h, "Allow", "GET, HEAD");
 		evhttp_send_error(req, 405, NULL);
@@ -771,10 +837,14 @@ admin_request_cb(struct evhttp_request *req, void *arg)
 		evhttp_send_reply(req, 202, "Accepted", b);
 		evbuffer_free(b);
 		return;
+	} else if (path != NULL && strcmp(path, "/upgrade") == 0) {
+		admin_upgrade(req, a->d, b);
+		evbuffer_free(b);
+		return;
 	} else {
 		evbuffer_free(b);
-		evhttp_send_error(req, HTTP_NOTFOUND, "try /metrics, /status or "
-		    "POST /ocsp/refetch");
+		evhttp_send_error(req, HTTP_NOTFOUND, "try /metrics, /status, "
+		    "POST /ocsp/refetch or POST /upgrade");
 		return;
 	}
 	evhttp_add_header(h, "Cache-Control", "no-store");
@@ -791,6 +861,8 @@ admin_listen(const struct addr *addr)
 	int fd, one = 1;
 	struct stat st;
 
+	if ((fd = admin_take_inherited(addr)) >= 0)
+		return fd;
 	if (addr->ss.ss_family == AF_UNIX && lstat(un->sun_path, &st) == 0 &&
 	    S_ISSOCK(st.st_mode))
 		unlink(un->sun_path);
@@ -837,7 +909,7 @@ admin_start(struct daemon *d, const struct conf_global *g)
 		close(fd);
 		goto fail;
 	}
-	if (evhttp_bind_listener(a->http, listener) == NULL) {
+	if ((a->bound = evhttp_bind_listener(a->http, listener)) == NULL) {
 		evconnlistener_free(listener);
 		goto fail;
 	}
@@ -851,7 +923,7 @@ admin_start(struct daemon *d, const struct conf_global *g)
 	evhttp_set_timeout(a->http, ADMIN_TIMEOUT_S);
 	evhttp_set_gencb(a->http, admin_request_cb, a);
 	log_msg(LOGL_INFO, "admin endpoint on %s (/metrics, /status, "
-	    "POST /ocsp/refetch)",
+	    "POST /ocsp/refetch, POST /upgrade)",
 	    g->admin);
 	return a;
 fail:
@@ -884,6 +956,25 @@ admin_apply(struct admin **a, struct daemon *d, const struct conf_global *g)
 	admin_free(*a);
 	*a = next;
 	return 0;
+}
+
+int
+admin_fd(const struct admin *a)
+{
+	if (a == NULL || a->bound == NULL)
+		return -1;
+	return evhttp_bound_socket_get_fd(a->bound);
+}
+
+void
+admin_hand_over(struct admin *a)
+{
+	if (a == NULL || a->bound == NULL)
+		return;
+	evhttp_del_accept_socket(a->http, a->bound);
+	a->bound = NULL;
+	free(a->unix_path);
+	a->unix_path = NULL;
 }
 
 void

@@ -16,6 +16,19 @@ struct daemon;
 int admin_apply(struct admin **a, struct daemon *d,
     const struct conf_global *g);
 
+/* admin_inherit gives the endpoint a listening socket received from the
+ * process this one replaces; the next admin_apply uses it if it listens
+ * on the configured address, and closes it otherwise. */
+void admin_inherit(int fd);
+
+/* admin_fd returns the endpoint's listening socket, or -1 while off. */
+int admin_fd(const struct admin *a);
+
+/* admin_hand_over stops accepting on the endpoint's socket, which another
+ * process serves from now on, without removing a unix socket's path.
+ * Requests already accepted are still answered. */
+void admin_hand_over(struct admin *a);
+
 /* admin_free stops the endpoint. NULL is fine. */
 void admin_free(struct admin *a);
 

@@ -49,6 +49,7 @@ struct conf_global {
 	uint64_t handshake_timeout_ms;
 	uint64_t idle_timeout_ms;
 	uint64_t shutdown_timeout_ms;
+	uint64_t upgrade_timeout_ms;
 	int64_t max_connections;
 	uint64_t buffer_size;
 	uint64_t busy_poll_ms;

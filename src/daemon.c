@@ -28,6 +28,7 @@
 #include "staple.h"
 #include "ticket_sync.h"
 #include "tickets.h"
+#include "upgrade.h"
 #include "worker.h"
 
 static int
@@ -43,16 +44,29 @@ daemon_num_workers(const struct generation *g)
 	return (int)n;
 }
 
+/* daemon_notify tells systemd |msg| while it listens to this process:
+ * not after an upgrade handed it to the new process, nor, in a new
+ * process, before the old one has. */
+static void
+daemon_notify(const struct daemon *d, const char *msg)
+{
+	if (!d->handed_over && d->upgrade_fd < 0)
+		sd_notify(0, msg);
+}
+
 /* daemon_status tells systemd (if it is listening) a one-line summary. */
 static void
 daemon_status(struct daemon *d, const char *state)
 {
 	const struct generation *g = generation_peek();
+	char msg[768];
 
-	sd_notifyf(0, "%sSTATUS=generation %lu, %zu contexts, %ld connections; "
-	    "%s", state, g != NULL ? g->id : 0UL,
+	snprintf(msg, sizeof(msg), "%sSTATUS=generation %lu, %zu contexts, %ld "
+	    "connections; %s%s%s", state, g != NULL ? g->id : 0UL,
 	    g != NULL ? g->shared.num_contexts : 0, atomic_load(&d->num_conns),
-	    d->last_reload[0] != '\0' ? d->last_reload : "serving");
+	    d->last_reload[0] != '\0' ? d->last_reload : "serving",
+	    d->last_upgrade[0] != '\0' ? "; " : "", d->last_upgrade);
+	daemon_notify(d, msg);
 }
 
 /* daemon_apply_logging takes log level and access log from |cfg|. The
@@ -223,8 +237,7 @@ daemon_swap_done(struct daemon *d)
 	}
 	listener_set_close_unused(&d->old_socks, &d->socks);
 	d->swapping = 0;
-	sd_notify(0, "READY=1");
-	daemon_status(d, "");
+	daemon_status(d, "READY=1\n");
 	if (d->reload_again && !d->stopping) {
 		/* SIGHUPs during a reload coalesce into one more. */
 		d->reload_again = 0;
@@ -299,8 +312,7 @@ daemon_reload_failed(struct daemon *d, struct config *cfg, const char *why)
 	log_msg(LOGL_ERROR, "reload failed: %s; the previous configuration "
 	    "keeps serving", why);
 	config_free(cfg);
-	sd_notify(0, "READY=1");
-	daemon_status(d, "");
+	daemon_status(d, "READY=1\n");
 }
 
 /* daemon_start_only warns about each setting of |next| that differs from
@@ -314,11 +326,12 @@ daemon_start_only(const struct daemon *d, const struct generation *cur,
 
 	if (daemon_num_workers(next) != d->num_workers)
 		log_msg(LOGL_WARNING, "reload: %s: key 'workers': %d workers "
-		    "need a restart; keeping %d", path,
+		    "need an upgrade (SIGUSR2) or a restart; keeping %d", path,
 		    daemon_num_workers(next), d->num_workers);
 	if (a->buffer_size != b->buffer_size)
 		log_msg(LOGL_WARNING, "reload: %s: key 'buffer_size': %llu "
-		    "bytes need a restart; keeping %llu", path,
+		    "bytes need an upgrade (SIGUSR2) or a restart; keeping %llu",
+		    path,
 		    (unsigned long long)b->buffer_size,
 		    (unsigned long long)a->buffer_size);
 	if ((a->user == NULL) != (b->user == NULL) ||
@@ -375,14 +388,17 @@ daemon_reload(struct daemon *d)
 	struct timespec ts;
 	char err[512], why[160];
 
-	if (d->swapping) {
+	/* An upgrade hands over the sockets of the published set: the set
+	 * stays until it is done. */
+	if (d->swapping || d->upgrade != NULL) {
 		d->reload_again = 1;
 		return;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+	snprintf(why, sizeof(why), "RELOADING=1\nMONOTONIC_USEC=%llu",
 	    (unsigned long long)ts.tv_sec * 1000000ULL +
 	    (unsigned long long)ts.tv_nsec / 1000);
+	daemon_notify(d, why);
 	log_msg(LOGL_INFO, "SIGHUP: reloading %s", d->config_path);
 	cfg = config_load(d->config_path);
 	if (cfg == NULL) {
@@ -460,7 +476,7 @@ daemon_watchdog(evutil_socket_t fd, short what, void *arg)
 			alive = 0;
 	}
 	if (alive)
-		sd_notify(0, "WATCHDOG=1");
+		daemon_notify(d, "WATCHDOG=1");
 	else
 		log_msg(LOGL_ERROR, "watchdog: a worker did not answer within "
 		    "half the watchdog period");
@@ -504,29 +520,132 @@ daemon_drain_expired(evutil_socket_t fd, short what, void *arg)
 		worker_command(&d->workers[i], WORKER_CLOSE_ALL);
 }
 
+/* daemon_drain stops accepting and gives open connections
+ * shutdown_timeout to finish; the process exits when they have. */
 static void
-daemon_stop(struct daemon *d, int sig)
+daemon_drain(struct daemon *d, const char *why)
 {
 	const struct generation *g = generation_peek();
 	struct timeval tv;
 	uint64_t ms = g->cfg->global.shutdown_timeout_ms;
 
+	d->stopping = 1;
+	log_msg(LOGL_INFO, "%s: no longer accepting; draining %ld "
+	    "connections for up to %llums", why, atomic_load(&d->num_conns),
+	    (unsigned long long)ms);
+	for (int i = 0; i < d->num_workers; i++)
+		worker_command(&d->workers[i], WORKER_STOP_ACCEPT);
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	evtimer_add(d->drain_ev, &tv);
+}
+
+static void
+daemon_stop(struct daemon *d, int sig)
+{
 	if (d->stopping) {
 		log_msg(LOGL_WARNING, "%s again: closing all connections now",
 		    strsignal(sig));
 		daemon_drain_expired(-1, 0, d);
 		return;
 	}
-	d->stopping = 1;
-	sd_notify(0, "STOPPING=1");
-	log_msg(LOGL_INFO, "%s: no longer accepting; draining %ld "
-	    "connections for up to %llums", strsignal(sig),
-	    atomic_load(&d->num_conns), (unsigned long long)ms);
-	for (int i = 0; i < d->num_workers; i++)
-		worker_command(&d->workers[i], WORKER_STOP_ACCEPT);
-	tv.tv_sec = (time_t)(ms / 1000);
-	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-	evtimer_add(d->drain_ev, &tv);
+	/* A new process that is still loading must not take over. */
+	upgrade_free(d->upgrade);
+	d->upgrade = NULL;
+	daemon_notify(d, "STOPPING=1");
+	daemon_drain(d, strsignal(sig));
+}
+
+/* daemon_upgrade_done ends an upgrade: on success this process hands
+ * systemd, the admin endpoint and new connections to process |pid| and
+ * drains; on failure it keeps serving and says why. */
+static void
+daemon_upgrade_done(void *arg, pid_t pid, const char *err)
+{
+	struct daemon *d = arg;
+	char msg[512];
+
+	upgrade_free(d->upgrade);
+	d->upgrade = NULL;
+	if (err != NULL) {
+		d->upgrades_failed++;
+		snprintf(d->last_upgrade, sizeof(d->last_upgrade), "last "
+		    "upgrade FAILED (%s); still serving", err);
+		log_msg(LOGL_ERROR, "upgrade failed: %s; this process keeps "
+		    "serving", err);
+		daemon_status(d, "");
+		if (d->reload_again && !d->stopping) {
+			d->reload_again = 0;
+			daemon_reload(d);
+		}
+		return;
+	}
+	d->upgrades_ok++;
+	snprintf(msg, sizeof(msg), "MAINPID=%d\nREADY=1\nSTATUS=process %d "
+	    "took over from %d", (int)pid, (int)pid, (int)getpid());
+	daemon_notify(d, msg);
+	d->handed_over = 1;
+	d->socks.handed_over = 1;
+	d->old_socks.handed_over = 1;
+	admin_hand_over(d->admin);
+	log_msg(LOGL_INFO, "upgrade: process %d is ready and serves", (int)pid);
+	snprintf(msg, sizeof(msg), "upgrade to process %d", (int)pid);
+	daemon_drain(d, msg);
+}
+
+/* daemon_upgrade_refused says why no upgrade can start now, or returns 0
+ * when one can. */
+static int
+daemon_upgrade_refused(const struct daemon *d, char *err, size_t err_len)
+{
+	if (d->stopping) {
+		snprintf(err, err_len, "%s", d->handed_over ? "this process "
+		    "has handed over already" : "this process is stopping");
+		return -1;
+	}
+	if (d->upgrade != NULL) {
+		snprintf(err, err_len, "an upgrade is in progress (process %d)",
+		    (int)upgrade_pid(d->upgrade));
+		return -1;
+	}
+	if (d->upgrade_fd >= 0) {
+		snprintf(err, err_len, "this process is still taking over");
+		return -1;
+	}
+	if (d->swapping) {
+		snprintf(err, err_len, "a reload is in progress");
+		return -1;
+	}
+	return 0;
+}
+
+int
+daemon_upgrade(struct daemon *d, const char *who, char *err, size_t err_len)
+{
+	const struct generation *g = generation_peek();
+	struct upgrade_source src;
+
+	if (daemon_upgrade_refused(d, err, err_len) != 0) {
+		log_msg(LOGL_WARNING, "%s: no upgrade: %s", who, err);
+		return -1;
+	}
+	log_msg(LOGL_INFO, "%s: upgrading to the binary on disk", who);
+	src.socks = &d->socks;
+	src.admin_fd = admin_fd(d->admin);
+	src.peers = d->peers;
+	d->upgrade = upgrade_start(d->base, &src,
+	    g->cfg->global.upgrade_timeout_ms, daemon_upgrade_done, d, err,
+	    err_len);
+	if (d->upgrade == NULL) {
+		d->upgrades_failed++;
+		snprintf(d->last_upgrade, sizeof(d->last_upgrade), "last "
+		    "upgrade FAILED (%s); still serving", err);
+		log_msg(LOGL_ERROR, "upgrade failed: %s; this process keeps "
+		    "serving", err);
+		daemon_status(d, "");
+		return -1;
+	}
+	return 0;
 }
 
 static void
@@ -541,7 +660,10 @@ daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
 		daemon_stop(d, (int)sig);
 		break;
 	case SIGHUP:
-		if (!d->stopping)
+		if (d->handed_over)
+			log_msg(LOGL_WARNING, "SIGHUP: ignored, this process "
+			    "only drains after an upgrade; signal the new one");
+		else if (!d->stopping)
 			daemon_reload(d);
 		break;
 	case SIGUSR1:
@@ -549,9 +671,14 @@ daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
 		log_msg(LOGL_INFO, "SIGUSR1: reopening the access log");
 		log_access_reopen();
 		break;
-	case SIGUSR2:
-		log_msg(LOGL_INFO, "SIGUSR2: fetching every OCSP response now");
-		ocsp_fetcher_refresh(d->ocsp);
+	case SIGUSR2: {
+		char err[256];
+
+		daemon_upgrade(d, "SIGUSR2", err, sizeof(err));
+		break;
+	}
+	case SIGCHLD:
+		upgrade_reap(d->upgrade);
 		break;
 	default:
 		break;
@@ -561,7 +688,8 @@ daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
 static int
 daemon_setup_signals(struct daemon *d)
 {
-	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2 };
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2,
+		SIGCHLD };
 
 	signal(SIGPIPE, SIG_IGN);
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
@@ -579,7 +707,8 @@ daemon_setup_signals(struct daemon *d)
 static void
 daemon_signals_off(struct daemon *d)
 {
-	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2 };
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2,
+		SIGCHLD };
 	sigset_t set, old;
 
 	sigemptyset(&set);
@@ -599,6 +728,17 @@ daemon_signals_off(struct daemon *d)
 static void
 daemon_free(struct daemon *d)
 {
+	upgrade_free(d->upgrade);
+	d->upgrade = NULL;
+	if (d->upgrade_ev != NULL)
+		event_free(d->upgrade_ev);
+	if (d->upgrade_fd >= 0) {
+		/* Failed while taking over: what was inherited is the old
+		 * process's still, unix socket paths included. */
+		d->socks.handed_over = d->old_socks.handed_over = 1;
+		admin_hand_over(d->admin);
+		close(d->upgrade_fd);
+	}
 	/* The endpoint reads the workers' counters: it stops first. */
 	admin_free(d->admin);
 	d->admin = NULL;
@@ -713,44 +853,114 @@ daemon_start_workers(struct daemon *d, int n)
 	return 0;
 }
 
+/* daemon_took_over: the old process has handed systemd over (or is gone),
+ * so this one reports from now on. */
+static void
+daemon_upgrade_main_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	int rc = upgrade_wait_main((int)fd);
+
+	(void)what;
+	if (rc == 0)
+		return;
+	if (rc < 0)
+		log_msg(LOGL_WARNING, "upgrade: the old process closed the "
+		    "handover without confirming it; serving anyway");
+	event_free(d->upgrade_ev);
+	d->upgrade_ev = NULL;
+	close(d->upgrade_fd);
+	d->upgrade_fd = -1;
+	if (daemon_watchdog_start(d) != 0)
+		log_msg(LOGL_WARNING, "cannot arm the systemd watchdog");
+	daemon_status(d, "");
+}
+
+/* daemon_sockets fills d->socks for |cfg|: from the sockets systemd or the
+ * old process passed, binding the rest. */
+static int
+daemon_sockets(struct daemon *d, const struct config *cfg, int n)
+{
+	const char *from = d->upgrade_fd >= 0 ? "upgrade" : "socket activation";
+	char err[512];
+
+	if (d->upgrade_fd >= 0) {
+		if (upgrade_receive(d->upgrade_fd, cfg->global.upgrade_timeout_ms,
+		    &d->old_socks, n, d->peers, err, sizeof(err)) != 0) {
+			log_msg(LOGL_ERROR, "upgrade: %s", err);
+			return -1;
+		}
+	} else {
+		listener_set_inherit(&d->old_socks);
+	}
+	if (listener_set_open(&d->socks, &d->old_socks, cfg, &d->listeners, n,
+	    err, sizeof(err)) != 0) {
+		log_msg(LOGL_ERROR, "%s", err);
+		return -1;
+	}
+	for (size_t i = 0; i < d->old_socks.num_socks; i++) {
+		const struct listen_sock *ls = &d->old_socks.socks[i];
+		char buf[ADDR_STRLEN];
+		int used = 0;
+
+		for (size_t j = 0; j < d->socks.num_socks; j++)
+			used |= d->socks.socks[j].fd == ls->fd;
+		if (!used)
+			log_msg(LOGL_WARNING, "%s: no listener binds %s; closing "
+			    "it", from, addr_format(&ls->addr, buf, sizeof(buf)));
+	}
+	listener_set_close_unused(&d->old_socks, &d->socks);
+	return 0;
+}
+
+/* daemon_ready tells systemd, or in a new process the old one, that this
+ * process accepts connections. */
+static int
+daemon_ready(struct daemon *d)
+{
+	if (d->upgrade_fd < 0) {
+		if (daemon_watchdog_start(d) != 0)
+			log_msg(LOGL_WARNING, "cannot arm the systemd watchdog");
+		daemon_status(d, "READY=1\n");
+		return 0;
+	}
+	d->upgrade_ev = event_new(d->base, d->upgrade_fd, EV_READ | EV_PERSIST,
+	    daemon_upgrade_main_cb, d);
+	if (d->upgrade_ev == NULL || event_add(d->upgrade_ev, NULL) != 0 ||
+	    upgrade_ready(d->upgrade_fd) != 0) {
+		log_msg(LOGL_ERROR, "upgrade: cannot tell the old process this "
+		    "one is ready: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 int
-daemon_run(const char *config_path, struct generation *gen)
+daemon_run(const char *config_path, struct generation *gen, int upgrade_fd)
 {
 	struct daemon d;
 	const struct config *cfg = gen->cfg;
 	const struct timeval prune_tv = { DAEMON_STAPLE_PRUNE_S, 0 };
-	char err[512];
 	int n = daemon_num_workers(gen);
 	int rc = 1;
 
 	memset(&d, 0, sizeof(d));
 	d.config_path = config_path;
 	d.notify_fd = -1;
+	d.upgrade_fd = upgrade_fd;
 	if (daemon_apply_logging(&d, cfg) != 0) {
 		generation_unref(gen);
-		return 1;
+		goto out;
 	}
 	generation_activate(gen);
 	generation_publish(gen);
-	listener_set_inherit(&d.old_socks);
-	if (listener_set_open(&d.socks, &d.old_socks, cfg, &d.listeners, n,
-	    err, sizeof(err)) != 0) {
-		log_msg(LOGL_ERROR, "%s", err);
+	/* Before the sockets: an upgrade hands bans over with them. */
+	if ((d.peers = peer_table_new(0)) == NULL) {
+		log_msg(LOGL_ERROR, "out of memory for the address table");
 		goto out;
 	}
-	for (size_t i = 0; i < d.old_socks.num_socks; i++) {
-		const struct listen_sock *ls = &d.old_socks.socks[i];
-		char buf[ADDR_STRLEN];
-		int used = 0;
-
-		for (size_t j = 0; j < d.socks.num_socks; j++)
-			used |= d.socks.socks[j].fd == ls->fd;
-		if (!used)
-			log_msg(LOGL_WARNING, "socket activation: no listener "
-			    "binds %s; closing it", addr_format(&ls->addr, buf,
-			    sizeof(buf)));
-	}
-	listener_set_close_unused(&d.old_socks, &d.socks);
+	if (daemon_sockets(&d, cfg, n) != 0)
+		goto out;
 	d.base = event_base_new();
 	d.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (d.base == NULL || d.notify_fd < 0 || daemon_setup_signals(&d) != 0) {
@@ -760,6 +970,8 @@ daemon_run(const char *config_path, struct generation *gen)
 	/* Bound before dropping privileges, like the listeners. */
 	if (admin_apply(&d.admin, &d, &cfg->global) != 0)
 		goto out;
+	/* An inherited endpoint socket the configuration no longer wants. */
+	admin_inherit(-1);
 	if (daemon_drop_privileges(cfg) != 0)
 		goto out;
 	d.notify_ev = event_new(d.base, d.notify_fd, EV_READ | EV_PERSIST,
@@ -772,10 +984,6 @@ daemon_run(const char *config_path, struct generation *gen)
 	    event_add(d.staple_ev, &prune_tv) != 0)
 		goto out;
 	generation_set_reaper(daemon_wake, &d);
-	if ((d.peers = peer_table_new(0)) == NULL) {
-		log_msg(LOGL_ERROR, "out of memory for the address table");
-		goto out;
-	}
 	if (daemon_start_workers(&d, n) != 0) {
 		log_msg(LOGL_ERROR, "cannot start %d workers", n);
 		goto out;
@@ -792,12 +1000,11 @@ daemon_run(const char *config_path, struct generation *gen)
 		goto out;
 	}
 	acme_sync(d.acme, generation_peek());
-	if (daemon_watchdog_start(&d) != 0)
-		log_msg(LOGL_WARNING, "cannot arm the systemd watchdog");
 	log_msg(LOGL_INFO, "tlsproxy %s ready: %zu listeners, %zu sockets, "
 	    "%d workers", TLSPROXY_VERSION, cfg->num_listeners,
 	    d.socks.num_socks, n);
-	daemon_status(&d, "READY=1\n");
+	if (daemon_ready(&d) != 0)
+		goto out;
 	event_base_dispatch(d.base);
 	/* The workers have stopped: what they queued comes before the last
 	 * line. */
@@ -805,6 +1012,13 @@ daemon_run(const char *config_path, struct generation *gen)
 	log_msg(LOGL_INFO, "all connections closed; exiting");
 	rc = 0;
 out:
+	if (rc != 0 && d.upgrade_fd >= 0) {
+		char why[256];
+
+		log_last_error(why, sizeof(why));
+		upgrade_fail(d.upgrade_fd, why[0] != '\0' ? why :
+		    "it could not start");
+	}
 	daemon_free(&d);
 	generation_publish(NULL);
 	/* No worker is left to read them: retired and current snapshots

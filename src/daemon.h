@@ -37,7 +37,7 @@ struct daemon {
 	 * point asked for by retire_defer, or their loop ended. */
 	int notify_fd;
 	struct event *notify_ev;
-	struct event *sig_ev[5];
+	struct event *sig_ev[6];
 	struct event *drain_ev;
 	/* systemd watchdog: a ping goes to every worker each half period; the
 	 * daemon reports alive only if all answered the previous one. */
@@ -58,10 +58,29 @@ struct daemon {
 	int reload_again;
 	unsigned long reloads_ok, reloads_failed;
 	char last_reload[160];
+	/* Binary upgrade. As the old process: the one in progress, and
+	 * whether a new process serves now (this one only drains, and
+	 * systemd no longer listens to it). As the new one: the channel
+	 * until the old one has handed systemd over (-1 after). */
+	struct upgrade *upgrade;
+	int handed_over;
+	int upgrade_fd;
+	struct event *upgrade_ev;
+	unsigned long upgrades_ok, upgrades_failed;
+	char last_upgrade[400];
 };
 
 /* daemon_run serves |gen| (taking over the caller's reference) until
- * SIGTERM or SIGINT. Returns the process exit status. */
-int daemon_run(const char *config_path, struct generation *gen);
+ * SIGTERM or SIGINT, or until a new process took over and this one has
+ * drained. |upgrade_fd| is the handover channel when this process was
+ * started by an upgrade, else -1. Returns the process exit status. */
+int daemon_run(const char *config_path, struct generation *gen,
+    int upgrade_fd);
+
+/* daemon_upgrade starts a binary upgrade, asked for by |who| (for the
+ * log). Returns 0, or -1 with the reason in |err| when none can start
+ * now. */
+int daemon_upgrade(struct daemon *d, const char *who, char *err,
+    size_t err_len);
 
 #endif

@@ -173,6 +173,69 @@ listener_set_discard(struct listener_set *next, const struct listener_set *cur)
 	memset(next, 0, sizeof(*next));
 }
 
+/* listener_take_over adds to |next| every open socket of |cur| for |a| and
+ * |worker|: after an upgrade to fewer workers, one worker accepts on
+ * several, since closing any would reset the connections in its queue.
+ * Returns how many, or -1 out of memory. */
+static int
+listener_take_over(struct listener_set *next, const struct listener_set *cur,
+    const struct addr *a, struct listener *l, int worker)
+{
+	int n = 0;
+
+	for (size_t i = 0; cur != NULL && i < cur->num_socks; i++) {
+		const struct listen_sock *ls = &cur->socks[i];
+
+		if (ls->fd < 0 || ls->worker != worker ||
+		    !addr_equal(&ls->addr, a))
+			continue;
+		if (listener_add_sock(next, ls->fd, a, l, worker) != 0)
+			return -1;
+		n++;
+	}
+	return n;
+}
+
+/* listener_set_open_addr puts the sockets for one address into |next|. */
+static int
+listener_set_open_addr(struct listener_set *next,
+    const struct listener_set *cur, const struct addr *a, struct listener *l,
+    int num_workers, char *err, size_t err_len)
+{
+	/* Unix sockets, and sockets passed in by systemd, are one socket
+	 * all workers accept on. */
+	int shared = a->ss.ss_family == AF_UNIX ||
+	    listener_set_find(cur, a, -1, 1) != NULL;
+	/* The address is ours already (a reload, an upgrade to more
+	 * workers): probing it would only find ourselves. */
+	int probed = 0;
+
+	for (int w = 0; cur != NULL && w < num_workers && !probed; w++)
+		probed = listener_set_find(cur, a, w, 1) != NULL;
+	for (int w = 0; w < (shared ? 1 : num_workers); w++) {
+		int worker = shared ? -1 : w;
+		int n = listener_take_over(next, cur, a, l, worker), fd;
+
+		if (n < 0) {
+			snprintf(err, err_len, "out of memory");
+			return -1;
+		}
+		if (n > 0)
+			continue;
+		if (!probed && listener_probe(a, err, err_len) != 0)
+			return -1;
+		probed = 1;
+		if ((fd = listener_bind(a, !shared, err, err_len)) < 0)
+			return -1;
+		if (listener_add_sock(next, fd, a, l, worker) != 0) {
+			close(fd);
+			snprintf(err, err_len, "out of memory");
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int
 listener_set_open(struct listener_set *next, const struct listener_set *cur,
     const struct config *cfg, struct listener_registry *reg, int num_workers,
@@ -188,38 +251,9 @@ listener_set_open(struct listener_set *next, const struct listener_set *cur,
 			goto fail;
 		}
 		for (size_t j = 0; j < cl->bind.num; j++) {
-			const struct addr *a = &cl->addrs[j];
-			/* Unix sockets, and sockets passed in by systemd, are
-			 * one socket all workers accept on. */
-			int shared = a->ss.ss_family == AF_UNIX ||
-			    listener_set_find(cur, a, -1, 1) != NULL;
-			int probed = 0;
-
-			for (int w = 0; w < (shared ? 1 : num_workers); w++) {
-				int worker = shared ? -1 : w;
-				const struct listen_sock *old =
-				    listener_set_find(cur, a, worker, 1);
-				int fd;
-
-				if (old != NULL) {
-					fd = old->fd;
-				} else {
-					if (!probed && listener_probe(a, err,
-					    err_len) != 0)
-						goto fail;
-					probed = 1;
-					fd = listener_bind(a, !shared, err,
-					    err_len);
-					if (fd < 0)
-						goto fail;
-				}
-				if (listener_add_sock(next, fd, a, l, worker) != 0) {
-					if (old == NULL)
-						close(fd);
-					snprintf(err, err_len, "out of memory");
-					goto fail;
-				}
-			}
+			if (listener_set_open_addr(next, cur, &cl->addrs[j], l,
+			    num_workers, err, err_len) != 0)
+				goto fail;
 		}
 	}
 	return 0;
@@ -241,11 +275,36 @@ listener_set_close_unused(struct listener_set *old,
 		    listener_set_find(next, &ls->addr, ls->worker, 0) != NULL))
 			continue;
 		close(ls->fd);
-		if (ls->addr.ss.ss_family == AF_UNIX)
+		if (ls->addr.ss.ss_family == AF_UNIX && !old->handed_over)
 			unlink(((const struct sockaddr_un *)&ls->addr.ss)->sun_path);
 	}
 	free(old->socks);
 	memset(old, 0, sizeof(*old));
+}
+
+int
+listener_set_adopt(struct listener_set *set, int fd, int worker,
+    const char *from)
+{
+	struct addr a;
+
+	memset(&a, 0, sizeof(a));
+	a.len = sizeof(a.ss);
+	if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0 ||
+	    getsockname(fd, (struct sockaddr *)&a.ss, &a.len) != 0) {
+		log_msg(LOGL_WARNING, "%s: file descriptor %d is not a "
+		    "listening stream socket; closing it", from, fd);
+		close(fd);
+		return -1;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	if (listener_add_sock(set, fd, &a, NULL, worker) != 0) {
+		log_msg(LOGL_ERROR, "%s: out of memory", from);
+		close(fd);
+		return -1;
+	}
+	return 0;
 }
 
 int
@@ -255,27 +314,14 @@ listener_set_inherit(struct listener_set *set)
 
 	memset(set, 0, sizeof(*set));
 	for (int i = 0; i < n; i++) {
-		int fd = SD_LISTEN_FDS_START + i;
-		struct addr a;
 		char buf[ADDR_STRLEN];
 
-		memset(&a, 0, sizeof(a));
-		a.len = sizeof(a.ss);
-		if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0 ||
-		    getsockname(fd, (struct sockaddr *)&a.ss, &a.len) != 0) {
-			log_msg(LOGL_WARNING, "passed file descriptor %d is not a "
-			    "listening stream socket; closing it", fd);
-			close(fd);
+		if (listener_set_adopt(set, SD_LISTEN_FDS_START + i, -1,
+		    "socket activation") != 0)
 			continue;
-		}
-		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-		fcntl(fd, F_SETFD, FD_CLOEXEC);
-		if (listener_add_sock(set, fd, &a, NULL, -1) != 0) {
-			close(fd);
-			continue;
-		}
 		log_msg(LOGL_INFO, "socket activation: received %s",
-		    addr_format(&a, buf, sizeof(buf)));
+		    addr_format(&set->socks[set->num_socks - 1].addr, buf,
+		    sizeof(buf)));
 	}
 	return (int)set->num_socks;
 }

@@ -35,6 +35,9 @@ struct listen_sock {
 struct listener_set {
 	struct listen_sock *socks;
 	size_t num_socks;
+	/* Another process accepts on these sockets now (a binary upgrade):
+	 * closing ours must not remove a unix socket's path. */
+	int handed_over;
 };
 
 /* listener_registry_get returns the listener named |name|, creating it on
@@ -66,6 +69,14 @@ void listener_set_close_unused(struct listener_set *old,
  * listener_set_open with it as |cur| adopts those whose address a listener
  * binds; listener_set_close_unused then closes the rest. */
 int listener_set_inherit(struct listener_set *set);
+
+/* listener_set_adopt adds |fd|, a listening socket received from
+ * elsewhere (named |from| in messages), to |set| for |worker| (-1: every
+ * worker), with its address; the listener is set when a
+ * listener_set_open takes it over. Returns 0, or -1 after closing |fd|
+ * when it is not a listening stream socket or memory runs out. */
+int listener_set_adopt(struct listener_set *set, int fd, int worker,
+    const char *from);
 
 /* listener_bind opens one listening socket on |a|. Returns the fd, or -1
  * with |err| set. */

@@ -203,6 +203,32 @@ log_kind_remember(struct log_kind *k, enum log_level level, const char *text,
 	pthread_mutex_unlock(&log_kinds_mu);
 }
 
+/* The last error written directly, which a process that fails to start
+ * can pass on to the one that started it. */
+static pthread_mutex_t log_error_lock = PTHREAD_MUTEX_INITIALIZER;
+static char log_error_text[256];
+
+static void
+log_keep_error(const char *text, size_t len)
+{
+	if (len >= sizeof(log_error_text))
+		len = sizeof(log_error_text) - 1;
+	pthread_mutex_lock(&log_error_lock);
+	memcpy(log_error_text, text, len);
+	log_error_text[len] = '\0';
+	pthread_mutex_unlock(&log_error_lock);
+}
+
+void
+log_last_error(char *out, size_t len)
+{
+	if (len == 0)
+		return;
+	pthread_mutex_lock(&log_error_lock);
+	snprintf(out, len, "%s", log_error_text);
+	pthread_mutex_unlock(&log_error_lock);
+}
+
 void
 log_msg(enum log_level level, const char *fmt, ...)
 {
@@ -237,6 +263,8 @@ log_msg(enum log_level level, const char *fmt, ...)
 	off += (size_t)n < max ? (size_t)n : max - 1;
 	if (k != NULL)
 		log_kind_remember(k, level, buf + text_off, off - text_off);
+	else if (level == LOGL_ERROR)
+		log_keep_error(buf + text_off, off - text_off);
 	if (suppressed > 0) {
 		n = snprintf(buf + off, note_max, " (%llu similar message%s "
 		    "suppressed)", (unsigned long long)suppressed,

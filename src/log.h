@@ -48,6 +48,10 @@ int log_level_parse(const char *s, enum log_level *out);
 void log_msg(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* log_last_error copies the last error line log_msg wrote directly (not
+ * through the writer thread), without prefix; empty if none. */
+void log_last_error(char *out, size_t len);
+
 /* log_msg_set_queued sets whether the calling thread's messages go through
  * the writer thread and the rate limit (|on| nonzero) or are written at
  * once (the default). Threads that serve connections turn it on, so that a

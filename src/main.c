@@ -14,6 +14,8 @@
 #include "log.h"
 #include "tickets.h"
 #include "tls_ctx.h"
+#include "upgrade.h"
+#include "upgrade_cli.h"
 
 #define DEFAULT_CONFIG "/etc/tlsproxy/tlsproxy.conf"
 
@@ -24,6 +26,8 @@ usage(FILE *f)
 	    "usage: tlsproxy [-c FILE] [-t] [-V] [-h]\n"
 	    "  -c, --config FILE  configuration file (default " DEFAULT_CONFIG ")\n"
 	    "  -t, --test         check the configuration, certificates and keys, then exit\n"
+	    "      --upgrade      ask the running daemon (through its admin endpoint) to\n"
+	    "                     replace itself with the binary on disk; wait for the outcome\n"
 	    "  -V, --version      print the versions of tlsproxy and BoringSSL\n"
 	    "  -h, --help         this text\n"
 	    "      --list-keys    print every configuration key with its default\n"
@@ -37,15 +41,16 @@ usage(FILE *f)
 }
 
 /* load builds the generation the daemon or -t needs, printing every
- * error; NULL when there was any. */
+ * error; NULL when there was any, with a summary in |why|. */
 static struct generation *
-load(const char *path)
+load(const char *path, char *why, size_t why_len)
 {
 	struct config *cfg = config_load(path);
 	struct generation *g;
 
 	if (cfg == NULL) {
 		fprintf(stderr, "tlsproxy: out of memory\n");
+		snprintf(why, why_len, "out of memory");
 		return NULL;
 	}
 	log_set_level((enum log_level)cfg->global.log_level);
@@ -55,6 +60,9 @@ load(const char *path)
 			fprintf(stderr, "%s\n", cfg->errors[i]);
 		fprintf(stderr, "tlsproxy: %zu error%s in %s\n", cfg->num_errors,
 		    cfg->num_errors == 1 ? "" : "s", path);
+		snprintf(why, why_len, "%zu error%s in the configuration, the "
+		    "first: %s", cfg->num_errors, cfg->num_errors == 1 ? "" : "s",
+		    cfg->num_errors > 0 ? cfg->errors[0] : "-");
 		config_free(cfg);
 	}
 	return g;
@@ -74,11 +82,16 @@ main(int argc, char **argv)
 		{ "new-ticket-key", no_argument, NULL, 'N' },
 		{ "new-ech-key", required_argument, NULL, 'E' },
 		{ "ech-config-list", no_argument, NULL, 'L' },
+		{ "upgrade", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *path = DEFAULT_CONFIG;
 	struct generation *g;
-	int test = 0, c;
+	char why[512];
+	int test = 0, upgrade = 0, upgrade_fd, c;
+
+	upgrade_init(argc, argv);
+	upgrade_fd = upgrade_child_fd();
 
 	while ((c = getopt_long(argc, argv, "c:tVh", opts, NULL)) != -1) {
 		switch (c) {
@@ -87,6 +100,9 @@ main(int argc, char **argv)
 			break;
 		case 't':
 			test = 1;
+			break;
+		case 'U':
+			upgrade = 1;
 			break;
 		case 'V':
 			printf("tlsproxy %s\nBoringSSL API version %d, %s\n"
@@ -140,9 +156,18 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	g = load(path);
-	if (g == NULL)
+	g = load(path, why, sizeof(why));
+	if (g == NULL) {
+		if (upgrade_fd >= 0)
+			upgrade_fail(upgrade_fd, why);
 		return 1;
+	}
+	if (upgrade) {
+		int rc = upgrade_request(g->cfg);
+
+		generation_unref(g);
+		return rc;
+	}
 	if (test) {
 		acme_check_disk(g);
 		printf("tlsproxy: %s: configuration is valid (%zu listeners, "
@@ -151,5 +176,5 @@ main(int argc, char **argv)
 		generation_unref(g);
 		return 0;
 	}
-	return daemon_run(path, g);
+	return daemon_run(path, g, upgrade_fd);
 }
