@@ -555,7 +555,7 @@ def main():
     ap.add_argument("--upgrade-timeout", type=float, default=30)
     ap.add_argument("--life-min", type=float, default=5)
     ap.add_argument("--life-max", type=float, default=15)
-    ap.add_argument("--chunk", type=int, default=16384,
+    ap.add_argument("--chunk", type=int, default=4096,
                     help="largest chunk a long-lived connection sends")
     ap.add_argument("--ramp", type=float, default=5,
                     help="seconds over which the long-lived connections "
