@@ -48,6 +48,7 @@ Environment: TLSPROXY_BIN, TLSPROXY_BACKEND (set by meson), else build/;
 TLSPROXY_SANITIZE (meson's b_sanitize) is only reported."""
 import argparse
 import asyncio
+import collections
 import ctypes
 import hashlib
 import json
@@ -62,6 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 sys.dont_write_bytecode = True  # no __pycache__ next to the sources
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -94,6 +96,7 @@ class Run:
         self.stop = asyncio.Event()
         self.refused = []
         self.failures = []
+        self.failure_kinds = collections.Counter()  # (stage, exception)
         self.long_total = 0
         self.long_clean = 0
         self.long_open = 0
@@ -110,6 +113,10 @@ class Run:
         self.admin_errors = 0
         self.pool13 = []
         self.pool12 = []
+        self.client_cpu = 0.0
+        self.load_wall = 0.0
+        self.last_status = {}
+        self.word = "reload" if args.reload else "upgrade"
 
     def now(self):
         return time.monotonic() - self.t0
@@ -224,6 +231,7 @@ def record(r, name, conn, started, stage, e):
         r.refused.append("%s: connection refused: %s" % (where, e))
     else:
         r.failures.append("%s: %s: %r" % (where, stage, e))
+        r.failure_kinds[(stage.split()[0], type(e).__name__)] += 1
 
 
 async def long_conn(r, ctx, name, rnd):
@@ -415,7 +423,13 @@ async def upgrades(r, first_status, argv0):
         t_sig = time.monotonic()
         r.in_upgrade = True
         r.signals += 1
-        os.kill(old, sig)
+        try:
+            os.kill(old, sig)
+        except ProcessLookupError:
+            r.upgrade_error = "%s %d: main process %d is gone" % (
+                r.word, k, old)
+            r.in_upgrade = False
+            return
         deadline = t_sig + r.args.upgrade_timeout
         new, st, err = None, None, None
         while time.monotonic() < deadline:
@@ -441,9 +455,10 @@ async def upgrades(r, first_status, argv0):
         took = time.monotonic() - t_sig
         if new is None:
             r.upgrade_error = (
-                "upgrade %d: no new process in /status %.0f s after %s to "
+                "%s %d: no %s in /status %.0f s after %s to "
                 "%d; last /status: %s%s" % (
-                    k, r.args.upgrade_timeout, sig.name, old,
+                    r.word, k, "new process" if r.word == "upgrade" else
+                    "new reload", r.args.upgrade_timeout, sig.name, old,
                     json.dumps(st)[:400] if st else "none",
                     "; last admin error: %r" % err if err else ""))
             r.in_upgrade = False
@@ -459,8 +474,9 @@ async def upgrades(r, first_status, argv0):
         r.upgrades.append((k, old, new, took))
         r.in_upgrade = False
         prev = st
-        print("# t=%6.1fs upgrade %d: %d -> %d in %.2f s; long-lived open "
-              "%d, failed %d, refused %d" % (r.now(), k, old, new, took,
+        print("# t=%6.1fs %s %d: %d -> %d in %.2f s; long-lived open "
+              "%d, failed %d, refused %d" % (r.now(), r.word, k, old, new,
+                                            took,
                                             r.long_open, len(r.failures),
                                             len(r.refused)), flush=True)
         await asyncio.sleep(r.args.interval)
@@ -489,6 +505,28 @@ class Reaper:
             await asyncio.sleep(0.1)
 
 
+def kill_all(reaper, backend):
+    """SIGKILL whatever child is left, the backend included, and reap it
+    all, the orphans of killed processes too. Returns the pids of tlsproxy
+    processes that were still there."""
+    stray = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        reaper.reap()
+        left = children()
+        if not left:
+            break
+        for p in left:
+            if (backend is None or p != backend.pid) and p not in stray:
+                stray.append(p)
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+    return stray
+
+
 def children():
     me = os.getpid()
     out = []
@@ -500,8 +538,8 @@ def children():
     return out
 
 
-async def run(args, port, aport, daemon, argv0, reaper):
-    r = Run(args, port, aport)
+async def run(r, daemon, argv0, reaper):
+    args = r.args
     r.main_pid = daemon.pid
     r.mains.append((0.0, daemon.pid))
     reap_task = asyncio.create_task(reaper.run())
@@ -589,8 +627,8 @@ def main():
     os.makedirs(d, exist_ok=True)
     reaper = Reaper()
     backend = daemon = None
-    tap = []
     r = None
+    error = None
     logf = os.path.join(d, "tlsproxy.log")
     known = {}    # tlsproxy main pids -> when it became main
     try:
@@ -608,11 +646,14 @@ def main():
         if not wait_ready(logf):
             raise RuntimeError("tlsproxy is not ready after 10 s")
         argv0 = proc_info(daemon.pid)[3]
-        r = asyncio.run(run(args, port, aport, daemon, argv0, reaper))
-        for t, pid in r.mains:
-            known[pid] = t
+        r = Run(args, port, aport)
+        asyncio.run(run(r, daemon, argv0, reaper))
+        known.update((pid, t) for t, pid in r.mains)
         # The last process: SIGTERM, then every process must be gone.
-        os.kill(r.main_pid, signal.SIGTERM)
+        try:
+            os.kill(r.main_pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass    # reaped already: its status tells
         deadline = time.monotonic() + SHUTDOWN_TIMEOUT + 30
         while time.monotonic() < deadline:
             reaper.reap()
@@ -620,32 +661,27 @@ def main():
                     set(children()) <= {backend.pid}:
                 break
             time.sleep(0.1)
+    except Exception:  # noqa: BLE001 - reported as a failed TAP line
+        error = traceback.format_exc()
     finally:
-        reaper.reap()
-        stray = [p for p in children() if backend is None or
-                 p != backend.pid]
-        for p in stray:
-            os.kill(p, signal.SIGKILL)
-        if backend is not None:
-            backend.kill()
-        time.sleep(0.2)
-        while True:    # everything left, the backend included
-            try:
-                pid, status, ru = os.wait4(-1, 0)
-            except ChildProcessError:
-                break
-            reaper.exited[pid] = (os.waitstatus_to_exitcode(status),
-                                  ru.ru_utime + ru.ru_stime)
+        if r is not None:
+            known.update((pid, t) for t, pid in r.mains)
+        stray = kill_all(reaper, backend)
         for p in (backend, daemon):
             if p is not None and p.pid in reaper.exited:
                 p.returncode = reaper.exited[p.pid][0]
         if backend is not None:
             reaper.exited.pop(backend.pid, None)
     wall = time.monotonic() - wall0
-    failed = r is None
+    tap = []
+    if error is not None:
+        for line in error.splitlines():
+            print("# " + line)
+        tap.append((False, "the run went to its end (%s)" %
+                    error.strip().splitlines()[-1]))
     if r is not None:
-        tap = report(r, args, reaper, known, stray, logf, wall)
-        failed = not all(ok for ok, _ in tap)
+        tap += report(r, args, reaper, known, stray, logf, wall)
+    failed = not tap or not all(ok for ok, _ in tap)
     if failed and os.path.exists(logf):
         with open(logf, errors="replace") as f:
             lines = f.readlines()
@@ -654,9 +690,6 @@ def main():
             print("#   " + line.rstrip())
     if not args.keep:
         shutil.rmtree(d, ignore_errors=True)
-    if r is None:
-        print("1..1\nnot ok 1 - tlsproxy started and was loaded")
-        return 1
     print("1..%d" % len(tap))
     for i, (ok, what) in enumerate(tap, 1):
         print("%s %d - %s" % ("ok" if ok else "not ok", i, what))
@@ -664,7 +697,7 @@ def main():
 
 
 def report(r, args, reaper, known, stray, logf, wall):
-    word = "reload" if args.reload else "upgrade"
+    word = r.word
     with open(logf, errors="replace") as f:
         log = f.read()
     print("# --- summary (%s mode) ---" % word)
@@ -710,6 +743,8 @@ def report(r, args, reaper, known, stray, logf, wall):
           "s), tlsproxy %.1f s in all; sanitizer: %s" % (
               wall, r.client_cpu, r.load_wall, tlsproxy_cpu,
               os.environ.get("TLSPROXY_SANITIZE", "none")))
+    for (stage, exc), n in r.failure_kinds.most_common():
+        print("# failures in %s with %s: %d" % (stage, exc, n))
     for f in r.refused[:20]:
         print("# refused: " + f)
     for f in r.failures[:20]:
