@@ -443,8 +443,9 @@ async def upgrades(r, first_status, argv0):
             pid = st.get("pid")
             if r.args.reload:
                 if pid is not None and pid != old:
-                    r.upgrade_error = "upgrade %d: /status pid %d after a " \
+                    r.upgrade_error = "reload %d: /status pid %d after a " \
                         "reload of %d" % (k, pid, old)
+                    r.in_upgrade = False
                     return
                 if st.get("reloads_ok", 0) > prev.get("reloads_ok", 0):
                     new = old
@@ -461,6 +462,9 @@ async def upgrades(r, first_status, argv0):
                     "new reload", r.args.upgrade_timeout, sig.name, old,
                     json.dumps(st)[:400] if st else "none",
                     "; last admin error: %r" % err if err else ""))
+            if st is not None and "pid" not in st and not r.args.reload:
+                r.upgrade_error += " (no \"pid\" in /status: this " \
+                    "tlsproxy has no binary upgrade)"
             r.in_upgrade = False
             return
         if new != old:
