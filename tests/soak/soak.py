@@ -73,6 +73,38 @@ def make_pki(d):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def start_backend():
+    """tlsproxy-backend in echo mode on a free port: (process, port)."""
+    backend = subprocess.Popen([BACKEND, "--port", "0", "echo"],
+                               stdout=subprocess.PIPE, text=True)
+    return backend, int(backend.stdout.readline().split()[1])
+
+
+def write_config(d, port, bport, aport, extra_global=""):
+    """tlsproxy.conf in |d|: two workers, access log, admin endpoint, one
+    listener on |port| to the echo backend on |bport|, the certificate of
+    make_pki(). |extra_global| is added to [global]. Returns its path."""
+    conf = os.path.join(d, "tlsproxy.conf")
+    with open(conf, "w") as f:
+        f.write("[global]\nworkers = 2\nlog_level = info\n"
+                "access_log = %s/access.log\nadmin = 127.0.0.1:%d\n"
+                "idle_timeout = 60s\n%s[listener soak]\n"
+                "bind = 127.0.0.1:%d\ncontext = c\nbackend = b\n"
+                "[backend b]\naddress = 127.0.0.1:%d\n[context c]\n"
+                "cert = %s/cert.pem\nkey = %s/key.pem\n" %
+                (d, aport, extra_global, port, bport, d, d))
+    return conf
+
+
+def wait_ready(logf, tries=200):
+    """Wait (up to tries * 50 ms) for the daemon's "ready" line in logf."""
+    for _ in range(tries):
+        if " ready: " in open(logf).read():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def proc_sample(pid):
     with open("/proc/%d/status" % pid) as f:
         rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
@@ -208,28 +240,15 @@ def main():
     tap = []
     try:
         make_pki(d)
-        backend = subprocess.Popen([BACKEND, "--port", "0", "echo"],
-                                   stdout=subprocess.PIPE, text=True)
+        backend, bport = start_backend()
         procs.append(backend)
-        bport = int(backend.stdout.readline().split()[1])
         port, aport = free_port(), free_port()
-        conf = os.path.join(d, "tlsproxy.conf")
-        with open(conf, "w") as f:
-            f.write("[global]\nworkers = 2\nlog_level = info\n"
-                    "access_log = %s/access.log\nadmin = 127.0.0.1:%d\n"
-                    "idle_timeout = 60s\n[listener soak]\n"
-                    "bind = 127.0.0.1:%d\ncontext = c\nbackend = b\n"
-                    "[backend b]\naddress = 127.0.0.1:%d\n[context c]\n"
-                    "cert = %s/cert.pem\nkey = %s/key.pem\n" %
-                    (d, aport, port, bport, d, d))
+        conf = write_config(d, port, bport, aport)
         logf = os.path.join(d, "tlsproxy.log")
         daemon = subprocess.Popen([BIN, "-c", conf],
                                   stderr=open(logf, "w"))
         procs.append(daemon)
-        for _ in range(200):
-            if " ready: " in open(logf).read():
-                break
-            time.sleep(0.05)
+        wait_ready(logf)
         st, samples, reloads, n_short = asyncio.run(
             run(args, port, daemon.pid, logf))
         daemon.send_signal(signal.SIGTERM)
