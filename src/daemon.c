@@ -563,8 +563,12 @@ static void
 daemon_upgrade_done(void *arg, pid_t pid, const char *err)
 {
 	struct daemon *d = arg;
-	char msg[512];
+	char msg[512], why[512];
 
+	/* |err| lives in the upgrade. */
+	if (err != NULL)
+		err = strncpy(why, err, sizeof(why) - 1);
+	why[sizeof(why) - 1] = '\0';
 	upgrade_free(d->upgrade);
 	d->upgrade = NULL;
 	if (err != NULL) {
