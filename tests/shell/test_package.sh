@@ -274,10 +274,13 @@ if command -v logrotate > /dev/null && command -v python3 > /dev/null; then
 	logs=$tmp/log
 	mkdir -p "$logs"
 	port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	aport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 	cat > "$tmp/rotate.conf" <<EOF
 [global]
 workers = 1
 access_log = $logs/access.log
+admin = 127.0.0.1:$aport
+shutdown_timeout = 5s
 [listener t]
 bind = 127.0.0.1:$port
 context = c
@@ -335,8 +338,54 @@ EOF
 	    i=0; while [ \$i -lt 50 ] && ! [ -s '$logs/access.log' ]; do sleep 0.1; i=\$((i + 1)); done;
 	    [ -s '$logs/access.log' ] && [ -s '$logs/access.log.1' ] &&
 	    grep -q 'SIGUSR1: reopening the access log' '$tmp/daemon.log'"
-	kill "$pid"
+
+	# --- upgrade in place ----------------------------------------------------
+	# The postinst of a newer version finds the service running and
+	# upgrades the daemon in place. No systemd runs here: the stand-in
+	# systemctl answers MainPID and StatusText from the daemon's /status,
+	# which names the process that serves (as MAINPID= tells systemd) and
+	# the last upgrade's result, and delivers the signal to that process.
+	cat > "$stubs/systemctl" <<'EOF'
+#!/bin/sh
+field() {
+	curl -s --max-time 2 http://127.0.0.1:ADMIN_PORT/status | python3 -c \
+	    'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
+}
+case "$*" in
+"is-active --quiet tlsproxy.service") exit 0 ;;
+"show --property=MainPID --value tlsproxy.service") field pid ;;
+"show --property=StatusText --value tlsproxy.service") field last_upgrade ;;
+"kill --kill-whom=main --signal=USR2 tlsproxy.service") kill -USR2 "$(field pid)" ;;
+*) exit 0 ;;
+esac
+EOF
+	sed -i "s/ADMIN_PORT/$aport/" "$stubs/systemctl"
+	maint postinst configure 0.0.1 > "$tmp/postinst.out" 2>&1
+	check "upgrade: the postinst upgrades the running daemon in place" sh -c "
+	    cat '$tmp/postinst.out';
+	    grep -q 'upgraded in place: process [0-9]* serves, process $pid drains' '$tmp/postinst.out'"
 	wait "$pid"
+	check "upgrade: the old process drained and exited 0" [ $? -eq 0 ]
+	pid=$(PATH="$stubs:$PATH" systemctl show --property=MainPID --value tlsproxy.service)
+	: > "$logs/access.log"
+	poke upgraded
+	check "upgrade: the new process serves" logged "$logs/access.log"
+	# A configuration the new process refuses: the postinst says so at
+	# once and the daemon keeps serving.
+	echo "workers = many" >> "$tmp/rotate.conf"
+	maint postinst configure 0.0.2 > "$tmp/postinst.out" 2>&1
+	check "upgrade: a failed one is reported and the daemon keeps serving" sh -c "
+	    cat '$tmp/postinst.out';
+	    grep -q 'was not upgraded and keeps serving' '$tmp/postinst.out' &&
+	    [ \"\$(PATH='$stubs:$PATH' systemctl show --property=MainPID --value tlsproxy.service)\" = $pid ] &&
+	    grep -q 'upgrade failed: new process .* error' '$tmp/daemon.log'"
+	# Not our child any more: the old process started it.
+	kill "$pid"
+	i=0
+	while [ $i -lt 100 ] && kill -0 "$pid" 2>/dev/null; do
+		sleep 0.1
+		i=$((i + 1))
+	done
 	pid=
 else
 	notok "logrotate or python3 is not installed"
