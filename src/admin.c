@@ -381,6 +381,11 @@ metrics_config(struct evbuffer *b, const struct daemon *d,
 	admin_sample(b, "tlsproxy_reloads_total", ok, (double)d->reloads_ok);
 	admin_sample(b, "tlsproxy_reloads_total", failed,
 	    (double)d->reloads_failed);
+	admin_family(b, "tlsproxy_upgrades_total", "counter",
+	    "Binary upgrades started by this process (SIGUSR2), by result.");
+	admin_sample(b, "tlsproxy_upgrades_total", ok, (double)d->upgrades_ok);
+	admin_sample(b, "tlsproxy_upgrades_total", failed,
+	    (double)d->upgrades_failed);
 	admin_one(b, "tlsproxy_config_generation", "gauge", "Number of the "
 	    "configuration generation in use (1 at start).", (double)g->id);
 	admin_one(b, "tlsproxy_config_loaded_timestamp_seconds", "gauge",

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -727,6 +728,51 @@ START_TEST(refetch_on_admin_request_and_reload)
 }
 END_TEST
 
+START_TEST(staples_survive_an_upgrade)
+{
+	struct h_daemon d;
+	pid_t bpid, rpid, old;
+	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
+	char *c, *line, *out;
+	long long end;
+
+	/* The new process is the old one's child: once that exits, the
+	 * test reaps it. */
+	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	make_pki();
+	rpid = start_responder();
+	/* No cache directory: a staple can only come from the handover. */
+	c = strdup(conf(port, bport));
+	line = strstr(c, "ocsp_cache_dir = ");
+	memmove(line, strchr(line, '\n') + 1, strlen(strchr(line, '\n')));
+	ck_assert_int_eq(h_daemon_start(&d, "upgrade", c), 0);
+	free(c);
+	ck_assert(h_log_contains(&d, ECDSA_GOOD, 5000));
+	ck_assert(h_log_contains(&d, "ocsp context 'good' (RSA certificate): "
+	    "good response from http://", 5000));
+	stop_responder(rpid);
+	old = d.pid;
+	ck_assert_int_eq(kill(old, SIGUSR2), 0);
+	ck_assert(h_log_contains(&d, "upgrade: process ", 10000));
+	out = h_run(NULL, "grep -o 'upgrade: took over .*' '%s'", d.log);
+	ck_assert_msg(strstr(out, " 2 staples ") != NULL, "%s", out);
+	free(out);
+	out = h_run(NULL, "grep -o 'upgrade: process [0-9]*' '%s'", d.log);
+	d.pid = (pid_t)atoi(out + strlen("upgrade: process "));
+	free(out);
+	end = h_now_ms() + 10000;
+	while (waitpid(old, NULL, WNOHANG) != old && h_now_ms() < end)
+		usleep(20000);
+	/* Stapled by the new process at once, with the responder down. */
+	out = status(port, "good.ocsp.test");
+	ck_assert_msg(strstr(out, "Cert Status: good") != NULL, "%s", out);
+	free(out);
+	d.base_fds = h_num_fds(d.pid);
+	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
+	kill(bpid, SIGTERM);
+}
+END_TEST
+
 START_TEST(refreshes_keep_memory_flat)
 {
 	struct h_daemon d;
@@ -784,6 +830,7 @@ main(void)
 	tcase_add_test(tc, file_checked_with_ocsp_issuer);
 	tcase_add_test(tc, refreshes_keep_memory_flat);
 	tcase_add_test(tc, refetch_on_admin_request_and_reload);
+	tcase_add_test(tc, staples_survive_an_upgrade);
 	tcase_add_test(tc, responder_name_lookup_never_blocks);
 	tcase_add_test(tc, endless_responses_cut_while_read);
 	suite_add_tcase(s, tc);

@@ -394,6 +394,12 @@ START_TEST(failed_upgrades_keep_the_old_process_serving)
 	    5000));
 	ck_assert_int_eq(status_num("upgrades_failed"), 4);
 	ck_assert_int_eq(status_num("pid"), d.pid);
+	out = h_run(NULL, "curl -s http://127.0.0.1:%d/metrics | grep "
+	    "'^tlsproxy_upgrades_total'", admin_port);
+	ck_assert_msg(strstr(out, "tlsproxy_upgrades_total{result=\"failed\"} "
+	    "4") != NULL && strstr(out, "tlsproxy_upgrades_total{result="
+	    "\"ok\"} 0") != NULL, "%s", out);
+	free(out);
 
 	/* And then one that works, from the package's replaced file. */
 	install_binary(real, bin);
