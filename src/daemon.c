@@ -556,6 +556,18 @@ daemon_stop(struct daemon *d, int sig)
 	daemon_drain(d, strsignal(sig));
 }
 
+/* daemon_upgrade_failed says everywhere that an upgrade failed. */
+static void
+daemon_upgrade_failed(struct daemon *d, const char *err)
+{
+	d->upgrades_failed++;
+	snprintf(d->last_upgrade, sizeof(d->last_upgrade), "last upgrade "
+	    "FAILED (%s); still serving", err);
+	log_msg(LOGL_ERROR, "upgrade failed: %s; this process keeps serving",
+	    err);
+	daemon_status(d, "");
+}
+
 /* daemon_upgrade_done ends an upgrade: on success this process hands
  * systemd, the admin endpoint and new connections to process |pid| and
  * drains; on failure it keeps serving and says why. */
@@ -572,12 +584,7 @@ daemon_upgrade_done(void *arg, pid_t pid, const char *err)
 	upgrade_free(d->upgrade);
 	d->upgrade = NULL;
 	if (err != NULL) {
-		d->upgrades_failed++;
-		snprintf(d->last_upgrade, sizeof(d->last_upgrade), "last "
-		    "upgrade FAILED (%s); still serving", err);
-		log_msg(LOGL_ERROR, "upgrade failed: %s; this process keeps "
-		    "serving", err);
-		daemon_status(d, "");
+		daemon_upgrade_failed(d, err);
 		if (d->reload_again && !d->stopping) {
 			d->reload_again = 0;
 			daemon_reload(d);
@@ -641,12 +648,7 @@ daemon_upgrade(struct daemon *d, const char *who, char *err, size_t err_len)
 	    g->cfg->global.upgrade_timeout_ms, daemon_upgrade_done, d, err,
 	    err_len);
 	if (d->upgrade == NULL) {
-		d->upgrades_failed++;
-		snprintf(d->last_upgrade, sizeof(d->last_upgrade), "last "
-		    "upgrade FAILED (%s); still serving", err);
-		log_msg(LOGL_ERROR, "upgrade failed: %s; this process keeps "
-		    "serving", err);
-		daemon_status(d, "");
+		daemon_upgrade_failed(d, err);
 		return -1;
 	}
 	return 0;
