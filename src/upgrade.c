@@ -218,7 +218,7 @@ upgrade_enqueue(struct upgrade *u, struct umsg *m)
 	u->queued_bytes += m->len;
 }
 
-/* upgrade_describe writes how process |pid| ended from |status|. */
+/* upgrade_describe writes how a process ended from its wait |status|. */
 static void
 upgrade_describe(char *buf, size_t len, int status)
 {
@@ -831,17 +831,25 @@ int
 upgrade_child_fd(void)
 {
 	const char *v = getenv(UPGRADE_ENV);
-	char *end, pid[32];
+	char *end, pid[32], val[32];
+	socklen_t len = sizeof(int);
+	int type = 0;
 	long fd;
 
 	if (v == NULL)
 		return -1;
+	snprintf(val, sizeof(val), "%s", v);
+	v = val;
 	errno = 0;
 	fd = strtol(v, &end, 10);
 	unsetenv(UPGRADE_ENV);
 	if (errno != 0 || *end != '\0' || fd < 3 || fd > INT_MAX ||
-	    fcntl((int)fd, F_GETFD) < 0)
+	    getsockopt((int)fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 ||
+	    type != SOCK_SEQPACKET) {
+		log_msg(LOGL_WARNING, UPGRADE_ENV "=%s is not a handover "
+		    "channel; starting as usual", v);
 		return -1;
+	}
 	fcntl((int)fd, F_SETFD, FD_CLOEXEC);
 	/* systemd's watchdog settings name the process they are for: this
 	 * one is about to be it. */
