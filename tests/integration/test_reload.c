@@ -504,10 +504,10 @@ START_TEST(start_only_settings_warn_on_reload)
 	memcpy(strstr(text, "workers = 2\n"), "workers = 3\n", 12);
 	rewrite(&d, text);
 	ck_assert(h_log_contains(&d, "published", 3000));
-	ck_assert(h_log_contains(&d, "key 'workers': 3 workers need a restart; "
-	    "keeping 2", 0));
-	ck_assert(h_log_contains(&d, "key 'buffer_size': 32768 bytes need a "
-	    "restart; keeping 65536", 0));
+	ck_assert(h_log_contains(&d, "key 'workers': 3 workers need an "
+	    "upgrade (SIGUSR2) or a restart; keeping 2", 0));
+	ck_assert(h_log_contains(&d, "key 'buffer_size': 32768 bytes need an "
+	    "upgrade (SIGUSR2) or a restart; keeping 65536", 0));
 	ck_assert_int_eq(h_daemon_stop(&d, 5000), 0);
 	kill(bpid, SIGTERM);
 }

@@ -582,7 +582,8 @@ START_TEST(responder_name_lookup_never_blocks)
 	/* A new fetch waits on the silent server again, and a reload points
 	 * the resolver at one that knows the name: the fetch starts over
 	 * with it instead of finishing its wait (then 30s of backoff). */
-	kill(d.pid, SIGUSR2);
+	free(h_run(NULL, "curl -s -X POST http://127.0.0.1:%d/ocsp/refetch",
+	    admin_port));
 	usleep(300000);
 	dns_port = start_dns_responder("ocsp.invalid", &dpid);
 	h_write(strrchr(d.conf, '/') + 1, dns_conf(port, bport, admin_port,
