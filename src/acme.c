@@ -32,6 +32,7 @@
 #include "config.h"
 #include "generation.h"
 #include "log.h"
+#include "thread.h"
 #include "tls_ctx.h"
 
 /* Backoff after a failure: 10 s, doubling, at most an hour. */
@@ -912,7 +913,7 @@ acme_new(void (*changed)(void *arg), void *arg)
 		acme_free(a);
 		return NULL;
 	}
-	if (pthread_create(&a->thread, NULL, acme_main, a) != 0) {
+	if (thread_create(&a->thread, NULL, acme_main, a) != 0) {
 		acme_free(a);
 		return NULL;
 	}

@@ -879,7 +879,10 @@ daemon_upgrade_main_cb(evutil_socket_t fd, short what, void *arg)
 	d->upgrade_fd = -1;
 	if (daemon_watchdog_start(d) != 0)
 		log_msg(LOGL_WARNING, "cannot arm the systemd watchdog");
-	daemon_status(d, "");
+	/* The old process's last ping may be most of a period ago, and
+	 * this one's first is half a period away: one now, its workers
+	 * having just started. */
+	daemon_status(d, d->watchdog_ev != NULL ? "WATCHDOG=1\n" : "");
 }
 
 /* daemon_sockets fills d->socks for |cfg|: from the sockets systemd or the

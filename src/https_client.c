@@ -25,6 +25,7 @@
 #include "backend_tls.h"
 #include "clock.h"
 #include "log.h"
+#include "thread.h"
 
 /* What one SSL_read asks for. */
 #define HTTPS_READ_SIZE 16384
@@ -303,7 +304,7 @@ https_resolve(struct https_req *r, const struct https_url *u)
 	pthread_mutex_init(&j->lock, NULL);
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	rc = pthread_create(&t, &attr, resolve_thread, j);
+	rc = thread_create(&t, &attr, resolve_thread, j);
 	pthread_attr_destroy(&attr);
 	if (rc != 0) {
 		req_fail(r, "cannot resolve %s: no thread: %s", u->host,

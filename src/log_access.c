@@ -6,6 +6,7 @@
  * pushes back) stalls only the writer: the rings fill up, and further lines
  * are dropped and counted while the connections go on. */
 #include "log.h"
+#include "thread.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -589,7 +590,6 @@ alog_writer_main(void *arg)
 static int
 alog_start(void)
 {
-	sigset_t all, old;
 	int rc;
 
 	if (atomic_load(&alog.epoch) != 0)
@@ -598,12 +598,9 @@ alog_start(void)
 	if (alog.wake_fd < 0)
 		return -1;
 	atomic_store(&alog.stop, 0);
-	/* Signals belong to the control thread. Blocked, SIGPIPE from a
-	 * target whose reader went away also becomes a plain EPIPE. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = pthread_create(&alog.writer, NULL, alog_writer_main, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	/* Blocked, SIGPIPE from a target whose reader went away also
+	 * becomes a plain EPIPE. */
+	rc = thread_create(&alog.writer, NULL, alog_writer_main, NULL);
 	if (rc != 0) {
 		close(alog.wake_fd);
 		alog.wake_fd = -1;

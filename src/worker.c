@@ -26,6 +26,7 @@
 #include "retire.h"
 #include "session_store.h"
 #include "stats.h"
+#include "thread.h"
 
 /* Accepts per readiness event, so one busy listener cannot starve the
  * connections already open. */
@@ -437,14 +438,9 @@ worker_main(void *arg)
 int
 worker_start(struct worker *w)
 {
-	sigset_t all, old;
 	int rc;
 
-	/* Signals belong to the control thread. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = pthread_create(&w->thread, NULL, worker_main, w);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	rc = thread_create(&w->thread, NULL, worker_main, w);
 	if (rc != 0) {
 		errno = rc;
 		return -1;

@@ -755,8 +755,10 @@ START_TEST(staples_survive_an_upgrade)
 	old = d.pid;
 	ck_assert_int_eq(kill(old, SIGUSR2), 0);
 	ck_assert(h_log_contains(&d, "upgrade: process ", 10000));
+	/* Both of 'good' at least; 'bad' may have its revoked one. */
 	out = h_run(NULL, "grep -o 'upgrade: took over .*' '%s'", d.log);
-	ck_assert_msg(strstr(out, " 2 staples ") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, " 2 staples ") != NULL ||
+	    strstr(out, " 3 staples ") != NULL, "%s", out);
 	free(out);
 	out = h_run(NULL, "grep -o 'upgrade: process [0-9]*' '%s'", d.log);
 	d.pid = (pid_t)atoi(out + strlen("upgrade: process "));
@@ -780,18 +782,23 @@ START_TEST(refreshes_keep_memory_flat)
 	pid_t bpid, rpid;
 	int bport = h_backend("http", NULL, &bpid), port = h_free_port();
 	long rss_early = 0, rss_end;
-	int done = 0;
+	int done = 0, admin = h_free_port();
+	char extra[64], cmd[128];
 
 	make_pki();
 	rpid = start_responder();
-	ck_assert_int_eq(h_daemon_start(&d, "cycles", conf(port, bport)), 0);
+	snprintf(extra, sizeof(extra), "admin = 127.0.0.1:%d\n", admin);
+	ck_assert_int_eq(h_daemon_start(&d, "cycles", conf_with(port, bport,
+	    extra)), 0);
 	ck_assert(h_log_contains(&d, ECDSA_GOOD, 5000));
-	/* SIGUSR2 refetches every response: 1,000 fetch, verify, staple and
-	 * persist cycles per certificate. */
+	/* Each refetch fetches every response: 1,000 fetch, verify, staple
+	 * and persist cycles per certificate. */
+	snprintf(cmd, sizeof(cmd), "curl -s -o /dev/null -X POST "
+	    "http://127.0.0.1:%d/ocsp/refetch", admin);
 	while (done < 1000) {
 		for (int i = 0; i < 25; i++) {
-			kill(d.pid, SIGUSR2);
-			usleep(20000);
+			ck_assert_int_eq(system(cmd), 0);
+			usleep(10000);
 		}
 		/* One certificate's fetches. */
 		done = count_lines(&d, "(ECDSA certificate): good response "
