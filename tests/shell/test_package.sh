@@ -65,6 +65,7 @@ check "the package holds exactly the expected files" same /dev/stdin "\
 ./usr/share/doc/tlsproxy/changelog.gz
 ./usr/share/doc/tlsproxy/copyright
 ./usr/share/doc/tlsproxy/tlsproxy.conf.gz
+./usr/share/lintian/overrides/tlsproxy
 ./usr/share/man/man5/tlsproxy.conf.5.gz
 ./usr/share/man/man8/tlsproxy.8.gz" <<EOF
 $(cd "$root" && find . ! -type d | LC_ALL=C sort)
