@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -54,6 +55,8 @@
 #define LOAD_HEAD_MAX 65536
 /* rate: how long after the window responses to its requests are awaited. */
 #define LOAD_DRAIN_NS 2000000000ull
+/* Read-ahead per connection: a whole TLS record with its header fits. */
+#define LOAD_RA_SIZE (5 + 16384 + 2048)
 /* --cpu-pid may be given this many times. */
 #define LOAD_MAX_PIDS 16
 /* Latency histogram: exact below 2 * 2^LOAD_SUB_BITS ns, then 2^SUB_BITS
@@ -74,8 +77,7 @@ static const char *const load_err_names[ERR_KINDS] = {
 
 enum load_phase {
 	PH_FREE,       /* no connection in this slot */
-	PH_CONNECTING,
-	PH_HANDSHAKE,
+	PH_HANDSHAKE,  /* from connect() on: see load_conn_open() */
 	PH_SEND,       /* writing the request */
 	PH_RECV,       /* reading the reply */
 	PH_READY,      /* established, no request outstanding */
@@ -134,6 +136,9 @@ struct load_conn {
 	uint64_t progress;        /* last progress (ns), for --timeout */
 	uint64_t sched;           /* rate: scheduled send time (ns) */
 	size_t req_off;           /* request bytes written */
+	uint8_t *ra;              /* read-ahead: bytes read, not yet taken */
+	size_t ra_off, ra_len;
+	int io_errno;             /* errno of the last failed socket call */
 	uint64_t received;        /* handshake: reply bytes */
 	struct load_http http;
 };
@@ -181,6 +186,10 @@ struct load {
 	struct load_cpu cpu0, cpu1;
 	uint8_t rbuf[16384];
 };
+
+static BIO_METHOD *load_bio_method;
+/* Where the read-ahead BIO reads to first; one thread, one buffer. */
+static uint8_t load_scratch[LOAD_RA_SIZE];
 
 /* --- options ------------------------------------------------------- */
 
@@ -794,6 +803,9 @@ load_conn_close(struct load *l, struct load_conn *c)
 	load_note_end(l, c);
 	SSL_free(c->ssl);
 	c->ssl = NULL;
+	free(c->ra);
+	c->ra = NULL;
+	c->ra_len = 0;
 	close(c->fd); /* also takes it out of the epoll set */
 	c->fd = -1;
 	c->registered = false;
@@ -835,6 +847,8 @@ load_begin_request(struct load *l, struct load_conn *c)
 	load_http_reset(&c->http);
 	c->req_off = 0;
 	c->phase = PH_SEND;
+	/* Sent from the loop: we may be deep inside the last read. */
+	load_again(l, c);
 }
 
 /* load_slot_restart reuses a slot at once for the next connection
@@ -895,6 +909,26 @@ load_handshake_done(struct load *l, struct load_conn *c)
 	}
 }
 
+/* load_handshake_fail sorts a failed handshake: the connect's own
+ * failures (the handshake starts before the connect is known to be done)
+ * are err_connect, the rest as load_ssl_fail does. */
+static void
+load_handshake_fail(struct load *l, struct load_conn *c, int e)
+{
+	switch (e == SSL_ERROR_SYSCALL ? c->io_errno : 0) {
+	case ECONNREFUSED:
+	case EADDRNOTAVAIL:
+	case ENETUNREACH:
+	case EHOSTUNREACH:
+	case ETIMEDOUT:
+	case EPIPE: /* closed before it was ever connected */
+		ERR_clear_error();
+		load_fail(l, c, ERR_CONNECT);
+		return;
+	}
+	load_ssl_fail(l, c, e);
+}
+
 static void
 load_do_handshake(struct load *l, struct load_conn *c)
 {
@@ -912,7 +946,7 @@ load_do_handshake(struct load *l, struct load_conn *c)
 	else if (e == SSL_ERROR_WANT_WRITE)
 		load_watch(l, c, EPOLLOUT);
 	else
-		load_ssl_fail(l, c, e);
+		load_handshake_fail(l, c, e);
 }
 
 static void
@@ -1045,11 +1079,11 @@ static void
 load_do_read(struct load *l, struct load_conn *c)
 {
 	for (unsigned rounds = 0; rounds < LOAD_ROUNDS; rounds++) {
-		int r, e, se;
+		int r, e;
 
 		ERR_clear_error();
+		c->io_errno = 0;
 		r = SSL_read(c->ssl, l->rbuf, sizeof(l->rbuf));
-		se = errno;
 		if (r > 0) {
 			c->progress = l->now;
 			if (c->phase != PH_RECV) {
@@ -1070,49 +1104,124 @@ load_do_read(struct load *l, struct load_conn *c)
 			load_watch(l, c, EPOLLOUT);
 			return;
 		}
-		load_read_end(l, c, r, e, se);
+		load_read_end(l, c, r, e, c->io_errno);
 		return;
 	}
 	load_again(l, c);
 }
 
-/* load_conn_connected sets up TLS on a connected socket. */
-static void
-load_conn_connected(struct load *l, struct load_conn *c)
+/* --- the socket BIO ------------------------------------------------ */
+
+/* BoringSSL asks its BIO for each record's 5-byte header and then for its
+ * body, which with a plain socket BIO is two read(2) calls per record and
+ * a dozen per handshake. This BIO reads whatever the socket has and keeps
+ * the rest for the next ask. The rest is held only while there is one, so
+ * quiet connections hold nothing. Leftover bytes do not wake epoll, but
+ * every path that waits on a read runs SSL_read until WANT_READ first. */
+static int
+load_bio_read(BIO *b, char *out, int len)
+{
+	struct load_conn *c = BIO_get_data(b);
+	size_t want = (size_t)len;
+	ssize_t n;
+
+	BIO_clear_retry_flags(b);
+	if (c->ra_len > 0) {
+		size_t take = want < c->ra_len ? want : c->ra_len;
+
+		memcpy(out, c->ra + c->ra_off, take);
+		c->ra_off += take;
+		c->ra_len -= take;
+		if (c->ra_len == 0) {
+			free(c->ra);
+			c->ra = NULL;
+		}
+		return (int)take;
+	}
+	n = read(c->fd, load_scratch, sizeof(load_scratch));
+	if (n <= 0) {
+		c->io_errno = n < 0 ? errno : 0;
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			BIO_set_retry_read(b);
+		return (int)n;
+	}
+	if ((size_t)n > want) {
+		if ((c->ra = malloc((size_t)n - want)) == NULL) {
+			c->io_errno = ENOMEM;
+			return -1;
+		}
+		memcpy(c->ra, load_scratch + want, (size_t)n - want);
+		c->ra_off = 0;
+		c->ra_len = (size_t)n - want;
+		n = (ssize_t)want;
+	}
+	memcpy(out, load_scratch, (size_t)n);
+	return (int)n;
+}
+
+static int
+load_bio_write(BIO *b, const char *in, int len)
+{
+	struct load_conn *c = BIO_get_data(b);
+	ssize_t n;
+
+	BIO_clear_retry_flags(b);
+	n = send(c->fd, in, (size_t)len, MSG_NOSIGNAL);
+	if (n < 0) {
+		c->io_errno = errno;
+		if (errno == EAGAIN || errno == EINTR)
+			BIO_set_retry_write(b);
+	}
+	return (int)n;
+}
+
+static long
+load_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)b;
+	(void)num;
+	(void)ptr;
+	/* Writes go straight to the socket: nothing to flush. */
+	return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int
+load_bio_setup(void)
+{
+	load_bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+	    "tlsproxy-load socket");
+	return load_bio_method != NULL &&
+	    BIO_meth_set_read(load_bio_method, load_bio_read) &&
+	    BIO_meth_set_write(load_bio_method, load_bio_write) &&
+	    BIO_meth_set_ctrl(load_bio_method, load_bio_ctrl) ? 0 : -1;
+}
+
+/* load_conn_tls puts a new SSL on the socket. */
+static int
+load_conn_tls(struct load *l, struct load_conn *c)
 {
 	const struct load_opts *o = &l->o;
+	BIO *bio;
 
-	if ((c->ssl = SSL_new(l->ctx)) == NULL || !SSL_set_fd(c->ssl, c->fd) ||
-	    !SSL_set_tlsext_host_name(c->ssl, o->servername) ||
+	if ((c->ssl = SSL_new(l->ctx)) == NULL || (bio = BIO_new(load_bio_method)) == NULL)
+		return -1;
+	BIO_set_data(bio, c);
+	BIO_set_init(bio, 1);
+	SSL_set_bio(c->ssl, bio, bio);
+	SSL_set_connect_state(c->ssl);
+	if (!SSL_set_tlsext_host_name(c->ssl, o->servername) ||
 	    (o->ech_config != NULL &&
 	    !SSL_set1_ech_config_list(c->ssl, o->ech_config, o->ech_config_len)) ||
-	    (l->session != NULL && !SSL_set_session(c->ssl, l->session))) {
-		load_ssl_fail(l, c, SSL_ERROR_SSL);
-		return;
-	}
-	SSL_set_connect_state(c->ssl);
-	c->phase = PH_HANDSHAKE;
+	    (l->session != NULL && !SSL_set_session(c->ssl, l->session)))
+		return -1;
+	return 0;
 }
 
-static void
-load_check_connect(struct load *l, struct load_conn *c)
-{
-	int err = 0;
-	socklen_t len = sizeof(err);
-
-	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-		err = errno;
-	if (err == EINPROGRESS || err == EALREADY)
-		return;
-	if (err != 0) {
-		load_fail(l, c, ERR_CONNECT);
-		return;
-	}
-	load_conn_connected(l, c);
-}
-
-/* load_conn_open starts a TCP connect in a free slot. Refusals and a lack
- * of ports or descriptors are counted errors; the tick tries again. */
+/* load_conn_open starts a connection in a free slot. The handshake starts
+ * at once, without waiting for the connect to be reported: on loopback it
+ * is usually done already, and if not the ClientHello waits on EAGAIN like
+ * any write. A refused connect then surfaces in the handshake, where
+ * load_handshake_fail counts it as err_connect. */
 static void
 load_conn_open(struct load *l, struct load_conn *c)
 {
@@ -1126,27 +1235,29 @@ load_conn_open(struct load *l, struct load_conn *c)
 		return;
 	}
 	l->live++;
-	c->phase = PH_CONNECTING;
+	c->phase = PH_HANDSHAKE;
 	c->progress = l->now;
 	c->established = false;
 	/* Requests are single small writes: never hold them for Nagle. */
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-		load_conn_connected(l, c);
-		load_conn_run(l, c);
-	} else if (errno == EINPROGRESS) {
-		load_watch(l, c, EPOLLOUT);
-	} else {
+	if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
 		load_fail(l, c, ERR_CONNECT);
+		return;
 	}
+	if (load_conn_tls(l, c) != 0) {
+		load_ssl_fail(l, c, SSL_ERROR_SSL);
+		return;
+	}
+	/* Run from the loop, not from here: a server quick enough to answer
+	 * at once would otherwise have each finished request open the next
+	 * one a stack frame deeper. */
+	load_again(l, c);
 }
 
 /* load_conn_run moves a connection as far as it goes without waiting. */
 static void
 load_conn_run(struct load *l, struct load_conn *c)
 {
-	if (c->phase == PH_CONNECTING)
-		load_check_connect(l, c);
 	if (c->phase == PH_HANDSHAKE)
 		load_do_handshake(l, c);
 	if (c->phase == PH_SEND)
@@ -1306,12 +1417,14 @@ load_run_closed(struct load *l)
 	uint64_t win_at = start + (uint64_t)(l->o.warmup * 1e9);
 	uint64_t end = win_at + (uint64_t)(l->o.duration * 1e9);
 
-	load_refill(l, false);
 	while (!l->interrupted) {
 		uint64_t now = cli_now_ns();
 
 		if (!l->window && now >= win_at)
 			load_window_open(l);
+		/* First pass only; later the tick refills. */
+		if (l->cursor == 0)
+			load_refill(l, false);
 		if (l->window && (now >= end ||
 		    (l->started >= l->o.max_requests && l->inflight == 0)))
 			break;
@@ -1557,7 +1670,7 @@ load_setup(struct load *l)
 		fprintf(stderr, PROG ": %s: %s\n", l->o.host, gai_strerror(rc));
 		return -1;
 	}
-	if ((l->ctx = load_ctx(l)) == NULL) {
+	if (load_bio_setup() != 0 || (l->ctx = load_ctx(l)) == NULL) {
 		fprintf(stderr, PROG ": cannot set up TLS with these options\n");
 		return -1;
 	}
@@ -1746,6 +1859,7 @@ load_cleanup(struct load *l)
 		freeaddrinfo(l->addrs);
 	free(l->o.request);
 	free(l->o.ech_config);
+	BIO_meth_free(load_bio_method);
 }
 
 int
