@@ -1510,11 +1510,16 @@ load_dispatch(struct load *l, uint64_t now)
 			break;
 		}
 		load_ready_remove(l, c);
+		/* The window and --max-requests count scheduled times, not
+		 * when a late request finally left. */
 		c->record = l->window && t >= l->t_win;
 		c->sched = t;
 		c->progress = now;
 		l->next_idx++;
-		load_note_start(l, c);
+		l->inflight++;
+		c->busy = true;
+		if (c->record)
+			l->started++;
 		load_http_reset(&c->http);
 		c->req_off = 0;
 		c->phase = PH_SEND;
@@ -1556,8 +1561,10 @@ load_run_rate(struct load *l)
 	while (!l->interrupted) {
 		uint64_t now = cli_now_ns();
 
-		if (!l->window && now >= win_at)
+		if (!l->window && now >= win_at) {
 			load_window_open(l);
+			l->t_win = win_at; /* the schedule's boundary, to the ns */
+		}
 		if (now >= end || l->count_limited)
 			break;
 		load_dispatch(l, now);
