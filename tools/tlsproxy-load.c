@@ -230,7 +230,7 @@ load_usage(FILE *f)
 	    "  --tls12 | --tls13   pin the protocol version\n"
 	    "  --groups LIST       key-exchange groups, colon separated (default\n"
 	    "                      X25519:P-256; X25519MLKEM768, X25519, P-256, P-384)\n"
-	    "  --servername NAME   SNI and Host (default localhost)\n"
+	    "  --servername NAME   SNI, and Host of the GET of --path (default localhost)\n"
 	    "  --cafile FILE       verify the server against FILE (default: no verification)\n"
 	    "  --ech-config-list B64|@FILE  offer ECH with this ECHConfigList\n"
 	    "  --cpu-pid PID       report this process's CPU use (repeatable)\n"

@@ -291,6 +291,45 @@ START_TEST(closed_port_counts_errors)
 }
 END_TEST
 
+/* --ech-config-list: the handshakes go through Encrypted Client Hello. */
+START_TEST(handshake_ech)
+{
+	struct h_daemon d;
+	char conf[2048], args[1024], list[512], *out;
+	int st, port = h_free_port(), bport = h_backend("http", NULL, &backend_pid);
+
+	out = h_run(&st, "cd '%s' && %s --new-ech-key localhost > ech.pem && "
+	    "%s --ech-config-list ech.pem", h_dir(), h_bin("tlsproxy"), h_bin("tlsproxy"));
+	ck_assert_msg(st == 0 && strlen(out) > 20 && strlen(out) < sizeof(list), "%s", out);
+	snprintf(list, sizeof(list), "%.*s", (int)strcspn(out, "\n"), out);
+	free(out);
+	snprintf(conf, sizeof(conf), "[global]\nworkers = 1\n"
+	    "[listener test]\nbind = 127.0.0.1:%d\ncontext = main\nbackend = b\n"
+	    "ech = %s/ech.pem\n"
+	    "[backend b]\naddress = 127.0.0.1:%d\n"
+	    "[context main]\ncert = %s/leaf.pem\nkey = %s/leaf.key\n",
+	    port, h_dir(), bport, h_dir(), h_dir());
+	ck_assert_int_eq(h_daemon_start(&d, "ech", conf), 0);
+	d.port = port;
+	snprintf(args, sizeof(args), "--mode handshake --conns 4 --duration 0.5 --warmup 0 "
+	    "--ech-config-list %s", list);
+	out = load(d.port, &st, args);
+	ck_assert_msg(st == 0, "%s", out);
+	expect_field(out, "ech", "accepted");
+	expect_field(out, "tls", "TLSv1.3");
+	free(out);
+	/* Without it, the same server says nothing of ECH. */
+	out = load(d.port, &st, "--mode handshake --conns 4 --duration 0.5 --warmup 0");
+	ck_assert_msg(st == 0, "%s", out);
+	expect_field(out, "ech", "-");
+	free(out);
+	out = load(d.port, &st, "--mode handshake --ech-config-list bm90IGEgbGlzdA==");
+	ck_assert_msg(st == 2, "%s", out);
+	free(out);
+	finish(&d);
+}
+END_TEST
+
 START_TEST(usage_errors)
 {
 	static const char *const bad[] = {
@@ -328,6 +367,7 @@ main(void)
 	tcase_add_test(tc, handshake_full);
 	tcase_add_test(tc, handshake_resumption);
 	tcase_add_test(tc, handshake_resumption_refused);
+	tcase_add_test(tc, handshake_ech);
 	tcase_add_test(tc, bulk_moves_bytes);
 	tcase_add_test(tc, idle_holds_connections);
 	tcase_add_test(tc, rate_percentiles);
