@@ -220,8 +220,8 @@ load_usage(FILE *f)
 	    "                      default a GET /small with Connection: close);\n"
 	    "                      other modes: replaces the GET of --path\n"
 	    "  --expect-bytes N    handshake: the reply is complete after N bytes\n"
-	    "  --resume MODE       handshake: none (default), ticket (TLS 1.3, newest\n"
-	    "                      ticket) or session-id (TLS 1.2, no tickets, first session)\n"
+	    "  --resume MODE       handshake: none (default), ticket (TLS 1.3) or\n"
+	    "                      session-id (TLS 1.2, no tickets); offers the newest session\n"
 	    "  --path PATH         bulk: default /big; idle, rate: default /small\n"
 	    "  --rate R            rate: requests per second in all (default 1000)\n"
 	    "  --ready-file F      idle: where \"ready N\" goes\n"
@@ -1592,10 +1592,9 @@ load_new_session(SSL *ssl, SSL_SESSION *session)
 {
 	struct load *l = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
 
-	/* Tickets: the newest one. Session IDs: the first session, for
-	 * ever, like a client that keeps returning to one server. */
-	if (l->o.resume == RESUME_SESSION_ID && l->session != NULL)
-		return 0;
+	/* The newest session, tickets and session IDs alike: a server may
+	 * drop a session from its cache at any time (evicted, expired), and
+	 * the full handshake that follows gives the one to offer next. */
 	SSL_SESSION_free(l->session);
 	l->session = session;
 	return 1;

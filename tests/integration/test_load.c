@@ -124,6 +124,41 @@ START_TEST(handshake_resumption)
 }
 END_TEST
 
+/* A server may drop a session at any time (nginx's shared cache evicts,
+ * every cache expires): --resume session-id must then offer the session
+ * of the full handshake that follows, not the first one for ever. Here
+ * sessions live one second, so the first is gone a second into a run of
+ * three and a half: a client stuck on it would make full handshakes from
+ * then on, while one that offers the newest session resumes all but one
+ * handshake per connection and second. */
+START_TEST(session_id_follows_the_newest_session)
+{
+	struct h_daemon d;
+	char extra[256], *out;
+	int st, full, aport = h_free_port();
+
+	snprintf(extra, sizeof(extra), "session_timeout = 1s\nsession_tickets = no\n"
+	    "admin = 127.0.0.1:%d\n", aport);
+	start(&d, "expire", extra);
+	out = load(d.port, &st, "--mode handshake --resume session-id --conns 2 "
+	    "--duration 3.5 --warmup 0");
+	ck_assert_msg(st == 0, "%s", out);
+	expect_field(out, "status", "ok");
+	expect_field(out, "tls", "TLSv1.2");
+	ck_assert_msg(num(out, "resumed") >= 0.99 && num(out, "ok") >= 200, "%s", out);
+	free(out);
+	/* The sessions did expire: the daemon made the first session's full
+	 * handshake and at least one for each of the next two seconds. */
+	out = h_run(&st, "curl -sf http://127.0.0.1:%d/metrics | awk "
+	    "'/^tlsproxy_handshakes_total\\{.*TLSv1\\.2.*resumed=\"no\"/ "
+	    "{ n += $NF } END { print n + 0 }'", aport);
+	full = atoi(out);
+	ck_assert_msg(st == 0 && full >= 3, "full handshakes: %s", out);
+	free(out);
+	finish(&d);
+}
+END_TEST
+
 /* Without tickets from the server, ticket resumption cannot happen: the
  * run must say so rather than report full handshakes as a result. */
 START_TEST(handshake_resumption_refused)
@@ -366,6 +401,7 @@ main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, handshake_full);
 	tcase_add_test(tc, handshake_resumption);
+	tcase_add_test(tc, session_id_follows_the_newest_session);
 	tcase_add_test(tc, handshake_resumption_refused);
 	tcase_add_test(tc, handshake_ech);
 	tcase_add_test(tc, bulk_moves_bytes);
