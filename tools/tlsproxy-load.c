@@ -7,10 +7,12 @@
  *   idle       connections that handshake, make one request, then idle
  *   rate       an open-loop request schedule with latency percentiles
  *
- * and prints one line of key=value pairs at the end. Every phase has a
- * deadline and every inner loop a round limit, so a run always ends by
- * itself; per-connection state is fixed in size, so memory is bounded by
- * --conns. */
+ * or with --plain the same four over plain TCP (a handshake is then just
+ * a new TCP connection), for a baseline without TLS such as the load
+ * straight at the backend. It prints one line of key=value pairs at the
+ * end. Every phase has a deadline and every inner loop a round limit, so a
+ * run always ends by itself; per-connection state is fixed in size, so
+ * memory is bounded by --conns. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -95,6 +97,8 @@ struct load_opts {
 	bool expect_set;
 	uint64_t expect_bytes;
 	enum load_resume resume;
+	bool plain;
+	bool tls_opts;      /* an option that only means something with TLS */
 	double rate;
 	const char *ready_file;
 	double hold, duration, warmup, timeout;
@@ -184,7 +188,7 @@ struct load {
 	bool first_seen;
 	char tls[16], cipher[64], group[24], ech[16];
 	struct load_cpu cpu0, cpu1;
-	uint8_t rbuf[16384];
+	uint8_t rbuf[65536];  /* TLS reads a record at a time, plain TCP more */
 };
 
 static BIO_METHOD *load_bio_method;
@@ -227,6 +231,8 @@ load_usage(FILE *f)
 	    "  --ready-file F      idle: where \"ready N\" goes\n"
 	    "  --hold S            idle: how long to hold the connections (default 10)\n"
 	    "  --parallel N        idle: connections being opened at once (default 64)\n"
+	    "  --plain             no TLS: the same modes over plain TCP (handshake: a new\n"
+	    "                      TCP connection per request), e.g. straight at a backend\n"
 	    "  --tls12 | --tls13   pin the protocol version\n"
 	    "  --groups LIST       key-exchange groups, colon separated (default\n"
 	    "                      X25519:P-256; X25519MLKEM768, X25519, P-256, P-384)\n"
@@ -277,7 +283,7 @@ enum {
 	OPT_MAX_ERRORS, OPT_TIMEOUT, OPT_REQUEST, OPT_EXPECT_BYTES, OPT_RESUME,
 	OPT_PATH, OPT_RATE, OPT_READY_FILE, OPT_HOLD, OPT_PARALLEL, OPT_TLS12,
 	OPT_TLS13, OPT_GROUPS, OPT_SERVERNAME, OPT_CAFILE, OPT_ECH, OPT_CPU_PID,
-	OPT_HELP,
+	OPT_PLAIN, OPT_HELP,
 };
 
 static const struct option load_longopts[] = {
@@ -303,6 +309,7 @@ static const struct option load_longopts[] = {
 	{ "cafile", required_argument, NULL, OPT_CAFILE },
 	{ "ech-config-list", required_argument, NULL, OPT_ECH },
 	{ "cpu-pid", required_argument, NULL, OPT_CPU_PID },
+	{ "plain", no_argument, NULL, OPT_PLAIN },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -315,7 +322,13 @@ load_parse_opt(struct load_opts *o, int ch, const char *arg)
 	double *secs = ch == OPT_DURATION ? &o->duration : ch == OPT_WARMUP ? &o->warmup :
 	    ch == OPT_TIMEOUT ? &o->timeout : &o->hold;
 
+	if (ch == OPT_TLS12 || ch == OPT_TLS13 || ch == OPT_GROUPS || ch == OPT_CAFILE ||
+	    ch == OPT_ECH)
+		o->tls_opts = true;
 	switch (ch) {
+	case OPT_PLAIN:
+		o->plain = true;
+		return 0;
 	case OPT_MODE:
 		if (load_parse_mode(arg, o) == 0)
 			return 0;
@@ -412,6 +425,10 @@ load_check_opts(struct load_opts *o, bool mode_set)
 {
 	if (!mode_set) {
 		fprintf(stderr, PROG ": --mode is required\n");
+		return -1;
+	}
+	if (o->plain && (o->tls_opts || o->resume != RESUME_NONE)) {
+		fprintf(stderr, PROG ": --plain takes no TLS options\n");
 		return -1;
 	}
 	if (o->resume != RESUME_NONE && o->mode != MODE_HANDSHAKE) {
@@ -873,9 +890,17 @@ load_slot_restart(struct load *l, struct load_conn *c)
 static void
 load_note_first(struct load *l, SSL *ssl)
 {
-	const char *cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(ssl));
+	const char *cipher;
 
 	l->first_seen = true;
+	if (ssl == NULL) {
+		snprintf(l->tls, sizeof(l->tls), "plain");
+		snprintf(l->cipher, sizeof(l->cipher), "-");
+		snprintf(l->group, sizeof(l->group), "-");
+		snprintf(l->ech, sizeof(l->ech), "-");
+		return;
+	}
+	cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(ssl));
 	snprintf(l->tls, sizeof(l->tls), "%s", SSL_get_version(ssl));
 	snprintf(l->cipher, sizeof(l->cipher), "%s", cipher != NULL ? cipher : "-");
 	snprintf(l->group, sizeof(l->group), "%s", tlsopt_group_name(SSL_get_curve_id(ssl)));
@@ -889,7 +914,7 @@ load_handshake_done(struct load *l, struct load_conn *c)
 		load_note_first(l, c->ssl);
 	if (l->window) {
 		l->handshakes++;
-		if (SSL_session_reused(c->ssl))
+		if (c->ssl != NULL && SSL_session_reused(c->ssl))
 			l->resumed++;
 	}
 	switch (l->o.mode) {
@@ -929,11 +954,39 @@ load_handshake_fail(struct load *l, struct load_conn *c, int e)
 	load_ssl_fail(l, c, e);
 }
 
+/* load_plain_connected is --plain's handshake: the connect is done when
+ * the socket has a peer, and failed when it has an error. */
+static void
+load_plain_connected(struct load *l, struct load_conn *c)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int err = 0;
+
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &len) == 0) {
+		load_handshake_done(l, c);
+		return;
+	}
+	len = sizeof(err);
+	if (errno != ENOTCONN || getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		err = errno;
+	if (err == 0) {
+		load_watch(l, c, EPOLLOUT);
+		return;
+	}
+	c->io_errno = err;
+	load_handshake_fail(l, c, SSL_ERROR_SYSCALL);
+}
+
 static void
 load_do_handshake(struct load *l, struct load_conn *c)
 {
 	int r, e;
 
+	if (c->ssl == NULL) {
+		load_plain_connected(l, c);
+		return;
+	}
 	ERR_clear_error();
 	r = SSL_do_handshake(c->ssl);
 	if (r == 1) {
@@ -949,19 +1002,69 @@ load_do_handshake(struct load *l, struct load_conn *c)
 		load_handshake_fail(l, c, e);
 }
 
+/* load_io_write writes like SSL_write, over TLS or plain TCP; when it
+ * returns 0 or less, |*e| is what SSL_get_error would say. */
+static int
+load_io_write(struct load_conn *c, const char *p, size_t n, int *e)
+{
+	ssize_t w;
+	int r;
+
+	if (c->ssl != NULL) {
+		ERR_clear_error();
+		r = SSL_write(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+		if (r <= 0)
+			*e = SSL_get_error(c->ssl, r);
+		return r;
+	}
+	w = send(c->fd, p, n > INT32_MAX ? INT32_MAX : n, MSG_NOSIGNAL);
+	if (w > 0)
+		return (int)w;
+	c->io_errno = errno;
+	*e = errno == EAGAIN || errno == EINTR ? SSL_ERROR_WANT_WRITE : SSL_ERROR_SYSCALL;
+	return -1;
+}
+
+/* load_io_read reads into l->rbuf like SSL_read, over TLS or plain TCP:
+ * plain TCP's end of stream is SSL_ERROR_ZERO_RETURN, a failed read
+ * SSL_ERROR_SYSCALL with c->io_errno set. */
+static int
+load_io_read(struct load *l, struct load_conn *c, int *e)
+{
+	ssize_t n;
+	int r;
+
+	c->io_errno = 0;
+	if (c->ssl != NULL) {
+		ERR_clear_error();
+		r = SSL_read(c->ssl, l->rbuf, (int)sizeof(l->rbuf));
+		if (r <= 0)
+			*e = SSL_get_error(c->ssl, r);
+		return r;
+	}
+	n = read(c->fd, l->rbuf, sizeof(l->rbuf));
+	if (n > 0)
+		return (int)n;
+	if (n == 0) {
+		*e = SSL_ERROR_ZERO_RETURN;
+		return 0;
+	}
+	c->io_errno = errno;
+	*e = errno == EAGAIN || errno == EINTR ? SSL_ERROR_WANT_READ : SSL_ERROR_SYSCALL;
+	return -1;
+}
+
 static void
 load_do_send(struct load *l, struct load_conn *c)
 {
-	int r, e;
+	int r, e = 0;
 
 	while (c->req_off < l->o.request_len) {
-		ERR_clear_error();
-		r = SSL_write(c->ssl, l->o.request + c->req_off, (int)(l->o.request_len - c->req_off));
+		r = load_io_write(c, l->o.request + c->req_off, l->o.request_len - c->req_off, &e);
 		if (r > 0) {
 			c->req_off += (size_t)r;
 			continue;
 		}
-		e = SSL_get_error(c->ssl, r);
 		if (e == SSL_ERROR_WANT_WRITE)
 			load_watch(l, c, EPOLLOUT);
 		else if (e == SSL_ERROR_WANT_READ)
@@ -1079,11 +1182,9 @@ static void
 load_do_read(struct load *l, struct load_conn *c)
 {
 	for (unsigned rounds = 0; rounds < LOAD_ROUNDS; rounds++) {
-		int r, e;
+		int r, e = 0;
 
-		ERR_clear_error();
-		c->io_errno = 0;
-		r = SSL_read(c->ssl, l->rbuf, sizeof(l->rbuf));
+		r = load_io_read(l, c, &e);
 		if (r > 0) {
 			c->progress = l->now;
 			if (c->phase != PH_RECV) {
@@ -1095,7 +1196,6 @@ load_do_read(struct load *l, struct load_conn *c)
 				return;
 			continue;
 		}
-		e = SSL_get_error(c->ssl, r);
 		if (e == SSL_ERROR_WANT_READ) {
 			load_watch(l, c, EPOLLIN);
 			return;
@@ -1244,7 +1344,7 @@ load_conn_open(struct load *l, struct load_conn *c)
 		load_fail(l, c, ERR_CONNECT);
 		return;
 	}
-	if (load_conn_tls(l, c) != 0) {
+	if (!l->o.plain && load_conn_tls(l, c) != 0) {
 		load_ssl_fail(l, c, SSL_ERROR_SSL);
 		return;
 	}
@@ -1676,7 +1776,7 @@ load_setup(struct load *l)
 		fprintf(stderr, PROG ": %s: %s\n", l->o.host, gai_strerror(rc));
 		return -1;
 	}
-	if (load_bio_setup() != 0 || (l->ctx = load_ctx(l)) == NULL) {
+	if (!l->o.plain && (load_bio_setup() != 0 || (l->ctx = load_ctx(l)) == NULL)) {
 		fprintf(stderr, PROG ": cannot set up TLS with these options\n");
 		return -1;
 	}

@@ -365,6 +365,59 @@ START_TEST(handshake_ech)
 }
 END_TEST
 
+/* --plain: every mode over plain TCP, straight at tlsproxy-backend, the
+ * baseline the benchmarks put under the proxies. */
+START_TEST(plain_modes_against_the_backend)
+{
+	int st, bport = h_backend("http", NULL, &backend_pid);
+	char *out;
+
+	out = load(bport, &st, "--plain --mode handshake --conns 4 --duration 1 "
+	    "--warmup 0.2");
+	ck_assert_msg(st == 0, "%s", out);
+	expect_field(out, "status", "ok");
+	expect_field(out, "tls", "plain");
+	expect_field(out, "cipher", "-");
+	expect_field(out, "errors", "0");
+	expect_field(out, "resumed", "0.0000");
+	ck_assert_msg(num(out, "ok") >= 10 && num(out, "handshakes") >= num(out, "ok") - 4,
+	    "%s", out);
+	/* Each connection's reply is the backend's hello, in full. */
+	ck_assert_msg(num(out, "bytes") >= 50 * num(out, "ok"), "%s", out);
+	free(out);
+	out = load(bport, &st, "--plain --mode bulk --conns 2 --path /bytes/4000000 "
+	    "--duration 1 --warmup 0.2");
+	ck_assert_msg(st == 0, "%s", out);
+	expect_field(out, "status", "ok");
+	expect_field(out, "tls", "plain");
+	expect_field(out, "errors", "0");
+	ck_assert_msg(num(out, "bytes") >= 4000000 && num(out, "value") > 0, "%s", out);
+	free(out);
+	out = load(bport, &st, "--plain --mode rate --conns 2 --rate 200 --duration 1 "
+	    "--warmup 0.2");
+	ck_assert_msg(st == 0, "%s", out);
+	expect_field(out, "status", "ok");
+	ck_assert_msg(num(out, "achieved") >= 190 && num(out, "achieved") <= 210 &&
+	    num(out, "p50_us") > 0 && num(out, "p50_us") <= num(out, "p99_us"), "%s", out);
+	free(out);
+	out = load(bport, &st, "--plain --mode idle --conns 20 --parallel 8 --hold 0 "
+	    "--duration 5");
+	ck_assert_msg(st == 0, "%s", out);
+	expect_field(out, "established", "20");
+	free(out);
+	kill(backend_pid, SIGTERM);
+	waitpid(backend_pid, NULL, 0);
+	/* Nothing listening: connect errors, as with TLS. */
+	out = load(h_free_port(), &st, "--plain --mode handshake --duration 0.5 --warmup 0");
+	ck_assert_msg(st == 1, "%s", out);
+	expect_field(out, "status", "errors");
+	expect_field(out, "tls", "-");
+	ck_assert_msg(num(out, "err_connect") > 0 &&
+	    num(out, "errors") == num(out, "err_connect"), "%s", out);
+	free(out);
+}
+END_TEST
+
 START_TEST(usage_errors)
 {
 	static const char *const bad[] = {
@@ -376,6 +429,9 @@ START_TEST(usage_errors)
 		"--mode handshake --request 'x\\q'",
 		"--mode handshake --groups X448",
 		"--mode handshake --cpu-pid 999999999",
+		"--mode handshake --plain --tls13",
+		"--mode handshake --plain --resume session-id",
+		"--mode bulk --plain --groups X25519",
 	};
 	char *out;
 	int st;
@@ -409,6 +465,7 @@ main(void)
 	tcase_add_test(tc, rate_percentiles);
 	tcase_add_test(tc, max_requests_bounds_the_run);
 	tcase_add_test(tc, closed_port_counts_errors);
+	tcase_add_test(tc, plain_modes_against_the_backend);
 	tcase_add_test(tc, usage_errors);
 	suite_add_tcase(s, tc);
 	return check_run(s);
