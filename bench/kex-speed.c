@@ -2,7 +2,7 @@
  * ECDSA signature cost with one BoringSSL build, in microseconds per
  * operation on one core. It compares builds of the library (a compiler,
  * an optimisation level, a release against another), not whole
- * handshakes: bench/tlsproxy-ab and the harness do that.
+ * handshakes: bench/tlsproxy-ab and bench/compare do that.
  *
  *   B=~/.cache/tlsproxy/boringssl-0.20260813.0
  *   cc -O2 bench/kex-speed.c -I$B/include $B/lib/libcrypto.a -lstdc++ \

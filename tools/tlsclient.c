@@ -37,6 +37,7 @@
 
 #include "cli.h"
 #include "prng.h"
+#include "tlsopt.h"
 
 /* Bytes handed to one SSL_write: one full TLS record. */
 #define TLSCLIENT_CHUNK 16384
@@ -211,76 +212,6 @@ tlsclient_usage(FILE *f)
 	    "prints one line per connection; exits 0 if all are ok=1, 1 if not, 2 on usage errors\n");
 }
 
-static int
-tlsclient_parse_seconds(const char *s, double *out)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	/* The range check also turns away NaN and infinities. */
-	if (errno != 0 || end == s || *end != '\0' || !(v >= 0 && v <= 1e9))
-		return -1;
-	*out = v;
-	return 0;
-}
-
-static int
-tlsclient_hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
-/* tlsclient_unescape decodes \r \n \t \\ \xHH in |s| into a new buffer, so
- * a shell caller can pass HTTP requests without $'...' quoting. */
-static char *
-tlsclient_unescape(const char *s, size_t *len)
-{
-	size_t n = strlen(s), j = 0;
-	char *out = malloc(n + 1);
-
-	if (out == NULL)
-		return NULL;
-	for (size_t i = 0; i < n; i++) {
-		int hi, lo;
-
-		if (s[i] != '\\') {
-			out[j++] = s[i];
-			continue;
-		}
-		switch (s[++i]) {
-		case 'r': out[j++] = '\r'; break;
-		case 'n': out[j++] = '\n'; break;
-		case 't': out[j++] = '\t'; break;
-		case '\\': out[j++] = '\\'; break;
-		case 'x':
-			hi = tlsclient_hexval(s[i + 1]);
-			lo = hi < 0 ? -1 : tlsclient_hexval(s[i + 2]);
-			if (lo < 0)
-				goto bad;
-			out[j++] = (char)(hi * 16 + lo);
-			i += 2;
-			break;
-		default:
-			goto bad;
-		}
-	}
-	out[j] = '\0';
-	*len = j;
-	return out;
-bad:
-	fprintf(stderr, "tlsproxy-tlsclient: bad escape in \"%s\" (known: \\r \\n \\t \\\\ \\xHH)\n", s);
-	free(out);
-	return NULL;
-}
-
 /* tlsclient_parse_alpn turns "h2,http/1.1" into ALPN wire format. */
 static int
 tlsclient_parse_alpn(const char *list, uint8_t *out, size_t cap, size_t *len)
@@ -303,82 +234,6 @@ tlsclient_parse_alpn(const char *list, uint8_t *out, size_t cap, size_t *len)
 	}
 	*len = n;
 	return 0;
-}
-
-/* tlsclient_parse_target splits HOST:PORT, [V6]:PORT. */
-static int
-tlsclient_parse_target(const char *s, struct tlsclient_opts *o)
-{
-	const char *host = s, *colon;
-	size_t hl;
-
-	if (s[0] == '[') {
-		const char *rb = strchr(s, ']');
-
-		if (rb == NULL || rb[1] != ':')
-			return -1;
-		host = s + 1;
-		hl = (size_t)(rb - host);
-		colon = rb + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (colon == NULL)
-			return -1;
-		hl = (size_t)(colon - s);
-	}
-	if (hl == 0 || hl >= sizeof(o->host) || strlen(colon + 1) == 0 ||
-	    strlen(colon + 1) >= sizeof(o->port))
-		return -1;
-	memcpy(o->host, host, hl);
-	o->host[hl] = '\0';
-	strcpy(o->port, colon + 1);
-	return 0;
-}
-
-static const struct {
-	const char *name;
-	uint16_t id;
-} tlsclient_groups[] = {
-#ifdef SSL_GROUP_X25519_MLKEM768
-	{ "X25519MLKEM768", SSL_GROUP_X25519_MLKEM768 },
-#endif
-	{ "X25519", SSL_CURVE_X25519 },
-	{ "P-256", SSL_CURVE_SECP256R1 },
-	{ "P-384", SSL_CURVE_SECP384R1 },
-};
-
-/* tlsclient_parse_groups reads a colon-separated list of group names. */
-static int
-tlsclient_parse_groups(const char *s, uint16_t *out, size_t max, size_t *out_num)
-{
-	char buf[256], *save = NULL, *tok;
-
-	*out_num = 0;
-	if (strlen(s) >= sizeof(buf))
-		return -1;
-	strcpy(buf, s);
-	for (tok = strtok_r(buf, ":", &save); tok != NULL; tok = strtok_r(NULL, ":", &save)) {
-		size_t k;
-
-		for (k = 0; k < sizeof(tlsclient_groups) / sizeof(tlsclient_groups[0]); k++) {
-			if (strcasecmp(tok, tlsclient_groups[k].name) == 0)
-				break;
-		}
-		if (k == sizeof(tlsclient_groups) / sizeof(tlsclient_groups[0]) || *out_num == max)
-			return -1;
-		out[(*out_num)++] = tlsclient_groups[k].id;
-	}
-	return 0;
-}
-
-static const char *
-tlsclient_group_name(uint16_t id)
-{
-	for (size_t k = 0; k < sizeof(tlsclient_groups) / sizeof(tlsclient_groups[0]); k++) {
-		if (tlsclient_groups[k].id == id)
-			return tlsclient_groups[k].name;
-	}
-	return id == 0 ? "-" : "other";
 }
 
 /* tlsclient_set_groups applies --groups and --key-shares; BoringSSL
@@ -418,72 +273,6 @@ tlsclient_parse_source(const char *s, struct tlsclient_opts *o)
 		return 0;
 	}
 	return -1;
-}
-
-/* tlsclient_parse_ech reads --ech-config-list: base64 as in the ech=
- * parameter of a DNS HTTPS record, or @FILE with the raw ECHConfigList that
- * bssl generate-ech -out-ech-config-list writes. BoringSSL checks the
- * syntax here, so a bad list is a usage error rather than failed
- * connections. */
-static int
-tlsclient_parse_ech(const char *arg, struct tlsclient_opts *o)
-{
-	/* An ECHConfigList is at most a 2-byte length and 65535 bytes. */
-	const size_t max = 2 + 65535;
-	uint8_t *buf = NULL;
-	size_t len = 0, cap;
-	SSL_CTX *ctx = NULL;
-	SSL *ssl = NULL;
-	int ret = -1;
-
-	if (arg[0] == '@') {
-		FILE *f = fopen(arg + 1, "rb");
-
-		if (f == NULL || (buf = malloc(max + 1)) == NULL) {
-			fprintf(stderr, "tlsproxy-tlsclient: --ech-config-list %s: %s\n", arg,
-			    strerror(errno));
-			if (f != NULL)
-				fclose(f);
-			goto out;
-		}
-		len = fread(buf, 1, max + 1, f);
-		if (ferror(f) || len > max) {
-			fprintf(stderr, "tlsproxy-tlsclient: --ech-config-list %s: %s\n", arg,
-			    ferror(f) ? "read error" : "too large for an ECHConfigList");
-			fclose(f);
-			goto out;
-		}
-		fclose(f);
-	} else {
-		size_t n = strlen(arg);
-
-		if (n == 0 || !EVP_DecodedLength(&cap, n) || (buf = malloc(cap)) == NULL ||
-		    !EVP_DecodeBase64(buf, &len, cap, (const uint8_t *)arg, n)) {
-			fprintf(stderr, "tlsproxy-tlsclient: --ech-config-list wants base64 "
-			    "(standard alphabet, padded) or @FILE\n");
-			goto out;
-		}
-	}
-	if ((ctx = SSL_CTX_new(TLS_method())) == NULL || (ssl = SSL_new(ctx)) == NULL) {
-		fprintf(stderr, "tlsproxy-tlsclient: cannot set up TLS\n");
-		goto out;
-	}
-	if (!SSL_set1_ech_config_list(ssl, buf, len)) {
-		fprintf(stderr, "tlsproxy-tlsclient: --ech-config-list: not a valid "
-		    "ECHConfigList\n");
-		goto out;
-	}
-	free(o->ech_config);
-	o->ech_config = buf;
-	o->ech_config_len = len;
-	buf = NULL;
-	ret = 0;
-out:
-	ERR_clear_error();
-	SSL_free(ssl);
-	SSL_CTX_free(ctx);
-	free(buf);
-	return ret;
 }
 
 static int
@@ -548,7 +337,7 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 			break;
 		case OPT_GROUPS:
 		case OPT_KEY_SHARES:
-			if (tlsclient_parse_groups(optarg, ch == OPT_GROUPS ? o->groups : o->shares, 8,
+			if (tlsopt_parse_groups(optarg, ch == OPT_GROUPS ? o->groups : o->shares, 8,
 			    ch == OPT_GROUPS ? &o->num_groups : &o->num_shares) != 0) {
 				fprintf(stderr, "tlsproxy-tlsclient: bad group list %s\n", optarg);
 				return -1;
@@ -559,7 +348,8 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 				o->shares_set = true;
 			break;
 		case OPT_ECH_CONFIG_LIST:
-			if (tlsclient_parse_ech(optarg, o) != 0)
+			if (tlsopt_load_ech("tlsproxy-tlsclient", optarg, &o->ech_config,
+			    &o->ech_config_len) != 0)
 				return -1;
 			break;
 		case OPT_ECH_GREASE:
@@ -612,7 +402,7 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 		case OPT_REQUEST:
 		case OPT_SEND_RAW:
 			free(o->request);
-			o->request = tlsclient_unescape(optarg, &o->request_len);
+			o->request = cli_unescape("tlsproxy-tlsclient", optarg, &o->request_len);
 			if (o->request == NULL)
 				return -1;
 			if (ch == OPT_REQUEST)
@@ -638,8 +428,8 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 			if (strlen(optarg) != 2 * SHA256_DIGEST_LENGTH)
 				goto bad_sha;
 			for (size_t i = 0; i < SHA256_DIGEST_LENGTH; i++) {
-				int hi = tlsclient_hexval(optarg[2 * i]);
-				int lo = tlsclient_hexval(optarg[2 * i + 1]);
+				int hi = cli_hexval(optarg[2 * i]);
+				int lo = cli_hexval(optarg[2 * i + 1]);
 
 				if (hi < 0 || lo < 0)
 					goto bad_sha;
@@ -656,7 +446,7 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 			break;
 		case OPT_HOLD:
 		case OPT_TIMEOUT:
-			if (tlsclient_parse_seconds(optarg, ch == OPT_HOLD ? &o->hold : &o->timeout) != 0) {
+			if (cli_parse_seconds(optarg, ch == OPT_HOLD ? &o->hold : &o->timeout) != 0) {
 				fprintf(stderr, "tlsproxy-tlsclient: bad number of seconds %s\n", optarg);
 				return -1;
 			}
@@ -675,7 +465,8 @@ tlsclient_parse_args(struct tlsclient_opts *o, int argc, char **argv)
 		    "--request, --send-raw\n");
 		return -1;
 	}
-	if (optind != argc - 1 || tlsclient_parse_target(argv[optind], o) != 0) {
+	if (optind != argc - 1 || cli_parse_target(argv[optind], o->host, sizeof(o->host),
+	    o->port, sizeof(o->port)) != 0) {
 		tlsclient_usage(stderr);
 		return -1;
 	}
@@ -1346,7 +1137,7 @@ tlsclient_conn_run(struct tlsclient *t, struct tlsclient_conn *c)
 
 			c->version = SSL_get_version(c->ssl);
 			c->cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl));
-			c->group = tlsclient_group_name(SSL_get_curve_id(c->ssl));
+			c->group = tlsopt_group_name(SSL_get_curve_id(c->ssl));
 			c->hrr = SSL_used_hello_retry_request(c->ssl);
 			/* A rejected offer never gets here: BoringSSL fails the
 			 * handshake with ECH_REJECTED. Not accepted is not

@@ -36,6 +36,7 @@ h_bin(const char *which)
 {
 	const char *env = strcmp(which, "tlsproxy") == 0 ? "TLSPROXY_BIN" :
 	    strcmp(which, "backend") == 0 ? "TLSPROXY_BACKEND" :
+	    strcmp(which, "load") == 0 ? "TLSPROXY_LOAD" :
 	    "TLSPROXY_CLIENT";
 	const char *v = getenv(env);
 

@@ -76,8 +76,8 @@ int h_num_fds(pid_t pid);
 /* h_field returns the value of "key=value" in |line| (static storage). */
 const char *h_field(const char *line, const char *key);
 
-/* h_bin returns the path of a built program: "tlsproxy", "backend" or
- * "client". */
+/* h_bin returns the path of a built program: "tlsproxy", "backend",
+ * "client" or "load". */
 const char *h_bin(const char *which);
 
 /* h_has_mlkem returns whether the daemon's BoringSSL has ML-KEM (post-
