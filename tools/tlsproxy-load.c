@@ -1861,7 +1861,10 @@ load_verdict(const struct load *l)
 	case MODE_HANDSHAKE:
 		if (l->ok == 0)
 			return "no_requests";
-		if (l->o.resume != RESUME_NONE && l->resumed * 100 < l->handshakes * 99)
+		/* A server's cache may miss a session offered the moment it
+		 * was issued (OpenSSL's, under load, a percent or two); the
+		 * run still measures resumption, and says how much. */
+		if (l->o.resume != RESUME_NONE && l->resumed * 100 < l->handshakes * 95)
 			return "not_resumed";
 		break;
 	case MODE_BULK:
