@@ -62,14 +62,16 @@ struct conn {
 	SSL *ssl;
 	int cfd, bfd;
 	/* One edge-triggered event per socket, registered once: every
-	 * operation runs until it would block, so an edge is only awaited
-	 * after EAGAIN and interest never changes (no epoll_ctl per turn). */
+	 * operation runs until it would block (or a short read shows the
+	 * socket empty), so an edge is only awaited then, and interest never
+	 * changes (no epoll_ctl per turn). */
 	struct event ev[2];
 	uint8_t hs_want; /* RELAY_WANT_* the handshake waits for */
 	uint8_t sni_refused; /* sni_strict and no context for the name */
 	uint8_t acme_challenge; /* a tls-alpn-01 validation handshake */
 	uint8_t ech; /* enum stat_ech: what became of an Encrypted Client Hello */
 	uint8_t timed_out; /* closing because the client was silent */
+	uint8_t backend_readable; /* the connect's event said readable too */
 	/* TLS 1.3: when the session tickets BoringSSL holds back must leave
 	 * even if nothing else goes to the client by then; 0 once gone. */
 	uint64_t tickets_due_ms;
@@ -101,13 +103,15 @@ conn_tv(uint64_t ms)
 }
 
 /* conn_watch registers side |s|'s socket for both directions, edge
- * triggered, once for the life of that socket. */
+ * triggered, once for the life of that socket. EV_CLOSED (EPOLLRDHUP)
+ * says when the peer's FIN is in: until then a short read means the
+ * socket is empty (see tls_bio_ready). */
 static void
 conn_watch(struct conn *c, enum relay_side s, int fd,
     event_callback_fn cb)
 {
 	event_assign(&c->ev[s], c->w->base, fd,
-	    EV_READ | EV_WRITE | EV_PERSIST | EV_ET, cb, c);
+	    EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET, cb, c);
 	event_add(&c->ev[s], NULL);
 }
 
@@ -306,7 +310,7 @@ conn_close(struct conn *c, const char *reason)
 		ERR_clear_error();
 	}
 	if (c->state != CONN_HANDSHAKE)
-		tls_bio_flush(SSL_get_wbio(c->ssl));
+		tls_bio_flush_last(SSL_get_wbio(c->ssl));
 	for (int s = 0; s < 2; s++) {
 		if (event_initialized(&c->ev[s]))
 			event_del(&c->ev[s]);
@@ -478,6 +482,10 @@ conn_relay_start(struct conn *c)
 	c->state = CONN_RELAYING;
 	relay_init(&c->relay, c->w->pool, c->cfd, c->ssl, c->bfd);
 	c->relay.end[RELAY_BACKEND].ssl = c->bssl;
+	/* A plain backend that has sent nothing yet raises an edge when it
+	 * does: no read until then. */
+	if (c->bssl == NULL && !c->backend_readable)
+		c->relay.end[RELAY_BACKEND].read_blocked = RELAY_WANT_READ;
 	if (c->bssl == NULL && conn_proxy_header(c) != 0) {
 		conn_close(c, "cannot build the PROXY protocol header (larger "
 		    "than buffer_size?)");
@@ -651,11 +659,17 @@ conn_backend_tls_start(struct conn *c)
 	conn_backend_handshake(c);
 }
 
+/* conn_connected: the backend's socket signalled |what| while connecting.
+ * Writable alone is a connect that succeeded; an error raises readable
+ * and writable together (EPOLLERR), as may a backend that spoke first,
+ * and only those need SO_ERROR asked. */
 static void
-conn_connected(struct conn *c)
+conn_connected(struct conn *c, short what)
 {
-	int err = backend_connect_result(c->bfd);
+	int err = (what & (EV_READ | EV_CLOSED)) ?
+	    backend_connect_result(c->bfd) : 0;
 
+	c->backend_readable = (what & EV_READ) != 0;
 	if (err != 0) {
 		conn_backend_failed(c, strerror(err));
 		return;
@@ -758,7 +772,9 @@ conn_client_sent_more(struct conn *c)
 	size_t ahead = BIO_pending(SSL_get_rbio(c->ssl));
 	int unread = 0;
 
-	if (ioctl(c->cfd, FIONREAD, &unread) != 0 || unread < 0)
+	/* A socket known to be empty needs no asking. */
+	if (ahead <= 24 && !tls_bio_drained(SSL_get_rbio(c->ssl)) &&
+	    (ioctl(c->cfd, FIONREAD, &unread) != 0 || unread < 0))
 		unread = 0;
 	return ahead + (size_t)unread > 24;
 }
@@ -915,7 +931,8 @@ static int
 conn_what(short what)
 {
 	return ((what & EV_READ) ? RELAY_WANT_READ : 0) |
-	    ((what & EV_WRITE) ? RELAY_WANT_WRITE : 0);
+	    ((what & EV_WRITE) ? RELAY_WANT_WRITE : 0) |
+	    ((what & EV_CLOSED) ? RELAY_HUP : 0);
 }
 
 static void
@@ -925,13 +942,17 @@ conn_client_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	c->w->activity++;
+	if (c->state == CONN_RELAYING) {
+		relay_ready(&c->relay, RELAY_CLIENT, conn_what(what));
+		conn_relay(c);
+		return;
+	}
+	if (what & EV_READ)
+		tls_bio_ready(SSL_get_rbio(c->ssl), what & EV_CLOSED);
 	if (c->state == CONN_HANDSHAKE) {
 		/* Ignore the writability edge every new socket reports. */
 		if (conn_what(what) & c->hs_want)
 			conn_handshake(c);
-	} else if (c->state == CONN_RELAYING) {
-		relay_ready(&c->relay, RELAY_CLIENT, conn_what(what));
-		conn_relay(c);
 	} else if (c->state == CONN_ECH_WAIT) {
 		conn_ech_wait(c);
 	}
@@ -945,8 +966,10 @@ conn_backend_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	c->w->activity++;
 	if (c->state == CONN_CONNECTING) {
-		conn_connected(c);
+		conn_connected(c, what);
 	} else if (c->state == CONN_BACKEND_TLS) {
+		if (c->bssl != NULL && (what & EV_READ))
+			tls_bio_ready(SSL_get_rbio(c->bssl), what & EV_CLOSED);
 		if (c->bssl != NULL && (conn_what(what) & c->bhs_want))
 			conn_backend_handshake(c);
 	} else if (c->state == CONN_RELAYING) {

@@ -138,11 +138,21 @@ relay_read(struct relay *r, enum relay_side s, char *dst, size_t len)
 	do {
 		got = read(e->fd, dst, len);
 	} while (got < 0 && errno == EINTR);
+	/* A short read emptied the socket: the next bytes raise a new
+	 * edge-triggered event, so reading again now could only return
+	 * EAGAIN. Not once a FIN is known to be there: it raises no edge
+	 * of its own after this read, and must be read as the EOF. */
+	if (got > 0 && (size_t)got < len && !e->hup) {
+		e->read_blocked = RELAY_WANT_READ;
+		return (int)got;
+	}
 	return relay_plain_result(r, s, got, 1, &e->read_blocked);
 }
 
+/* relay_write writes to side |s|; |more|: a FIN follows at once. */
 static int
-relay_write(struct relay *r, enum relay_side s, const char *src, size_t len)
+relay_write(struct relay *r, enum relay_side s, const char *src, size_t len,
+    int more)
 {
 	struct relay_end *e = &r->end[s];
 	int n;
@@ -157,9 +167,29 @@ relay_write(struct relay *r, enum relay_side s, const char *src, size_t len)
 	ssize_t put;
 
 	do {
-		put = send(e->fd, src, len, MSG_NOSIGNAL);
+		put = send(e->fd, src, len, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
 	} while (put < 0 && errno == EINTR);
 	return relay_plain_result(r, s, put, 0, &e->write_blocked);
+}
+
+/* relay_closing returns whether both directions have ended but for side
+ * |s|'s output: once that has left, the relay is done and the connection
+ * is closed, so close(2) sends the FIN at once. */
+static int
+relay_closing(const struct relay *r, enum relay_side s)
+{
+	if (r->backend_failed)
+		return 0;
+	for (int i = 0; i < 2; i++) {
+		const struct relay_end *e = &r->end[i];
+
+		if (!e->read_eof || r->buf[i] != NULL)
+			return 0;
+		if (i != (int)s && (!e->write_shut || e->flush_blocked ||
+		    e->fin_pending))
+			return 0;
+	}
+	return 1;
 }
 
 /* relay_shut ends writing to side |s|: close_notify for TLS, then a TCP
@@ -169,9 +199,9 @@ static int
 relay_shut(struct relay *r, enum relay_side s)
 {
 	struct relay_end *e = &r->end[s];
-	/* When |s| has already ended its own direction, this half-close ends
-	 * the connection: close(2) sends the same FIN, so skip the syscall. */
-	int last = e->read_eof && r->buf[s] == NULL;
+	/* When this half-close ends the connection, close(2) sends the same
+	 * FIN: skip the syscall. */
+	int last = relay_closing(r, s);
 
 	if (e->ssl != NULL) {
 		int ret;
@@ -231,7 +261,11 @@ relay_flush(struct relay *r, enum relay_side s)
 	if (s == RELAY_CLIENT && !r->hold_post_handshake &&
 	    relay_post_handshake(r) != 0)
 		return -2;
-	rc = tls_bio_flush(SSL_get_wbio(e->ssl));
+	/* The close_notify and the FIN that follows it leave together. */
+	if (e->write_shut && (e->fin_pending || relay_closing(r, s)))
+		rc = tls_bio_flush_last(SSL_get_wbio(e->ssl));
+	else
+		rc = tls_bio_flush(SSL_get_wbio(e->ssl));
 	if (rc < 0) {
 		relay_fail(r, s, "write", strerror(errno));
 		return -2;
@@ -258,9 +292,10 @@ relay_pump(struct relay *r, enum relay_side s)
 		struct buf *b = r->buf[s];
 		int moved = 0;
 
-		/* Read while there is room; a full buffer stalls the reader,
-		 * which is the backpressure. */
-		if (!src->read_eof && src->read_blocked == RELAY_WANT_NONE &&
+		/* Read while there is room, every record or segment there is,
+		 * so that what arrived together leaves in one write; a full
+		 * buffer stalls the reader, which is the backpressure. */
+		while (!src->read_eof && src->read_blocked == RELAY_WANT_NONE &&
 		    (b == NULL || b->end < cap)) {
 			if (b == NULL && (b = r->buf[s] = bufpool_get(r->pool)) == NULL) {
 				relay_fail(r, s, "read", "out of memory");
@@ -278,10 +313,10 @@ relay_pump(struct relay *r, enum relay_side s)
 			/* A client that is done gets what was held for it. */
 			if (n == 0 && s == RELAY_CLIENT)
 				r->hold_post_handshake = 0;
-			if (n > 0) {
-				b->end += (size_t)n;
-				moved = 1;
-			}
+			if (n <= 0)
+				break;
+			b->end += (size_t)n;
+			moved = 1;
 		}
 		/* Nothing more goes to a backend that failed: the write
 		 * would fail too, and end the connection before what the
@@ -289,7 +324,10 @@ relay_pump(struct relay *r, enum relay_side s)
 		if (b != NULL && b->start < b->end &&
 		    dst->write_blocked == RELAY_WANT_NONE &&
 		    !(d == RELAY_BACKEND && r->backend_failed)) {
-			n = relay_write(r, d, b->data + b->start, b->end - b->start);
+			/* The source has ended: its last bytes and the FIN
+			 * relay_shut sends next share a packet. */
+			n = relay_write(r, d, b->data + b->start, b->end - b->start,
+			    src->read_eof && !r->backend_failed);
 			if (n == -2)
 				return -2;
 			if (n > 0) {
@@ -340,6 +378,10 @@ relay_ready(struct relay *r, enum relay_side fd_side, int what)
 {
 	struct relay_end *e = &r->end[fd_side];
 
+	if (what & RELAY_HUP)
+		e->hup = 1;
+	if ((what & RELAY_WANT_READ) && e->ssl != NULL)
+		tls_bio_ready(SSL_get_rbio(e->ssl), what & RELAY_HUP);
 	if (e->read_blocked & what)
 		e->read_blocked = RELAY_WANT_NONE;
 	if (e->write_blocked & what)

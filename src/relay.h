@@ -22,6 +22,8 @@ enum relay_want {
 	RELAY_WANT_NONE = 0,
 	RELAY_WANT_READ = 1,
 	RELAY_WANT_WRITE = 2,
+	/* For relay_ready only: the peer's FIN has arrived (EPOLLRDHUP). */
+	RELAY_HUP = 4,
 };
 
 enum relay_status {
@@ -40,6 +42,7 @@ struct relay_end {
 	uint8_t write_blocked; /* enum relay_want of the last write/shutdown */
 	uint8_t flush_blocked; /* TLS: gathered output waits for writability */
 	uint8_t fin_pending;   /* TLS: half-close once the output is sent */
+	uint8_t hup;           /* the peer's FIN was signalled */
 };
 
 struct relay {

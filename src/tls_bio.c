@@ -17,9 +17,20 @@ struct tls_bio {
 	struct bufpool *pool;
 	struct buf *in;  /* read ahead, not yet taken by BoringSSL */
 	struct buf *out; /* written by BoringSSL, not yet sent */
+	/* The last read(2) returned less than it asked for, so the socket
+	 * was empty then: anything arriving since raises a new edge-triggered
+	 * event, and until tls_bio_ready() reports one, a read would only
+	 * return EAGAIN. Not guessed once the peer's FIN has been signalled:
+	 * a short read may then be followed by the EOF, with no edge left to
+	 * announce it. */
+	uint8_t drained;
+	uint8_t hup;
 };
 
 static BIO_METHOD *tls_bio_method;
+/* A type of its own, so tls_bio_ready can tell its BIOs from others; still
+ * a descriptor BIO, whose fd SSL_get_fd finds. */
+static int tls_bio_type;
 
 static int
 tls_bio_read(BIO *bio, char *dst, int len)
@@ -31,12 +42,18 @@ tls_bio_read(BIO *bio, char *dst, int len)
 	BIO_clear_retry_flags(bio);
 	if (len <= 0)
 		return 0;
+	if (b == NULL && t->drained) {
+		errno = EAGAIN;
+		BIO_set_retry_read(bio);
+		return -1;
+	}
 	if (b == NULL) {
 		if ((size_t)len >= bufpool_size(t->pool)) {
 			/* A large read gains nothing from a bounce buffer. */
 			do {
 				n = read(t->fd, dst, (size_t)len);
 			} while (n < 0 && errno == EINTR);
+			t->drained = n > 0 && n < len && !t->hup;
 			goto result;
 		}
 		if ((b = t->in = bufpool_get(t->pool)) == NULL) {
@@ -51,6 +68,7 @@ tls_bio_read(BIO *bio, char *dst, int len)
 			t->in = NULL;
 			goto result;
 		}
+		t->drained = (size_t)n < bufpool_size(t->pool) && !t->hup;
 		b->end = (size_t)n;
 	}
 	n = (ssize_t)(b->end - b->start);
@@ -69,15 +87,15 @@ result:
 	return (int)n;
 }
 
-int
-tls_bio_flush(BIO *bio)
+static int
+tls_bio_send(BIO *bio, int flags)
 {
 	struct tls_bio *t = BIO_get_data(bio);
 	struct buf *b = t->out;
 
 	while (b != NULL && b->start < b->end) {
 		ssize_t n = send(t->fd, b->data + b->start, b->end - b->start,
-		    MSG_NOSIGNAL);
+		    MSG_NOSIGNAL | flags);
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -89,6 +107,41 @@ tls_bio_flush(BIO *bio)
 	bufpool_put(t->pool, b);
 	t->out = NULL;
 	return 1;
+}
+
+int
+tls_bio_flush(BIO *bio)
+{
+	return tls_bio_send(bio, 0);
+}
+
+int
+tls_bio_flush_last(BIO *bio)
+{
+	/* MSG_MORE holds a last partial segment back; the FIN that follows
+	 * (shutdown or close) then leaves in the same packet. */
+	return tls_bio_send(bio, MSG_MORE);
+}
+
+void
+tls_bio_ready(BIO *bio, int hup)
+{
+	struct tls_bio *t;
+
+	if (bio == NULL || BIO_method_type(bio) != tls_bio_type ||
+	    (t = BIO_get_data(bio)) == NULL)
+		return;
+	t->drained = 0;
+	if (hup)
+		t->hup = 1;
+}
+
+int
+tls_bio_drained(BIO *bio)
+{
+	struct tls_bio *t = BIO_get_data(bio);
+
+	return t->in == NULL && t->drained;
 }
 
 size_t
@@ -177,8 +230,13 @@ tls_bio_destroy(BIO *bio)
 static void
 tls_bio_init_method(void)
 {
-	BIO_METHOD *m = BIO_meth_new(BIO_TYPE_SOCKET, "tlsproxy socket");
+	int index = BIO_get_new_index();
+	BIO_METHOD *m;
 
+	if (index < 0)
+		return;
+	tls_bio_type = index | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR;
+	m = BIO_meth_new(tls_bio_type, "tlsproxy socket");
 	if (m == NULL || BIO_meth_set_read(m, tls_bio_read) != 1 ||
 	    BIO_meth_set_write(m, tls_bio_write) != 1 ||
 	    BIO_meth_set_ctrl(m, tls_bio_ctrl) != 1 ||

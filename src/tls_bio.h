@@ -20,6 +20,22 @@ BIO *tls_bio_new(int fd, struct bufpool *pool);
  * errno set. */
 int tls_bio_flush(BIO *bio);
 
+/* tls_bio_flush_last is tls_bio_flush for the last output before a FIN
+ * (shutdown or close): the kernel may hold a partial segment back until
+ * then, so data and FIN leave in one packet. */
+int tls_bio_flush_last(BIO *bio);
+
+/* tls_bio_ready tells the BIO that its socket's edge-triggered event
+ * reported readability, and with |hup| that the peer's FIN has arrived.
+ * A short read(2) leaves the BIO sure the socket is empty until then, so
+ * reads that could only fail with EAGAIN are not made. Ignores other
+ * BIOs. */
+void tls_bio_ready(BIO *bio, int hup);
+
+/* tls_bio_drained returns whether the socket is known to be empty and no
+ * read-ahead waits. */
+int tls_bio_drained(BIO *bio);
+
 /* tls_bio_pending returns how many output bytes wait for tls_bio_flush. */
 size_t tls_bio_pending(BIO *bio);
 
