@@ -135,15 +135,21 @@ relay_read(struct relay *r, enum relay_side s, char *dst, size_t len)
 	}
 	ssize_t got;
 
+	if (e->at_fin)
+		return 0;
 	do {
 		got = read(e->fd, dst, len);
 	} while (got < 0 && errno == EINTR);
 	/* A short read emptied the socket: the next bytes raise a new
 	 * edge-triggered event, so reading again now could only return
-	 * EAGAIN. Not once a FIN is known to be there: it raises no edge
-	 * of its own after this read, and must be read as the EOF. */
-	if (got > 0 && (size_t)got < len && !e->hup) {
-		e->read_blocked = RELAY_WANT_READ;
+	 * EAGAIN. If the FIN was signalled before this read, it raises no
+	 * edge of its own, and the short read has reached it: the next
+	 * read is the EOF. */
+	if (got > 0 && (size_t)got < len) {
+		if (e->hup)
+			e->at_fin = 1;
+		else
+			e->read_blocked = RELAY_WANT_READ;
 		return (int)got;
 	}
 	return relay_plain_result(r, s, got, 1, &e->read_blocked);

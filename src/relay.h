@@ -43,6 +43,7 @@ struct relay_end {
 	uint8_t flush_blocked; /* TLS: gathered output waits for writability */
 	uint8_t fin_pending;   /* TLS: half-close once the output is sent */
 	uint8_t hup;           /* the peer's FIN was signalled */
+	uint8_t at_fin;        /* a short read after that reached it */
 };
 
 struct relay {

@@ -25,12 +25,25 @@ struct tls_bio {
 	 * announce it. */
 	uint8_t drained;
 	uint8_t hup;
+	/* A short read after the FIN was signalled reached it: what follows
+	 * is the EOF, with no read needed to learn it. */
+	uint8_t at_fin;
 };
 
 static BIO_METHOD *tls_bio_method;
 /* A type of its own, so tls_bio_ready can tell its BIOs from others; still
  * a descriptor BIO, whose fd SSL_get_fd finds. */
 static int tls_bio_type;
+
+/* tls_bio_short records what a read that returned less than it asked
+ * for (|is_short|) says of the socket: empty, or at the FIN if that was
+ * signalled before the read. */
+static void
+tls_bio_short(struct tls_bio *t, int is_short)
+{
+	t->drained = is_short && !t->hup;
+	t->at_fin = is_short && t->hup;
+}
 
 static int
 tls_bio_read(BIO *bio, char *dst, int len)
@@ -41,6 +54,8 @@ tls_bio_read(BIO *bio, char *dst, int len)
 
 	BIO_clear_retry_flags(bio);
 	if (len <= 0)
+		return 0;
+	if (b == NULL && t->at_fin)
 		return 0;
 	if (b == NULL && t->drained) {
 		errno = EAGAIN;
@@ -53,7 +68,7 @@ tls_bio_read(BIO *bio, char *dst, int len)
 			do {
 				n = read(t->fd, dst, (size_t)len);
 			} while (n < 0 && errno == EINTR);
-			t->drained = n > 0 && n < len && !t->hup;
+			tls_bio_short(t, n > 0 && n < len);
 			goto result;
 		}
 		if ((b = t->in = bufpool_get(t->pool)) == NULL) {
@@ -68,7 +83,7 @@ tls_bio_read(BIO *bio, char *dst, int len)
 			t->in = NULL;
 			goto result;
 		}
-		t->drained = (size_t)n < bufpool_size(t->pool) && !t->hup;
+		tls_bio_short(t, (size_t)n < bufpool_size(t->pool));
 		b->end = (size_t)n;
 	}
 	n = (ssize_t)(b->end - b->start);

@@ -362,6 +362,8 @@ START_TEST(short_reads_under_edge_triggered_events)
 	ck_assert_int_eq(rig_step_et(&g, ep), RELAY_OK);
 	ck_assert_uint_eq(drain(g.backend, buf, sizeof(buf)), 5);
 	ck_assert_mem_eq(buf, "world", 5);
+	/* The short read reached the FIN: no read to learn the EOF. */
+	ck_assert_int_eq(g.r.end[RELAY_CLIENT].at_fin, 1);
 	ck_assert_int_eq(g.r.end[RELAY_CLIENT].read_eof, 1);
 	ck_assert_int_eq(read(g.backend, buf, sizeof(buf)), 0);
 	/* Data, a pass that empties the socket, then the FIN alone. */
