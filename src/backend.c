@@ -250,7 +250,9 @@ backend_connect(const struct backend *b, size_t i)
 	    0);
 	if (fd < 0)
 		return -1;
-	if (a->ss.ss_family != AF_UNIX)
+	/* A plain backend gets TCP_NODELAY from the relay, before its second
+	 * write: Nagle never holds a connection's first. */
+	if (a->ss.ss_family != AF_UNIX && b->tls != NULL)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (connect(fd, (const struct sockaddr *)&a->ss, a->len) != 0 &&
 	    errno != EINPROGRESS) {

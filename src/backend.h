@@ -40,7 +40,9 @@ void backend_release(struct backend *b);
 /* backend_pick returns the index of the address to try first. */
 size_t backend_pick(struct backend *b);
 
-/* backend_connect starts a non-blocking connect to address |i| of |b| and
+/* backend_connect starts a non-blocking connect to address |i| of |b|
+ * (TCP_NODELAY set for a TLS backend; a plain one's is the relay's:
+ * relay_nodelay_later) and
  * returns the socket, or -1 with errno set. EINPROGRESS is not a failure:
  * the caller waits for writability and calls backend_connect_result. */
 int backend_connect(const struct backend *b, size_t i);

@@ -486,6 +486,9 @@ conn_relay_start(struct conn *c)
 	 * does: no read until then. */
 	if (c->bssl == NULL && !c->backend_readable)
 		c->relay.end[RELAY_BACKEND].read_blocked = RELAY_WANT_READ;
+	if (c->bssl == NULL &&
+	    c->backend->addrs[c->addr_index].ss.ss_family != AF_UNIX)
+		relay_nodelay_later(&c->relay, RELAY_BACKEND);
 	if (c->bssl == NULL && conn_proxy_header(c) != 0) {
 		conn_close(c, "cannot build the PROXY protocol header (larger "
 		    "than buffer_size?)");

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,6 +36,12 @@ relay_release(struct relay *r)
 			bufpool_put(r->pool, r->buf[s]);
 		r->buf[s] = NULL;
 	}
+}
+
+void
+relay_nodelay_later(struct relay *r, enum relay_side s)
+{
+	r->end[s].nodelay_later = 1;
 }
 
 int
@@ -172,9 +180,17 @@ relay_write(struct relay *r, enum relay_side s, const char *src, size_t len,
 	}
 	ssize_t put;
 
+	if (e->nodelay_later && e->wrote) {
+		int one = 1;
+
+		setsockopt(e->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		e->nodelay_later = 0;
+	}
 	do {
 		put = send(e->fd, src, len, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
 	} while (put < 0 && errno == EINTR);
+	if (put > 0)
+		e->wrote = 1;
 	return relay_plain_result(r, s, put, 0, &e->write_blocked);
 }
 

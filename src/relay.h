@@ -44,6 +44,8 @@ struct relay_end {
 	uint8_t fin_pending;   /* TLS: half-close once the output is sent */
 	uint8_t hup;           /* the peer's FIN was signalled */
 	uint8_t at_fin;        /* a short read after that reached it */
+	uint8_t nodelay_later; /* TCP_NODELAY before the second write */
+	uint8_t wrote;         /* a write has succeeded */
 };
 
 struct relay {
@@ -77,6 +79,13 @@ struct relay {
 /* relay_init prepares |r| over two connected, non-blocking sockets. */
 void relay_init(struct relay *r, struct bufpool *pool, int client_fd,
     SSL *client_ssl, int backend_fd);
+
+/* relay_nodelay_later sets TCP_NODELAY on side |s|'s (plain TCP) socket
+ * just before its second write rather than now. Nagle's algorithm (with
+ * Linux's Minshall rule) never delays a connection's first write, so
+ * the behaviour is the same, and a connection that carries one request
+ * saves the call. */
+void relay_nodelay_later(struct relay *r, enum relay_side s);
 
 /* relay_preface queues |len| bytes to go to the backend before anything
  * from the client. Call right after relay_init. Returns 0, or -1 if they

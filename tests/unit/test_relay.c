@@ -7,6 +7,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -378,6 +380,67 @@ START_TEST(short_reads_under_edge_triggered_events)
 }
 END_TEST
 
+/* tcp_pair connects two TCP sockets over 127.0.0.1. */
+static void
+tcp_pair(int fds[2])
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t len = sizeof(a);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(l, 1), 0);
+	ck_assert_int_eq(getsockname(l, (struct sockaddr *)&a, &len), 0);
+	fds[0] = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_eq(connect(fds[0], (struct sockaddr *)&a, sizeof(a)), 0);
+	fds[1] = accept(l, NULL, NULL);
+	ck_assert_int_ge(fds[1], 0);
+	close(l);
+}
+
+static int
+nodelay(int fd)
+{
+	int v = -1;
+	socklen_t len = sizeof(v);
+
+	ck_assert_int_eq(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &len), 0);
+	return v;
+}
+
+/* A TCP backend gets TCP_NODELAY just before the relay's second write to
+ * it, never later. */
+START_TEST(nodelay_before_the_second_write)
+{
+	unsigned char buf[64];
+	int b[2];
+	struct rig g;
+
+	rig_init_cap(&g, 64);
+	tcp_pair(b);
+	close(g.relay_b);
+	close(g.backend);
+	g.relay_b = b[0];
+	g.backend = b[1];
+	nonblock(b[0]);
+	nonblock(b[1]);
+	relay_init(&g.r, g.pool, g.relay_c, NULL, g.relay_b);
+	relay_nodelay_later(&g.r, RELAY_BACKEND);
+	relay_run(&g.r);
+	ck_assert_int_eq(write(g.client, "first", 5), 5);
+	ck_assert_int_eq(rig_settle(&g), RELAY_OK);
+	ck_assert_int_eq(nodelay(g.relay_b), 0);
+	ck_assert_int_eq(write(g.client, "second", 6), 6);
+	ck_assert_int_eq(rig_settle(&g), RELAY_OK);
+	ck_assert_int_ne(nodelay(g.relay_b), 0);
+	usleep(20000);
+	ck_assert_uint_eq(drain(g.backend, buf, sizeof(buf)), 11);
+	ck_assert_mem_eq(buf, "firstsecond", 11);
+	rig_free(&g);
+}
+END_TEST
+
 /* Found by fuzz_relay: with a one-byte buffer, a full buffer the other
  * side could not take was "compacted" in place, which moved nothing but
  * counted as progress, so relay_run never returned. */
@@ -423,6 +486,7 @@ main(void)
 	tcase_add_test(tc, backend_reset_still_delivers);
 	tcase_add_test(tc, one_byte_buffer_stalls_without_spinning);
 	tcase_add_test(tc, short_reads_under_edge_triggered_events);
+	tcase_add_test(tc, nodelay_before_the_second_write);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
