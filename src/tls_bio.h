@@ -3,7 +3,10 @@
  * its own; this BIO reads ahead into a pooled buffer, so a record costs one
  * read(2) or less, and gathers what one event produces (a handshake flight
  * and its tickets, a response and its close_notify, several records of a
- * download) into one write(2). Buffers are held only while bytes wait. */
+ * download) into one write(2). A read that returns less than it asked for
+ * leaves the socket known to be empty (or at the FIN), so the read that
+ * would only say EAGAIN is not made. Buffers are held only while bytes
+ * wait. */
 #ifndef TLSPROXY_TLS_BIO_H
 #define TLSPROXY_TLS_BIO_H
 
