@@ -775,9 +775,11 @@ conn_client_sent_more(struct conn *c)
 	size_t ahead = BIO_pending(SSL_get_rbio(c->ssl));
 	int unread = 0;
 
-	/* A socket known to be empty needs no asking. */
-	if (ahead <= 24 && !tls_bio_drained(SSL_get_rbio(c->ssl)) &&
-	    (ioctl(c->cfd, FIONREAD, &unread) != 0 || unread < 0))
+	/* The socket is asked even when the last read found it empty: a
+	 * request that arrived since keeps the tickets for its answer, where
+	 * sending them now would cost a write and a packet of their own. */
+	if (ahead <= 24 && (ioctl(c->cfd, FIONREAD, &unread) != 0 ||
+	    unread < 0))
 		unread = 0;
 	return ahead + (size_t)unread > 24;
 }

@@ -151,14 +151,6 @@ tls_bio_ready(BIO *bio, int hup)
 		t->hup = 1;
 }
 
-int
-tls_bio_drained(BIO *bio)
-{
-	struct tls_bio *t = BIO_get_data(bio);
-
-	return t->in == NULL && t->drained;
-}
-
 size_t
 tls_bio_pending(BIO *bio)
 {

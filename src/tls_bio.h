@@ -35,10 +35,6 @@ int tls_bio_flush_last(BIO *bio);
  * BIOs. */
 void tls_bio_ready(BIO *bio, int hup);
 
-/* tls_bio_drained returns whether the socket is known to be empty and no
- * read-ahead waits. */
-int tls_bio_drained(BIO *bio);
-
 /* tls_bio_pending returns how many output bytes wait for tls_bio_flush. */
 size_t tls_bio_pending(BIO *bio);
 
