@@ -71,7 +71,10 @@ struct conn {
 	uint8_t acme_challenge; /* a tls-alpn-01 validation handshake */
 	uint8_t ech; /* enum stat_ech: what became of an Encrypted Client Hello */
 	uint8_t timed_out; /* closing because the client was silent */
-	uint8_t backend_readable; /* the connect's event said readable too */
+	/* What the connect's event said besides writable: readable, and the
+	 * backend's FIN (which raises no edge of its own later). */
+	uint8_t backend_readable;
+	uint8_t backend_hup;
 	/* TLS 1.3: when the session tickets BoringSSL holds back must leave
 	 * even if nothing else goes to the client by then; 0 once gone. */
 	uint64_t tickets_due_ms;
@@ -486,6 +489,8 @@ conn_relay_start(struct conn *c)
 	 * does: no read until then. */
 	if (c->bssl == NULL && !c->backend_readable)
 		c->relay.end[RELAY_BACKEND].read_blocked = RELAY_WANT_READ;
+	if (c->backend_hup)
+		relay_ready(&c->relay, RELAY_BACKEND, RELAY_HUP);
 	if (c->bssl == NULL &&
 	    c->backend->addrs[c->addr_index].ss.ss_family != AF_UNIX)
 		relay_nodelay_later(&c->relay, RELAY_BACKEND);
@@ -654,6 +659,8 @@ conn_backend_tls_start(struct conn *c)
 		return;
 	}
 	SSL_set_bio(c->bssl, bio, bio);
+	if (c->backend_hup)
+		tls_bio_ready(bio, 1);
 	c->state = CONN_BACKEND_TLS;
 	c->bhs_want = 0;
 	c->backend_deadline_ms = clock_mono_ms() +
@@ -673,6 +680,7 @@ conn_connected(struct conn *c, short what)
 	    backend_connect_result(c->bfd) : 0;
 
 	c->backend_readable = (what & EV_READ) != 0;
+	c->backend_hup = (what & EV_CLOSED) != 0;
 	if (err != 0) {
 		conn_backend_failed(c, strerror(err));
 		return;

@@ -202,6 +202,26 @@ START_TEST(backend_half_closes_first)
 }
 END_TEST
 
+/* A backend that speaks first and half-closes at once: its bytes and its
+ * FIN may come in the same event as the connect's completion, and the
+ * FIN raises no edge of its own afterwards. Each client gets the bytes
+ * and the close_notify without sending anything. */
+START_TEST(backend_speaks_first_and_half_closes)
+{
+	struct h_daemon d;
+	pid_t bpid;
+	char *out;
+	int st;
+
+	start_with(&d, "banner", "source", "64", NULL, &bpid);
+	out = h_run(&st, "%s --conns 100 --no-half-close --expect-bytes 64 "
+	    "--timeout 20 127.0.0.1:%d", h_bin("client"), d.port);
+	ck_assert_msg(st == 0, "%s", out);
+	free(out);
+	finish(&d, bpid);
+}
+END_TEST
+
 START_TEST(backend_down_closes_cleanly)
 {
 	struct h_daemon d;
@@ -823,6 +843,7 @@ main(void)
 	tcase_add_test(tc, backend_down_closes_cleanly);
 	tcase_add_test(tc, next_address_on_connect_failure);
 	tcase_add_test(tc, non_tls_bytes_end_only_that_connection);
+	tcase_add_test(tc, backend_speaks_first_and_half_closes);
 	tcase_add_test(tc, silent_client_dropped_at_handshake_timeout);
 	tcase_add_test(tc, idle_relay_closed_at_idle_timeout);
 	tcase_add_test(tc, stalled_reader_keeps_memory_bounded);
