@@ -62,9 +62,9 @@ struct conn {
 	SSL *ssl;
 	int cfd, bfd;
 	/* One edge-triggered event per socket, registered once: every
-	 * operation runs until it would block (or a short read shows the
-	 * socket empty), so an edge is only awaited then, and interest never
-	 * changes (no epoll_ctl per turn). */
+	 * operation runs until it would block (or reaches a FIN), so an edge
+	 * is only awaited then, and interest never changes (no epoll_ctl per
+	 * turn). */
 	struct event ev[2];
 	uint8_t hs_want; /* RELAY_WANT_* the handshake waits for */
 	uint8_t sni_refused; /* sni_strict and no context for the name */
@@ -107,8 +107,8 @@ conn_tv(uint64_t ms)
 
 /* conn_watch registers side |s|'s socket for both directions, edge
  * triggered, once for the life of that socket. EV_CLOSED (EPOLLRDHUP)
- * says when the peer's FIN is in: until then a short read means the
- * socket is empty (see tls_bio_ready). */
+ * says when the peer's FIN is in: a short read after it is at the EOF
+ * (see tls_bio_ready). */
 static void
 conn_watch(struct conn *c, enum relay_side s, int fd,
     event_callback_fn cb)

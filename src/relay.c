@@ -148,18 +148,13 @@ relay_read(struct relay *r, enum relay_side s, char *dst, size_t len)
 	do {
 		got = read(e->fd, dst, len);
 	} while (got < 0 && errno == EINTR);
-	/* A short read emptied the socket: the next bytes raise a new
-	 * edge-triggered event, so reading again now could only return
-	 * EAGAIN. If the FIN was signalled before this read, it raises no
-	 * edge of its own, and the short read has reached it: the next
-	 * read is the EOF. */
-	if (got > 0 && (size_t)got < len) {
-		if (e->hup)
-			e->at_fin = 1;
-		else
-			e->read_blocked = RELAY_WANT_READ;
-		return (int)got;
-	}
+	/* With the FIN signalled before this read, a short read has reached
+	 * it: the next read is the EOF. A short read alone does not show
+	 * the socket empty for good: libevent reports a reset, or a FIN after
+	 * our own shutdown, as plain readability, and no later edge would
+	 * announce the end, so without the FIN the read goes on to EAGAIN. */
+	if (got > 0 && (size_t)got < len && e->hup)
+		e->at_fin = 1;
 	return relay_plain_result(r, s, got, 1, &e->read_blocked);
 }
 

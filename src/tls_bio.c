@@ -17,16 +17,13 @@ struct tls_bio {
 	struct bufpool *pool;
 	struct buf *in;  /* read ahead, not yet taken by BoringSSL */
 	struct buf *out; /* written by BoringSSL, not yet sent */
-	/* The last read(2) returned less than it asked for, so the socket
-	 * was empty then: anything arriving since raises a new edge-triggered
-	 * event, and until tls_bio_ready() reports one, a read would only
-	 * return EAGAIN. Not guessed once the peer's FIN has been signalled:
-	 * a short read may then be followed by the EOF, with no edge left to
-	 * announce it. */
-	uint8_t drained;
+	/* The peer's FIN was signalled (EPOLLRDHUP) before the last read,
+	 * and that read returned less than it asked for: it reached the FIN,
+	 * so what follows is the EOF, with no read needed to learn it. (A
+	 * short read alone does not show the socket empty for good: libevent
+	 * reports a reset, or a FIN after our own shutdown, as plain
+	 * readability, and no later edge would come.) */
 	uint8_t hup;
-	/* A short read after the FIN was signalled reached it: what follows
-	 * is the EOF, with no read needed to learn it. */
 	uint8_t at_fin;
 };
 
@@ -35,13 +32,11 @@ static BIO_METHOD *tls_bio_method;
  * a descriptor BIO, whose fd SSL_get_fd finds. */
 static int tls_bio_type;
 
-/* tls_bio_short records what a read that returned less than it asked
- * for (|is_short|) says of the socket: empty, or at the FIN if that was
- * signalled before the read. */
+/* tls_bio_short records a read that returned less than it asked for
+ * (|is_short|): at the FIN if that was signalled before the read. */
 static void
 tls_bio_short(struct tls_bio *t, int is_short)
 {
-	t->drained = is_short && !t->hup;
 	t->at_fin = is_short && t->hup;
 }
 
@@ -57,11 +52,6 @@ tls_bio_read(BIO *bio, char *dst, int len)
 		return 0;
 	if (b == NULL && t->at_fin)
 		return 0;
-	if (b == NULL && t->drained) {
-		errno = EAGAIN;
-		BIO_set_retry_read(bio);
-		return -1;
-	}
 	if (b == NULL) {
 		if ((size_t)len >= bufpool_size(t->pool)) {
 			/* A large read gains nothing from a bounce buffer. */
@@ -146,7 +136,6 @@ tls_bio_ready(BIO *bio, int hup)
 	if (bio == NULL || BIO_method_type(bio) != tls_bio_type ||
 	    (t = BIO_get_data(bio)) == NULL)
 		return;
-	t->drained = 0;
 	if (hup)
 		t->hup = 1;
 }

@@ -3,10 +3,9 @@
  * its own; this BIO reads ahead into a pooled buffer, so a record costs one
  * read(2) or less, and gathers what one event produces (a handshake flight
  * and its tickets, a response and its close_notify, several records of a
- * download) into one write(2). A read that returns less than it asked for
- * leaves the socket known to be empty (or at the FIN), so the read that
- * would only say EAGAIN is not made. Buffers are held only while bytes
- * wait. */
+ * download) into one write(2). Once the peer's FIN has been signalled, a
+ * read that returns less than it asked for has reached it, and the EOF
+ * needs no read of its own. Buffers are held only while bytes wait. */
 #ifndef TLSPROXY_TLS_BIO_H
 #define TLSPROXY_TLS_BIO_H
 
@@ -28,11 +27,9 @@ int tls_bio_flush(BIO *bio);
  * then, so data and FIN leave in one packet. */
 int tls_bio_flush_last(BIO *bio);
 
-/* tls_bio_ready tells the BIO that its socket's edge-triggered event
- * reported readability, and with |hup| that the peer's FIN has arrived.
- * A short read(2) leaves the BIO sure the socket is empty until then, so
- * reads that could only fail with EAGAIN are not made. Ignores other
- * BIOs. */
+/* tls_bio_ready tells the BIO that its socket's event reported
+ * readability, and with |hup| that the peer's FIN has arrived (EPOLLRDHUP).
+ * Ignores other BIOs. */
 void tls_bio_ready(BIO *bio, int hup);
 
 /* tls_bio_pending returns how many output bytes wait for tls_bio_flush. */

@@ -65,7 +65,8 @@ rig_free(struct rig *g)
 	relay_release(&g->r);
 	bufpool_free(g->pool);
 	close(g->client);
-	close(g->backend);
+	if (g->backend >= 0)
+		close(g->backend);
 	if (g->relay_c >= 0)
 		close(g->relay_c);
 	close(g->relay_b);
@@ -307,7 +308,8 @@ START_TEST(backend_reset_still_delivers)
 END_TEST
 
 /* The daemon's way: one edge-triggered epoll registration per socket,
- * with EPOLLRDHUP. Returns the status, or -1 if no event came. */
+ * with EPOLLRDHUP, events mapped as libevent maps them. Returns the
+ * status, or -1 if no event came. */
 static int
 rig_step_et(struct rig *g, int ep)
 {
@@ -316,9 +318,12 @@ rig_step_et(struct rig *g, int ep)
 
 	for (int i = 0; i < n; i++) {
 		uint32_t e = ev[i].events;
-		int what = ((e & (EPOLLIN | EPOLLHUP | EPOLLERR)) ?
-		    RELAY_WANT_READ : 0) | ((e & (EPOLLOUT | EPOLLHUP |
-		    EPOLLERR)) ? RELAY_WANT_WRITE : 0) |
+		/* As libevent reports them: a hang-up or an error as both
+		 * directions, with no word of the FIN. */
+		int what = (e & (EPOLLHUP | EPOLLERR)) ?
+		    RELAY_WANT_READ | RELAY_WANT_WRITE :
+		    ((e & EPOLLIN) ? RELAY_WANT_READ : 0) |
+		    ((e & EPOLLOUT) ? RELAY_WANT_WRITE : 0) |
 		    ((e & EPOLLRDHUP) ? RELAY_HUP : 0);
 
 		relay_ready(&g->r, (enum relay_side)ev[i].data.u32, what);
@@ -441,6 +446,44 @@ START_TEST(nodelay_before_the_second_write)
 }
 END_TEST
 
+/* A backend that sends, then resets, before the relay looks: the event
+ * shows only readability (libevent reports a reset no other way), a
+ * short read takes the bytes, and the reset must still be read rather
+ * than waited for, since no later edge will come. */
+START_TEST(reset_after_data_is_read_not_awaited)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	unsigned char buf[64];
+	int b[2], ep, st = RELAY_OK, n;
+	struct rig g;
+
+	rig_init_cap(&g, 64);
+	tcp_pair(b);
+	close(g.relay_b);
+	close(g.backend);
+	g.relay_b = b[0];
+	g.backend = b[1];
+	nonblock(b[0]);
+	relay_init(&g.r, g.pool, g.relay_c, NULL, g.relay_b);
+	ep = rig_epoll(&g);
+	ck_assert_int_eq(rig_step_et(&g, ep), RELAY_OK);
+	ck_assert_int_eq(write(g.backend, "partial", 7), 7);
+	ck_assert_int_eq(setsockopt(g.backend, SOL_SOCKET, SO_LINGER, &lg,
+	    sizeof(lg)), 0);
+	usleep(20000);
+	close(g.backend);
+	g.backend = -1;
+	usleep(20000);
+	while (st == RELAY_OK && (n = rig_step_et(&g, ep)) != -1)
+		st = n;
+	ck_assert_int_eq(st, RELAY_ERROR);
+	ck_assert_int_eq(g.r.backend_failed, 1);
+	ck_assert_uint_eq(drain(g.client, buf, sizeof(buf)), 7);
+	close(ep);
+	rig_free(&g);
+}
+END_TEST
+
 /* Found by fuzz_relay: with a one-byte buffer, a full buffer the other
  * side could not take was "compacted" in place, which moved nothing but
  * counted as progress, so relay_run never returned. */
@@ -487,6 +530,7 @@ main(void)
 	tcase_add_test(tc, one_byte_buffer_stalls_without_spinning);
 	tcase_add_test(tc, short_reads_under_edge_triggered_events);
 	tcase_add_test(tc, nodelay_before_the_second_write);
+	tcase_add_test(tc, reset_after_data_is_read_not_awaited);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
