@@ -28,8 +28,8 @@
 #include "stats.h"
 #include "thread.h"
 
-/* Accepts per readiness event, so one busy listener cannot starve the
- * connections already open. */
+/* Most accepts per readiness event, so one busy listener cannot starve
+ * the connections already open. */
 #define WORKER_ACCEPT_BATCH 64
 /* How long accept pauses when out of file descriptors. */
 #define WORKER_EMFILE_PAUSE_MS 100
@@ -44,7 +44,25 @@ struct worker_accept {
 	 * name only when the generation changes. */
 	const struct generation *gen;
 	const struct listener_conf *lc;
+	/* Accepts to try on the next event; see worker_accept_budget. */
+	int budget;
 };
+
+/* worker_accept_budget sizes the next accept batch from this one: |n|
+ * connections taken, |drained| if the queue ran dry. A batch that ends at
+ * its budget never makes the accept that only returns EAGAIN, one
+ * syscall in every connection's cost when they come one at a time. The
+ * listener is level-triggered, so what a batch leaves is reported at
+ * once; the budget doubles while batches fill it, and falls back to what
+ * a batch found when the queue runs dry. */
+static int
+worker_accept_budget(int budget, int n, int drained)
+{
+	if (drained)
+		return n > 1 ? n : 1;
+	budget *= 2;
+	return budget < WORKER_ACCEPT_BATCH ? budget : WORKER_ACCEPT_BATCH;
+}
 
 struct generation *
 worker_generation(struct worker *w)
@@ -150,7 +168,7 @@ worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 
 	(void)what;
 	w->activity++;
-	for (int i = 0; i < WORKER_ACCEPT_BATCH; i++) {
+	for (int i = 0; i < wa->budget; i++) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
 		struct generation *g;
@@ -167,6 +185,7 @@ worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 			    errno != EINTR && errno != ECONNABORTED)
 				log_msg(LOGL_ERROR, "listener %s: accept: %s",
 				    wa->ls->listener->name, strerror(errno));
+			wa->budget = worker_accept_budget(wa->budget, i, 1);
 			return;
 		}
 		g = worker_generation(w);
@@ -192,6 +211,7 @@ worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 		conn_start(w, wa->ls->listener, g, wa->lc, fd,
 		    (struct sockaddr *)&ss, len, &ref);
 	}
+	wa->budget = worker_accept_budget(wa->budget, wa->budget, 0);
 }
 
 static void worker_notify_control(struct worker *w);
@@ -317,6 +337,7 @@ worker_attach(struct worker *w, const struct listener_set *set)
 			continue;
 		wa->w = w;
 		wa->ls = ls;
+		wa->budget = 1;
 		wa->ev = event_new(w->base, ls->fd, EV_READ | EV_PERSIST,
 		    worker_accept_cb, wa);
 		if (wa->ev == NULL)

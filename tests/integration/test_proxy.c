@@ -312,6 +312,34 @@ raw_connect(int port)
 	return fd;
 }
 
+/* Connections queued while the daemon could not run are all taken once
+ * it can, though each accept batch starts small: none waits for a later
+ * arrival to be noticed. */
+START_TEST(queued_connections_all_accepted)
+{
+	enum { N = 40 };
+	struct h_daemon d;
+	pid_t bpid;
+	int fds[N], fds0, now = 0;
+	long long t0;
+
+	start_with(&d, "queued", "echo", NULL, NULL, &bpid);
+	fds0 = h_num_fds(d.pid);
+	ck_assert_int_eq(kill(d.pid, SIGSTOP), 0);
+	for (int i = 0; i < N; i++)
+		fds[i] = raw_connect(d.port);
+	ck_assert_int_eq(kill(d.pid, SIGCONT), 0);
+	t0 = h_now_ms();
+	while (h_now_ms() - t0 < 5000 && (now = h_num_fds(d.pid)) < fds0 + N)
+		usleep(20000);
+	ck_assert_msg(now >= fds0 + N, "%d of %d queued connections accepted",
+	    now - fds0, N);
+	for (int i = 0; i < N; i++)
+		close(fds[i]);
+	finish(&d, bpid);
+}
+END_TEST
+
 START_TEST(silent_client_dropped_at_handshake_timeout)
 {
 	struct h_daemon d;
@@ -844,6 +872,7 @@ main(void)
 	tcase_add_test(tc, next_address_on_connect_failure);
 	tcase_add_test(tc, non_tls_bytes_end_only_that_connection);
 	tcase_add_test(tc, backend_speaks_first_and_half_closes);
+	tcase_add_test(tc, queued_connections_all_accepted);
 	tcase_add_test(tc, silent_client_dropped_at_handshake_timeout);
 	tcase_add_test(tc, idle_relay_closed_at_idle_timeout);
 	tcase_add_test(tc, stalled_reader_keeps_memory_bounded);
