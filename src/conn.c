@@ -21,6 +21,7 @@
 #include "backend_tls.h"
 #include "clock.h"
 #include "daemon.h"
+#include "epoll_view.h"
 #include "generation.h"
 #include "linger.h"
 #include "listener.h"
@@ -62,19 +63,21 @@ struct conn {
 	SSL *ssl;
 	int cfd, bfd;
 	/* One edge-triggered event per socket, registered once: every
-	 * operation runs until it would block (or reaches a FIN), so an edge
-	 * is only awaited then, and interest never changes (no epoll_ctl per
-	 * turn). */
+	 * operation runs until it would block, a read comes up short, or the
+	 * FIN is reached, so an edge is only awaited then, and interest never
+	 * changes (no epoll_ctl per turn). */
 	struct event ev[2];
 	uint8_t hs_want; /* RELAY_WANT_* the handshake waits for */
 	uint8_t sni_refused; /* sni_strict and no context for the name */
 	uint8_t acme_challenge; /* a tls-alpn-01 validation handshake */
 	uint8_t ech; /* enum stat_ech: what became of an Encrypted Client Hello */
 	uint8_t timed_out; /* closing because the client was silent */
-	/* What the connect's event said besides writable: readable, and the
-	 * backend's FIN (which raises no edge of its own later). */
+	/* What the connect's event said besides writable: readable, the
+	 * backend's FIN and a possible reset (which raise no edge of their
+	 * own later). */
 	uint8_t backend_readable;
 	uint8_t backend_hup;
+	uint8_t backend_trouble;
 	/* TLS 1.3: when the session tickets BoringSSL holds back must leave
 	 * even if nothing else goes to the client by then; 0 once gone. */
 	uint64_t tickets_due_ms;
@@ -116,6 +119,15 @@ conn_watch(struct conn *c, enum relay_side s, int fd,
 	event_assign(&c->ev[s], c->w->base, fd,
 	    EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET, cb, c);
 	event_add(&c->ev[s], NULL);
+}
+
+/* conn_trouble says whether an event with |what| on |fd| may have
+ * carried a reset or a hang-up, after which no edge follows (see
+ * epoll_view.h). They always come as readable. */
+static int
+conn_trouble(evutil_socket_t fd, short what)
+{
+	return (what & EV_READ) && epoll_view_troubled(fd);
 }
 
 static void
@@ -489,8 +501,9 @@ conn_relay_start(struct conn *c)
 	 * does: no read until then. */
 	if (c->bssl == NULL && !c->backend_readable)
 		c->relay.end[RELAY_BACKEND].read_blocked = RELAY_WANT_READ;
-	if (c->backend_hup)
-		relay_ready(&c->relay, RELAY_BACKEND, RELAY_HUP);
+	relay_ready(&c->relay, RELAY_BACKEND,
+	    (c->backend_hup ? RELAY_HUP : 0) |
+	    (c->backend_trouble ? RELAY_TROUBLE : 0));
 	if (c->bssl == NULL &&
 	    c->backend->addrs[c->addr_index].ss.ss_family != AF_UNIX)
 		relay_nodelay_later(&c->relay, RELAY_BACKEND);
@@ -659,8 +672,7 @@ conn_backend_tls_start(struct conn *c)
 		return;
 	}
 	SSL_set_bio(c->bssl, bio, bio);
-	if (c->backend_hup)
-		tls_bio_ready(bio, 1);
+	tls_bio_ready(bio, c->backend_hup, c->backend_trouble);
 	c->state = CONN_BACKEND_TLS;
 	c->bhs_want = 0;
 	c->backend_deadline_ms = clock_mono_ms() +
@@ -681,6 +693,7 @@ conn_connected(struct conn *c, short what)
 
 	c->backend_readable = (what & EV_READ) != 0;
 	c->backend_hup = (what & EV_CLOSED) != 0;
+	c->backend_trouble = conn_trouble(c->bfd, what);
 	if (err != 0) {
 		conn_backend_failed(c, strerror(err));
 		return;
@@ -941,11 +954,12 @@ conn_handshake(struct conn *c)
 }
 
 static int
-conn_what(short what)
+conn_what(evutil_socket_t fd, short what)
 {
 	return ((what & EV_READ) ? RELAY_WANT_READ : 0) |
 	    ((what & EV_WRITE) ? RELAY_WANT_WRITE : 0) |
-	    ((what & EV_CLOSED) ? RELAY_HUP : 0);
+	    ((what & EV_CLOSED) ? RELAY_HUP : 0) |
+	    (conn_trouble(fd, what) ? RELAY_TROUBLE : 0);
 }
 
 static void
@@ -953,18 +967,18 @@ conn_client_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 
-	(void)fd;
 	c->w->activity++;
 	if (c->state == CONN_RELAYING) {
-		relay_ready(&c->relay, RELAY_CLIENT, conn_what(what));
+		relay_ready(&c->relay, RELAY_CLIENT, conn_what(fd, what));
 		conn_relay(c);
 		return;
 	}
 	if (what & EV_READ)
-		tls_bio_ready(SSL_get_rbio(c->ssl), what & EV_CLOSED);
+		tls_bio_ready(SSL_get_rbio(c->ssl), what & EV_CLOSED,
+		    conn_trouble(fd, what));
 	if (c->state == CONN_HANDSHAKE) {
 		/* Ignore the writability edge every new socket reports. */
-		if (conn_what(what) & c->hs_want)
+		if (conn_what(fd, what) & c->hs_want)
 			conn_handshake(c);
 	} else if (c->state == CONN_ECH_WAIT) {
 		conn_ech_wait(c);
@@ -976,17 +990,17 @@ conn_backend_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 
-	(void)fd;
 	c->w->activity++;
 	if (c->state == CONN_CONNECTING) {
 		conn_connected(c, what);
 	} else if (c->state == CONN_BACKEND_TLS) {
 		if (c->bssl != NULL && (what & EV_READ))
-			tls_bio_ready(SSL_get_rbio(c->bssl), what & EV_CLOSED);
-		if (c->bssl != NULL && (conn_what(what) & c->bhs_want))
+			tls_bio_ready(SSL_get_rbio(c->bssl), what & EV_CLOSED,
+			    conn_trouble(fd, what));
+		if (c->bssl != NULL && (conn_what(fd, what) & c->bhs_want))
 			conn_backend_handshake(c);
 	} else if (c->state == CONN_RELAYING) {
-		relay_ready(&c->relay, RELAY_BACKEND, conn_what(what));
+		relay_ready(&c->relay, RELAY_BACKEND, conn_what(fd, what));
 		conn_relay(c);
 	}
 }

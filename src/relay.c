@@ -148,13 +148,15 @@ relay_read(struct relay *r, enum relay_side s, char *dst, size_t len)
 	do {
 		got = read(e->fd, dst, len);
 	} while (got < 0 && errno == EINTR);
-	/* With the FIN signalled before this read, a short read has reached
-	 * it: the next read is the EOF. A short read alone does not show
-	 * the socket empty for good: libevent reports a reset, or a FIN after
-	 * our own shutdown, as plain readability, and no later edge would
-	 * announce the end, so without the FIN the read goes on to EAGAIN. */
-	if (got > 0 && (size_t)got < len && e->hup)
-		e->at_fin = 1;
+	/* A short read has emptied the socket: with the FIN signalled before
+	 * it, the next read is the EOF; else the next edge announces more,
+	 * unless trouble was signalled (see RELAY_TROUBLE). */
+	if (got > 0 && (size_t)got < len) {
+		if (e->hup)
+			e->at_fin = 1;
+		else if (!e->trouble)
+			e->read_blocked = RELAY_WANT_READ;
+	}
 	return relay_plain_result(r, s, got, 1, &e->read_blocked);
 }
 
@@ -397,8 +399,11 @@ relay_ready(struct relay *r, enum relay_side fd_side, int what)
 
 	if (what & RELAY_HUP)
 		e->hup = 1;
+	if (what & RELAY_TROUBLE)
+		e->trouble = 1;
 	if ((what & RELAY_WANT_READ) && e->ssl != NULL)
-		tls_bio_ready(SSL_get_rbio(e->ssl), what & RELAY_HUP);
+		tls_bio_ready(SSL_get_rbio(e->ssl), what & RELAY_HUP,
+		    what & RELAY_TROUBLE);
 	if (e->read_blocked & what)
 		e->read_blocked = RELAY_WANT_NONE;
 	if (e->write_blocked & what)

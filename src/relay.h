@@ -24,6 +24,11 @@ enum relay_want {
 	RELAY_WANT_WRITE = 2,
 	/* For relay_ready only: the peer's FIN has arrived (EPOLLRDHUP). */
 	RELAY_HUP = 4,
+	/* For relay_ready only: the event may have carried a reset or a
+	 * hang-up (EPOLLERR, EPOLLHUP), after which no further edge comes:
+	 * reads on that side then go on until one fails or blocks. Without
+	 * it, a short read has emptied the socket until the next edge. */
+	RELAY_TROUBLE = 8,
 };
 
 enum relay_status {
@@ -44,6 +49,7 @@ struct relay_end {
 	uint8_t fin_pending;   /* TLS: half-close once the output is sent */
 	uint8_t hup;           /* the peer's FIN was signalled */
 	uint8_t at_fin;        /* a short read after that reached it */
+	uint8_t trouble;       /* RELAY_TROUBLE was signalled */
 	uint8_t nodelay_later; /* TCP_NODELAY before the second write */
 	uint8_t wrote;         /* a write has succeeded */
 };
@@ -96,8 +102,9 @@ int relay_preface(struct relay *r, const void *data, size_t len);
 void relay_release(struct relay *r);
 
 /* relay_ready records that |fd_side|'s socket signalled |what|
- * (RELAY_WANT_READ and/or RELAY_WANT_WRITE), unblocking operations that
- * waited for it. */
+ * (RELAY_WANT_READ and/or RELAY_WANT_WRITE, with RELAY_HUP and
+ * RELAY_TROUBLE), unblocking operations that waited for it. The sockets
+ * are watched edge-triggered from before the relay's first read. */
 void relay_ready(struct relay *r, enum relay_side fd_side, int what);
 
 /* relay_run moves bytes both ways until everything is blocked, handles

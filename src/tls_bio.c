@@ -19,12 +19,16 @@ struct tls_bio {
 	struct buf *out; /* written by BoringSSL, not yet sent */
 	/* The peer's FIN was signalled (EPOLLRDHUP) before the last read,
 	 * and that read returned less than it asked for: it reached the FIN,
-	 * so what follows is the EOF, with no read needed to learn it. (A
-	 * short read alone does not show the socket empty for good: libevent
-	 * reports a reset, or a FIN after our own shutdown, as plain
-	 * readability, and no later edge would come.) */
+	 * so what follows is the EOF, with no read needed to learn it. */
 	uint8_t hup;
 	uint8_t at_fin;
+	/* Without the FIN, a short read has emptied the socket until the
+	 * next edge (drained), unless an event may have carried a reset or
+	 * a hang-up (trouble): no edge follows those, so reads then go on
+	 * until one fails or blocks. The socket is registered before the
+	 * first read, so what was already there is reported as an edge. */
+	uint8_t trouble;
+	uint8_t drained;
 };
 
 static BIO_METHOD *tls_bio_method;
@@ -33,11 +37,13 @@ static BIO_METHOD *tls_bio_method;
 static int tls_bio_type;
 
 /* tls_bio_short records a read that returned less than it asked for
- * (|is_short|): at the FIN if that was signalled before the read. */
+ * (|is_short|): at the FIN if that was signalled before the read, else
+ * the socket's bytes until the next edge. */
 static void
 tls_bio_short(struct tls_bio *t, int is_short)
 {
 	t->at_fin = is_short && t->hup;
+	t->drained = is_short && !t->hup && !t->trouble;
 }
 
 static int
@@ -52,6 +58,11 @@ tls_bio_read(BIO *bio, char *dst, int len)
 		return 0;
 	if (b == NULL && t->at_fin)
 		return 0;
+	if (b == NULL && t->drained) {
+		BIO_set_retry_read(bio);
+		errno = EAGAIN;
+		return -1;
+	}
 	if (b == NULL) {
 		if ((size_t)len >= bufpool_size(t->pool)) {
 			/* A large read gains nothing from a bounce buffer. */
@@ -129,7 +140,7 @@ tls_bio_flush_last(BIO *bio)
 }
 
 void
-tls_bio_ready(BIO *bio, int hup)
+tls_bio_ready(BIO *bio, int hup, int trouble)
 {
 	struct tls_bio *t;
 
@@ -138,6 +149,9 @@ tls_bio_ready(BIO *bio, int hup)
 		return;
 	if (hup)
 		t->hup = 1;
+	if (trouble)
+		t->trouble = 1;
+	t->drained = 0;
 }
 
 size_t

@@ -3,9 +3,10 @@
  * its own; this BIO reads ahead into a pooled buffer, so a record costs one
  * read(2) or less, and gathers what one event produces (a handshake flight
  * and its tickets, a response and its close_notify, several records of a
- * download) into one write(2). Once the peer's FIN has been signalled, a
- * read that returns less than it asked for has reached it, and the EOF
- * needs no read of its own. Buffers are held only while bytes wait. */
+ * download) into one write(2). A read that returns less than it asked
+ * for has emptied the socket: the next read waits for the next
+ * readability edge, or is the EOF when the peer's FIN was signalled
+ * before it. Buffers are held only while bytes wait. */
 #ifndef TLSPROXY_TLS_BIO_H
 #define TLSPROXY_TLS_BIO_H
 
@@ -28,9 +29,11 @@ int tls_bio_flush(BIO *bio);
 int tls_bio_flush_last(BIO *bio);
 
 /* tls_bio_ready tells the BIO that its socket's event reported
- * readability, and with |hup| that the peer's FIN has arrived (EPOLLRDHUP).
- * Ignores other BIOs. */
-void tls_bio_ready(BIO *bio, int hup);
+ * readability; with |hup|, that the peer's FIN has arrived (EPOLLRDHUP);
+ * with |trouble|, that the event may have carried a reset or a hang-up
+ * (EPOLLERR, EPOLLHUP), after which no edge is awaited any more. Ignores
+ * other BIOs. */
+void tls_bio_ready(BIO *bio, int hup, int trouble);
 
 /* tls_bio_pending returns how many output bytes wait for tls_bio_flush. */
 size_t tls_bio_pending(BIO *bio);

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "conn.h"
 #include "daemon.h"
+#include "epoll_view.h"
 #include "generation.h"
 #include "listener.h"
 #include "linger.h"
@@ -448,7 +449,9 @@ worker_main(void *arg)
 	retire_reader_add(&w->reader, worker_retire_wake, w);
 	/* Connections must never wait for stderr. */
 	log_msg_set_queued(1);
+	epoll_view_attach();
 	worker_loop(w);
+	epoll_view_detach();
 	/* An exited worker must hold back no reclamation. */
 	retire_reader_remove(&w->reader);
 	atomic_store(&w->exited, 1);

@@ -308,8 +308,8 @@ START_TEST(backend_reset_still_delivers)
 END_TEST
 
 /* The daemon's way: one edge-triggered epoll registration per socket,
- * with EPOLLRDHUP, events mapped as libevent maps them. Returns the
- * status, or -1 if no event came. */
+ * with EPOLLRDHUP, events mapped as libevent maps them, plus the trouble
+ * bit epoll_view adds. Returns the status, or -1 if no event came. */
 static int
 rig_step_et(struct rig *g, int ep)
 {
@@ -318,13 +318,16 @@ rig_step_et(struct rig *g, int ep)
 
 	for (int i = 0; i < n; i++) {
 		uint32_t e = ev[i].events;
-		/* As libevent reports them: a hang-up or an error as both
-		 * directions, with no word of the FIN. */
-		int what = (e & (EPOLLHUP | EPOLLERR)) ?
-		    RELAY_WANT_READ | RELAY_WANT_WRITE :
+		/* As libevent 2.1 reports them: an error, or a hang-up
+		 * without the FIN, as both directions and nothing else;
+		 * epoll_view adds the trouble. */
+		int trouble = (e & (EPOLLHUP | EPOLLERR)) ? RELAY_TROUBLE : 0;
+		int what = ((e & EPOLLERR) ||
+		    ((e & EPOLLHUP) && !(e & EPOLLRDHUP))) ?
+		    RELAY_WANT_READ | RELAY_WANT_WRITE | trouble :
 		    ((e & EPOLLIN) ? RELAY_WANT_READ : 0) |
 		    ((e & EPOLLOUT) ? RELAY_WANT_WRITE : 0) |
-		    ((e & EPOLLRDHUP) ? RELAY_HUP : 0);
+		    ((e & EPOLLRDHUP) ? RELAY_HUP : 0) | trouble;
 
 		relay_ready(&g->r, (enum relay_side)ev[i].data.u32, what);
 	}
@@ -404,6 +407,23 @@ tcp_pair(int fds[2])
 	close(l);
 }
 
+/* rig_init_tcp is rig_init_cap with a TCP connection for the backend. */
+static void
+rig_init_tcp(struct rig *g, size_t cap)
+{
+	int b[2];
+
+	rig_init_cap(g, cap);
+	tcp_pair(b);
+	close(g->relay_b);
+	close(g->backend);
+	g->relay_b = b[0];
+	g->backend = b[1];
+	nonblock(b[0]);
+	nonblock(b[1]);
+	relay_init(&g->r, g->pool, g->relay_c, NULL, g->relay_b);
+}
+
 static int
 nodelay(int fd)
 {
@@ -419,18 +439,9 @@ nodelay(int fd)
 START_TEST(nodelay_before_the_second_write)
 {
 	unsigned char buf[64];
-	int b[2];
 	struct rig g;
 
-	rig_init_cap(&g, 64);
-	tcp_pair(b);
-	close(g.relay_b);
-	close(g.backend);
-	g.relay_b = b[0];
-	g.backend = b[1];
-	nonblock(b[0]);
-	nonblock(b[1]);
-	relay_init(&g.r, g.pool, g.relay_c, NULL, g.relay_b);
+	rig_init_tcp(&g, 64);
 	relay_nodelay_later(&g.r, RELAY_BACKEND);
 	relay_run(&g.r);
 	ck_assert_int_eq(write(g.client, "first", 5), 5);
@@ -446,25 +457,18 @@ START_TEST(nodelay_before_the_second_write)
 }
 END_TEST
 
-/* A backend that sends, then resets, before the relay looks: the event
- * shows only readability (libevent reports a reset no other way), a
- * short read takes the bytes, and the reset must still be read rather
- * than waited for, since no later edge will come. */
+/* A backend that sends, then resets, before the relay looks: libevent
+ * shows the event as plain readability (and writability), epoll_view
+ * adds the trouble; a short read takes the bytes, and the reset must
+ * still be read rather than waited for, since no later edge will come. */
 START_TEST(reset_after_data_is_read_not_awaited)
 {
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 	unsigned char buf[64];
-	int b[2], ep, st = RELAY_OK, n;
+	int ep, st = RELAY_OK, n;
 	struct rig g;
 
-	rig_init_cap(&g, 64);
-	tcp_pair(b);
-	close(g.relay_b);
-	close(g.backend);
-	g.relay_b = b[0];
-	g.backend = b[1];
-	nonblock(b[0]);
-	relay_init(&g.r, g.pool, g.relay_c, NULL, g.relay_b);
+	rig_init_tcp(&g, 64);
 	ep = rig_epoll(&g);
 	ck_assert_int_eq(rig_step_et(&g, ep), RELAY_OK);
 	ck_assert_int_eq(write(g.backend, "partial", 7), 7);
@@ -479,6 +483,39 @@ START_TEST(reset_after_data_is_read_not_awaited)
 	ck_assert_int_eq(st, RELAY_ERROR);
 	ck_assert_int_eq(g.r.backend_failed, 1);
 	ck_assert_uint_eq(drain(g.client, buf, sizeof(buf)), 7);
+	close(ep);
+	rig_free(&g);
+}
+END_TEST
+
+/* The relay has ended the backend's input (the client's FIN went on)
+ * when the backend's last bytes and its FIN arrive together, as a
+ * hang-up: the short read of those bytes must go on to the EOF rather
+ * than wait for an edge. */
+START_TEST(fin_after_our_shutdown_is_read_not_awaited)
+{
+	unsigned char buf[64];
+	int ep, st = RELAY_OK, n;
+	struct rig g;
+
+	rig_init_tcp(&g, 64);
+	ep = rig_epoll(&g);
+	ck_assert_int_eq(write(g.client, "req", 3), 3);
+	shutdown(g.client, SHUT_WR);
+	ck_assert_int_eq(rig_step_et(&g, ep), RELAY_OK);
+	usleep(20000);
+	ck_assert_uint_eq(drain(g.backend, buf, sizeof(buf)), 3);
+	ck_assert_int_eq(read(g.backend, buf, sizeof(buf)), 0);
+	ck_assert_int_eq(write(g.backend, "tail", 4), 4);
+	shutdown(g.backend, SHUT_WR);
+	usleep(20000);
+	while (st == RELAY_OK && (n = rig_step_et(&g, ep)) != -1)
+		st = n;
+	ck_assert_int_eq(st, RELAY_DONE);
+	ck_assert_uint_eq(drain(g.client, buf, sizeof(buf)), 4);
+	ck_assert_mem_eq(buf, "tail", 4);
+	/* Its FIN is the close(2) that RELAY_DONE leads to. */
+	ck_assert_int_eq(g.r.end[RELAY_CLIENT].write_shut, 1);
 	close(ep);
 	rig_free(&g);
 }
@@ -531,6 +568,7 @@ main(void)
 	tcase_add_test(tc, short_reads_under_edge_triggered_events);
 	tcase_add_test(tc, nodelay_before_the_second_write);
 	tcase_add_test(tc, reset_after_data_is_read_not_awaited);
+	tcase_add_test(tc, fin_after_our_shutdown_is_read_not_awaited);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

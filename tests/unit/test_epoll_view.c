@@ -1,0 +1,155 @@
+/* epoll_view under a real libevent loop: what libevent reports as plain
+ * readability is told apart from a reset or a hang-up. */
+#include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "../check_run.h"
+#include "epoll_view.h"
+
+struct seen {
+	int calls;
+	short what;
+	int troubled;
+};
+
+static void
+record(evutil_socket_t fd, short what, void *arg)
+{
+	struct seen *s = arg;
+
+	s->calls++;
+	s->what = what;
+	s->troubled = epoll_view_troubled(fd);
+}
+
+/* tcp_pair connects two TCP sockets over 127.0.0.1; fds[0] does not
+ * block. */
+static void
+tcp_pair(int fds[2])
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t len = sizeof(a);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(l, 1), 0);
+	ck_assert_int_eq(getsockname(l, (struct sockaddr *)&a, &len), 0);
+	fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	ck_assert_int_eq(connect(fds[0], (struct sockaddr *)&a, sizeof(a)) == 0 ||
+	    errno == EINPROGRESS, 1);
+	fds[1] = accept(l, NULL, NULL);
+	ck_assert_int_ge(fds[1], 0);
+	close(l);
+}
+
+/* pass runs one pass of |base| after the kernel has settled, and drains
+ * what the socket holds. */
+static void
+pass(struct event_base *base, int fd)
+{
+	char buf[64];
+
+	usleep(20000);
+	event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	while (read(fd, buf, sizeof(buf)) > 0)
+		continue;
+}
+
+START_TEST(reset_told_from_data)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	struct event_base *base = event_base_new();
+	struct seen s = { 0 };
+	struct event *ev;
+	int p[2];
+
+	tcp_pair(p);
+	ev = event_new(base, p[0], EV_READ | EV_WRITE | EV_CLOSED |
+	    EV_PERSIST | EV_ET, record, &s);
+	event_add(ev, NULL);
+	epoll_view_attach();
+	pass(base, p[0]); /* the new socket's writability */
+	ck_assert_int_eq(s.calls, 1);
+	ck_assert_int_eq(s.troubled, 0);
+	/* Plain data: readable, and no trouble. */
+	ck_assert_int_eq(write(p[1], "data", 4), 4);
+	pass(base, p[0]);
+	ck_assert_int_eq(s.calls, 2);
+	ck_assert(s.what & EV_READ);
+	ck_assert_int_eq(s.troubled, 0);
+	/* Data, then a reset, before the loop looks: libevent shows only
+	 * readability and writability, the view the trouble. */
+	ck_assert_int_eq(write(p[1], "more", 4), 4);
+	ck_assert_int_eq(setsockopt(p[1], SOL_SOCKET, SO_LINGER, &lg,
+	    sizeof(lg)), 0);
+	close(p[1]);
+	pass(base, p[0]);
+	ck_assert_int_eq(s.calls, 3);
+	ck_assert_int_eq(s.what & (EV_READ | EV_WRITE | EV_CLOSED),
+	    EV_READ | EV_WRITE);
+	ck_assert_int_eq(s.troubled, 1);
+	epoll_view_detach();
+	event_free(ev);
+	event_base_free(base);
+	close(p[0]);
+}
+END_TEST
+
+/* The FIN after our own shutdown is a hang-up: libevent shows it as the
+ * FIN (EV_CLOSED), the view as trouble. */
+START_TEST(hangup_after_our_shutdown)
+{
+	struct event_base *base = event_base_new();
+	struct seen s = { 0 };
+	struct event *ev;
+	int p[2];
+
+	tcp_pair(p);
+	ev = event_new(base, p[0], EV_READ | EV_WRITE | EV_CLOSED |
+	    EV_PERSIST | EV_ET, record, &s);
+	event_add(ev, NULL);
+	epoll_view_attach();
+	pass(base, p[0]);
+	shutdown(p[0], SHUT_WR);
+	ck_assert_int_eq(write(p[1], "last", 4), 4);
+	shutdown(p[1], SHUT_WR);
+	pass(base, p[0]);
+	ck_assert(s.what & EV_CLOSED);
+	ck_assert_int_eq(s.troubled, 1);
+	epoll_view_detach();
+	event_free(ev);
+	event_base_free(base);
+	close(p[0]);
+	close(p[1]);
+}
+END_TEST
+
+/* A thread that has not attached, or a pass the view did not see,
+ * answers "troubled": the safe side. */
+START_TEST(unknown_is_troubled)
+{
+	ck_assert_int_eq(epoll_view_troubled(0), 1);
+	epoll_view_attach();
+	ck_assert_int_eq(epoll_view_troubled(0), 1);
+	epoll_view_detach();
+}
+END_TEST
+
+int
+main(void)
+{
+	Suite *s = suite_create("epoll_view");
+	TCase *tc = tcase_create("libevent");
+
+	tcase_add_test(tc, reset_told_from_data);
+	tcase_add_test(tc, hangup_after_our_shutdown);
+	tcase_add_test(tc, unknown_is_troubled);
+	suite_add_tcase(s, tc);
+	return check_run(s);
+}
