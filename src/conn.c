@@ -306,6 +306,19 @@ conn_should_linger(struct conn *c)
 	return !c->timed_out && c->state != CONN_HANDSHAKE;
 }
 
+/* conn_close_backend closes the backend's socket, if open. */
+static void
+conn_close_backend(struct conn *c)
+{
+	if (c->bfd < 0)
+		return;
+	if (event_initialized(&c->ev[RELAY_BACKEND]))
+		epoll_view_close(c->bfd, &c->ev[RELAY_BACKEND]);
+	else
+		close(c->bfd);
+	c->bfd = -1;
+}
+
 /* conn_close is the one way out: it logs the connection's line, releases
  * everything it owns and frees it. Callers return right after. */
 static void
@@ -326,22 +339,19 @@ conn_close(struct conn *c, const char *reason)
 	}
 	if (c->state != CONN_HANDSHAKE)
 		tls_bio_flush_last(SSL_get_wbio(c->ssl));
-	for (int s = 0; s < 2; s++) {
-		if (event_initialized(&c->ev[s]))
-			event_del(&c->ev[s]);
-	}
 	evtimer_del(&c->timer);
 	session_store_cancel(c->lookup);
 	SSL_SESSION_free(c->looked_up);
 	relay_release(&c->relay);
 	SSL_free(c->ssl);
 	SSL_free(c->bssl);
-	if (conn_should_linger(c))
+	if (conn_should_linger(c)) {
+		event_del(&c->ev[RELAY_CLIENT]);
 		linger_close(w->linger, c->cfd);
-	else
-		close(c->cfd);
-	if (c->bfd >= 0)
-		close(c->bfd);
+	} else {
+		epoll_view_close(c->cfd, &c->ev[RELAY_CLIENT]);
+	}
+	conn_close_backend(c);
 	atomic_fetch_sub_explicit(&c->listener->num_conns, 1,
 	    memory_order_relaxed);
 	stat_add(&w->stats->closed[c->lc->stat_slot], 1);
@@ -530,11 +540,7 @@ conn_backend_failed(struct conn *c, const char *why)
 	stat_add(&c->w->stats->backend_failed[b->stat_slot], 1);
 	SSL_free(c->bssl);
 	c->bssl = NULL;
-	if (c->bfd >= 0) {
-		event_del(&c->ev[RELAY_BACKEND]);
-		close(c->bfd);
-		c->bfd = -1;
-	}
+	conn_close_backend(c);
 	c->addr_index = (c->addr_index + 1) % b->num_addrs;
 	conn_connect_next(c);
 }

@@ -1,8 +1,13 @@
 /* epoll_view.c: EPOLLHUP and EPOLLERR as epoll reported them. */
 #include "epoll_view.h"
 
+#include <pthread.h>
 #include <stddef.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <event2/event.h>
 
 /* More troubled descriptors than this in one pass (a mass reset) make
  * the whole pass unknown, which is only slower. */
@@ -18,6 +23,13 @@ struct epoll_view {
 };
 
 static __thread struct epoll_view view;
+/* The descriptor whose EPOLL_CTL_DEL this thread skips, or -1. */
+static __thread int view_closing = -1;
+
+/* Held shared while a socket is closed without its DEL, exclusively
+ * while a child is created. Writers first: a close that finds a spawn
+ * waiting makes the DEL instead of delaying it. */
+static pthread_rwlock_t view_spawn = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
 
 void
 epoll_view_attach(void)
@@ -81,4 +93,41 @@ epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
 	if (view.attached && n >= 0)
 		epoll_view_note(epfd, events, n);
 	return n;
+}
+
+void
+epoll_view_close(int fd, struct event *ev)
+{
+	if (pthread_rwlock_tryrdlock(&view_spawn) != 0) {
+		event_del(ev);
+		close(fd);
+		return;
+	}
+	view_closing = fd;
+	event_del(ev);
+	view_closing = -1;
+	close(fd);
+	pthread_rwlock_unlock(&view_spawn);
+}
+
+void
+epoll_view_spawn_lock(void)
+{
+	pthread_rwlock_wrlock(&view_spawn);
+}
+
+void
+epoll_view_spawn_unlock(void)
+{
+	pthread_rwlock_unlock(&view_spawn);
+}
+
+/* Like epoll_wait, this takes the C library's place for libevent; the
+ * real call is made directly. */
+int
+epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
+{
+	if (op == EPOLL_CTL_DEL && fd == view_closing && fd >= 0)
+		return 0;
+	return (int)syscall(SYS_epoll_ctl, epfd, op, fd, event);
 }

@@ -24,4 +24,20 @@ void epoll_view_detach(void);
  * wrapped), and the caller must assume the worst. */
 int epoll_view_troubled(int fd);
 
+/* epoll_view_close unregisters |ev| (an event on |fd|, which the caller
+ * owns) and closes |fd|. Closing a descriptor removes it from every epoll
+ * set, so the EPOLL_CTL_DEL that event_del makes is skipped: two
+ * syscalls per connection. That only holds if no other process shares
+ * the socket, so while a child is being created (epoll_view_spawn_lock)
+ * the DEL is made as usual. */
+struct event;
+void epoll_view_close(int fd, struct event *ev);
+
+/* epoll_view_spawn_lock and _unlock bracket every creation of a process
+ * (posix_spawn, fork): until the child has executed, it holds a copy of
+ * every descriptor, and a socket closed meanwhile would stay in an epoll
+ * set under a number that may already name another socket. */
+void epoll_view_spawn_lock(void);
+void epoll_view_spawn_unlock(void);
+
 #endif

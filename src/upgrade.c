@@ -20,6 +20,7 @@
 #include "admin.h"
 #include "clock.h"
 #include "config.h"
+#include "epoll_view.h"
 #include "generation.h"
 #include "listener.h"
 #include "log.h"
@@ -699,8 +700,13 @@ upgrade_spawn(int fd, pid_t *pid)
 	if (rc == 0)
 		rc = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
 		    POSIX_SPAWN_SETSIGDEF);
-	if (rc == 0)
+	if (rc == 0) {
+		/* posix_spawn returns once the child has executed, and with
+		 * it closed its copies of our sockets. */
+		epoll_view_spawn_lock();
 		rc = posix_spawn(pid, upgrade_path, &fa, &at, upgrade_argv, env);
+		epoll_view_spawn_unlock();
+	}
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&at);
 	for (size_t i = 0; env[i] != NULL; i++) {

@@ -1,7 +1,11 @@
 /* epoll_view under a real libevent loop: what libevent reports as plain
  * readability is told apart from a reset or a hang-up. */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -130,6 +134,76 @@ START_TEST(hangup_after_our_shutdown)
 }
 END_TEST
 
+/* registered says whether any epoll set of this process has |fd|, as
+ * /proc/self/fdinfo lists them. */
+static int
+registered(int fd)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int found = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while (!found && (e = readdir(d)) != NULL) {
+		char path[320], target[64], line[256];
+		ssize_t n;
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		if ((n = readlink(path, target, sizeof(target) - 1)) < 0)
+			continue;
+		target[n] = '\0';
+		if (strcmp(target, "anon_inode:[eventpoll]") != 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fdinfo/%s", e->d_name);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		while (!found && fgets(line, sizeof(line), f) != NULL)
+			found = strncmp(line, "tfd:", 4) == 0 &&
+			    atoi(line + 4) == fd;
+		fclose(f);
+	}
+	closedir(d);
+	return found;
+}
+
+/* A closed socket leaves the epoll set by itself, so its DEL is skipped;
+ * a copy held elsewhere (here a dup, in life a child being spawned)
+ * keeps it there, which is why a spawn makes closes DEL again. */
+START_TEST(close_skips_the_del_unless_spawning)
+{
+	struct event_base *base = event_base_new();
+	struct seen s = { 0 };
+	struct event *ev;
+	int p[2], copy;
+
+	tcp_pair(p);
+	ev = event_new(base, p[0], EV_READ | EV_WRITE | EV_CLOSED |
+	    EV_PERSIST | EV_ET, record, &s);
+	event_add(ev, NULL);
+	ck_assert_int_eq(registered(p[0]), 1);
+	copy = dup(p[0]);
+	epoll_view_close(p[0], ev);
+	ck_assert_int_eq(registered(p[0]), 1);
+	close(copy);
+	ck_assert_int_eq(registered(p[0]), 0);
+	event_free(ev);
+
+	p[0] = dup(p[1]);
+	ev = event_new(base, p[0], EV_READ | EV_PERSIST | EV_ET, record, &s);
+	event_add(ev, NULL);
+	copy = dup(p[0]);
+	epoll_view_spawn_lock();
+	epoll_view_close(p[0], ev);
+	epoll_view_spawn_unlock();
+	ck_assert_int_eq(registered(p[0]), 0);
+	close(copy);
+	event_free(ev);
+	event_base_free(base);
+	close(p[1]);
+}
+END_TEST
+
 /* A thread that has not attached, or a pass the view did not see,
  * answers "troubled": the safe side. */
 START_TEST(unknown_is_troubled)
@@ -150,6 +224,7 @@ main(void)
 	tcase_add_test(tc, reset_told_from_data);
 	tcase_add_test(tc, hangup_after_our_shutdown);
 	tcase_add_test(tc, unknown_is_troubled);
+	tcase_add_test(tc, close_skips_the_del_unless_spawning);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
