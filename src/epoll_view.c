@@ -1,4 +1,5 @@
-/* epoll_view.c: EPOLLHUP and EPOLLERR as epoll reported them. */
+/* epoll_view.c: EPOLLHUP and EPOLLERR as epoll reported them, and the
+ * EPOLL_CTL_DEL a close makes needless. */
 #include "epoll_view.h"
 
 #include <pthread.h>
@@ -29,7 +30,8 @@ static __thread int view_closing = -1;
 /* Held shared while a socket is closed without its DEL, exclusively
  * while a child is created. Writers first: a close that finds a spawn
  * waiting makes the DEL instead of delaying it. */
-static pthread_rwlock_t view_spawn = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+static pthread_rwlock_t view_spawn =
+    PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
 
 void
 epoll_view_attach(void)

@@ -18,16 +18,16 @@
 void epoll_view_attach(void);
 void epoll_view_detach(void);
 
-/* epoll_view_troubled returns 0 when the current pass reported |fd|
- * without EPOLLHUP or EPOLLERR, else 1: it did report one, or the view
- * cannot tell (not attached, too many in one pass, epoll_wait not
- * wrapped), and the caller must assume the worst. */
+/* epoll_view_troubled returns 1 when the current pass reported EPOLLHUP
+ * or EPOLLERR for |fd|, or when the view cannot tell (not attached, too
+ * many in one pass, epoll_wait not wrapped) and the caller must assume
+ * the worst; else 0. */
 int epoll_view_troubled(int fd);
 
 /* epoll_view_close unregisters |ev| (an event on |fd|, which the caller
  * owns) and closes |fd|. Closing a descriptor removes it from every epoll
- * set, so the EPOLL_CTL_DEL that event_del makes is skipped: two
- * syscalls per connection. That only holds if no other process shares
+ * set, so the EPOLL_CTL_DEL that event_del makes is skipped, a syscall
+ * per socket. That only holds if no other process shares
  * the socket, so while a child is being created (epoll_view_spawn_lock)
  * the DEL is made as usual. */
 struct event;
