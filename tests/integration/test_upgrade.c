@@ -294,7 +294,10 @@ write_exec(const char *path, const char *text)
 	FILE *f;
 
 	snprintf(tmp, sizeof(tmp), "%s.new", path);
-	f = fopen(tmp, "w");
+	/* Close-on-exec: a child the prober's thread forks meanwhile must
+	 * not keep the file open for writing, or executing it fails with
+	 * ETXTBSY. */
+	f = fopen(tmp, "we");
 	ck_assert_ptr_nonnull(f);
 	fputs(text, f);
 	fclose(f);

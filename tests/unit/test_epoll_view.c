@@ -14,6 +14,7 @@
 
 #include "../check_run.h"
 #include "epoll_view.h"
+#include "loopback.h"
 
 struct seen {
 	int calls;
@@ -31,27 +32,6 @@ record(evutil_socket_t fd, short what, void *arg)
 	s->troubled = epoll_view_troubled(fd);
 }
 
-/* tcp_pair connects two TCP sockets over 127.0.0.1; fds[0] does not
- * block. */
-static void
-tcp_pair(int fds[2])
-{
-	struct sockaddr_in a = { .sin_family = AF_INET };
-	socklen_t len = sizeof(a);
-	int l = socket(AF_INET, SOCK_STREAM, 0);
-
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
-	ck_assert_int_eq(listen(l, 1), 0);
-	ck_assert_int_eq(getsockname(l, (struct sockaddr *)&a, &len), 0);
-	fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-	ck_assert_int_eq(connect(fds[0], (struct sockaddr *)&a, sizeof(a)) == 0 ||
-	    errno == EINPROGRESS, 1);
-	fds[1] = accept(l, NULL, NULL);
-	ck_assert_int_ge(fds[1], 0);
-	close(l);
-}
-
 /* pass runs one pass of |base| after the kernel has settled, and drains
  * what the socket holds. */
 static void
@@ -65,22 +45,34 @@ pass(struct event_base *base, int fd)
 		continue;
 }
 
+/* watch connects |p|, watches p[0] on |base| as the daemon watches its
+ * sockets, attaches the view and runs the pass that reports the new
+ * socket's writability. */
+static struct event *
+watch(struct event_base *base, struct seen *s, int p[2])
+{
+	struct event *ev;
+
+	tcp_pair(p);
+	nonblock(p[0]);
+	ev = event_new(base, p[0], EV_READ | EV_WRITE | EV_CLOSED |
+	    EV_PERSIST | EV_ET, record, s);
+	event_add(ev, NULL);
+	epoll_view_attach();
+	pass(base, p[0]);
+	ck_assert_int_eq(s->calls, 1);
+	ck_assert_int_eq(s->troubled, 0);
+	return ev;
+}
+
 START_TEST(reset_told_from_data)
 {
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 	struct event_base *base = event_base_new();
 	struct seen s = { 0 };
-	struct event *ev;
 	int p[2];
+	struct event *ev = watch(base, &s, p);
 
-	tcp_pair(p);
-	ev = event_new(base, p[0], EV_READ | EV_WRITE | EV_CLOSED |
-	    EV_PERSIST | EV_ET, record, &s);
-	event_add(ev, NULL);
-	epoll_view_attach();
-	pass(base, p[0]); /* the new socket's writability */
-	ck_assert_int_eq(s.calls, 1);
-	ck_assert_int_eq(s.troubled, 0);
 	/* Plain data: readable, and no trouble. */
 	ck_assert_int_eq(write(p[1], "data", 4), 4);
 	pass(base, p[0]);
@@ -111,15 +103,9 @@ START_TEST(hangup_after_our_shutdown)
 {
 	struct event_base *base = event_base_new();
 	struct seen s = { 0 };
-	struct event *ev;
 	int p[2];
+	struct event *ev = watch(base, &s, p);
 
-	tcp_pair(p);
-	ev = event_new(base, p[0], EV_READ | EV_WRITE | EV_CLOSED |
-	    EV_PERSIST | EV_ET, record, &s);
-	event_add(ev, NULL);
-	epoll_view_attach();
-	pass(base, p[0]);
 	shutdown(p[0], SHUT_WR);
 	ck_assert_int_eq(write(p[1], "last", 4), 4);
 	shutdown(p[1], SHUT_WR);

@@ -15,6 +15,7 @@
 
 #include "../check_run.h"
 #include "bufpool.h"
+#include "loopback.h"
 #include "relay.h"
 
 #define CAP 16
@@ -26,12 +27,6 @@ struct rig {
 	struct bufpool *pool;
 	struct relay r;
 };
-
-static void
-nonblock(int fd)
-{
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-}
 
 static void
 rig_init_cap(struct rig *g, size_t cap)
@@ -387,25 +382,6 @@ START_TEST(short_reads_under_edge_triggered_events)
 	rig_free(&g);
 }
 END_TEST
-
-/* tcp_pair connects two TCP sockets over 127.0.0.1. */
-static void
-tcp_pair(int fds[2])
-{
-	struct sockaddr_in a = { .sin_family = AF_INET };
-	socklen_t len = sizeof(a);
-	int l = socket(AF_INET, SOCK_STREAM, 0);
-
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
-	ck_assert_int_eq(listen(l, 1), 0);
-	ck_assert_int_eq(getsockname(l, (struct sockaddr *)&a, &len), 0);
-	fds[0] = socket(AF_INET, SOCK_STREAM, 0);
-	ck_assert_int_eq(connect(fds[0], (struct sockaddr *)&a, sizeof(a)), 0);
-	fds[1] = accept(l, NULL, NULL);
-	ck_assert_int_ge(fds[1], 0);
-	close(l);
-}
 
 /* rig_init_tcp is rig_init_cap with a TCP connection for the backend. */
 static void
