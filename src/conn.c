@@ -121,15 +121,6 @@ conn_watch(struct conn *c, enum relay_side s, int fd,
 	event_add(&c->ev[s], NULL);
 }
 
-/* conn_trouble says whether an event with |what| on |fd| may have
- * carried a reset or a hang-up, after which no edge follows (see
- * epoll_view.h). They always come as readable. */
-static int
-conn_trouble(evutil_socket_t fd, short what)
-{
-	return (what & EV_READ) && epoll_view_troubled(fd);
-}
-
 static void
 conn_timer(struct conn *c, uint64_t ms)
 {
@@ -687,19 +678,19 @@ conn_backend_tls_start(struct conn *c)
 	conn_backend_handshake(c);
 }
 
-/* conn_connected: the backend's socket signalled |what| while connecting.
- * Writable alone is a connect that succeeded; an error raises readable
+/* conn_connected: the backend's socket signalled |ready| (RELAY_* bits)
+ * while connecting. Writable alone is a connect that succeeded; an error raises readable
  * and writable together (EPOLLERR), as may a backend that spoke first,
  * and only those need SO_ERROR asked. */
 static void
-conn_connected(struct conn *c, short what)
+conn_connected(struct conn *c, int ready)
 {
-	int err = (what & (EV_READ | EV_CLOSED)) ?
+	int err = (ready & (RELAY_WANT_READ | RELAY_HUP)) ?
 	    backend_connect_result(c->bfd) : 0;
 
-	c->backend_readable = (what & EV_READ) != 0;
-	c->backend_hup = (what & EV_CLOSED) != 0;
-	c->backend_trouble = conn_trouble(c->bfd, what);
+	c->backend_readable = (ready & RELAY_WANT_READ) != 0;
+	c->backend_hup = (ready & RELAY_HUP) != 0;
+	c->backend_trouble = (ready & RELAY_TROUBLE) != 0;
 	if (err != 0) {
 		conn_backend_failed(c, strerror(err));
 		return;
@@ -959,13 +950,16 @@ conn_handshake(struct conn *c)
 	}
 }
 
+/* conn_what turns an event on |fd| into RELAY_* bits. A reset or a
+ * hang-up, after which no edge follows, always comes as readable; only
+ * epoll_view can tell it (RELAY_TROUBLE). */
 static int
 conn_what(evutil_socket_t fd, short what)
 {
 	return ((what & EV_READ) ? RELAY_WANT_READ : 0) |
 	    ((what & EV_WRITE) ? RELAY_WANT_WRITE : 0) |
 	    ((what & EV_CLOSED) ? RELAY_HUP : 0) |
-	    (conn_trouble(fd, what) ? RELAY_TROUBLE : 0);
+	    ((what & EV_READ) && epoll_view_troubled(fd) ? RELAY_TROUBLE : 0);
 }
 
 static void
@@ -973,18 +967,20 @@ conn_client_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 
+	int ready = conn_what(fd, what);
+
 	c->w->activity++;
 	if (c->state == CONN_RELAYING) {
-		relay_ready(&c->relay, RELAY_CLIENT, conn_what(fd, what));
+		relay_ready(&c->relay, RELAY_CLIENT, ready);
 		conn_relay(c);
 		return;
 	}
-	if (what & EV_READ)
-		tls_bio_ready(SSL_get_rbio(c->ssl), what & EV_CLOSED,
-		    conn_trouble(fd, what));
+	if (ready & RELAY_WANT_READ)
+		tls_bio_ready(SSL_get_rbio(c->ssl), ready & RELAY_HUP,
+		    ready & RELAY_TROUBLE);
 	if (c->state == CONN_HANDSHAKE) {
 		/* Ignore the writability edge every new socket reports. */
-		if (conn_what(fd, what) & c->hs_want)
+		if (ready & c->hs_want)
 			conn_handshake(c);
 	} else if (c->state == CONN_ECH_WAIT) {
 		conn_ech_wait(c);
@@ -996,17 +992,19 @@ conn_backend_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 
+	int ready = conn_what(fd, what);
+
 	c->w->activity++;
 	if (c->state == CONN_CONNECTING) {
-		conn_connected(c, what);
+		conn_connected(c, ready);
 	} else if (c->state == CONN_BACKEND_TLS) {
-		if (c->bssl != NULL && (what & EV_READ))
-			tls_bio_ready(SSL_get_rbio(c->bssl), what & EV_CLOSED,
-			    conn_trouble(fd, what));
-		if (c->bssl != NULL && (conn_what(fd, what) & c->bhs_want))
+		if (c->bssl != NULL && (ready & RELAY_WANT_READ))
+			tls_bio_ready(SSL_get_rbio(c->bssl), ready & RELAY_HUP,
+			    ready & RELAY_TROUBLE);
+		if (c->bssl != NULL && (ready & c->bhs_want))
 			conn_backend_handshake(c);
 	} else if (c->state == CONN_RELAYING) {
-		relay_ready(&c->relay, RELAY_BACKEND, conn_what(fd, what));
+		relay_ready(&c->relay, RELAY_BACKEND, ready);
 		conn_relay(c);
 	}
 }
