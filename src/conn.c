@@ -679,9 +679,9 @@ conn_backend_tls_start(struct conn *c)
 }
 
 /* conn_connected: the backend's socket signalled |ready| (RELAY_* bits)
- * while connecting. Writable alone is a connect that succeeded; an error raises readable
- * and writable together (EPOLLERR), as may a backend that spoke first,
- * and only those need SO_ERROR asked. */
+ * while connecting. Writable alone is a connect that succeeded; an error
+ * raises readable and writable together (EPOLLERR), as may a backend
+ * that spoke first, and only those need SO_ERROR asked. */
 static void
 conn_connected(struct conn *c, int ready)
 {
